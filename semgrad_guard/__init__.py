@@ -1,0 +1,56 @@
+"""semgrad-guard: sampling-free uncertainty guardrails for local LLMs.
+
+>>> from semgrad_guard import LocalModel, SemGradScorer
+>>> scorer = SemGradScorer(LocalModel.load())
+>>> generation, score = scorer.generate_and_score("What is the boiling point of water in Celsius?")
+>>> score.value > 0   # higher = more uncertain
+True
+"""
+
+from .calibration import ModelProfile, ProfileStore, model_fingerprint
+from .errors import (
+    AbstainedError,
+    CalibrationError,
+    ConfigError,
+    ContextWindowError,
+    EmptyResponseError,
+    EscalatedError,
+    GradientAccessError,
+    GuardOutcome,
+    ModelLoadError,
+    ScoringError,
+    SemGradGuardError,
+    TokenizerMismatchError,
+    UncertainAnswerError,
+)
+from .model import Generation, LocalModel, PromptFormat, qa_prompt
+from .scoring import SCORE_NAMES, SemGradScorer, UncertaintyScore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCORE_NAMES",
+    "AbstainedError",
+    "CalibrationError",
+    "ConfigError",
+    "ContextWindowError",
+    "EmptyResponseError",
+    "EscalatedError",
+    "Generation",
+    "GradientAccessError",
+    "GuardOutcome",
+    "LocalModel",
+    "ModelLoadError",
+    "ModelProfile",
+    "ProfileStore",
+    "PromptFormat",
+    "ScoringError",
+    "SemGradGuardError",
+    "SemGradScorer",
+    "TokenizerMismatchError",
+    "UncertainAnswerError",
+    "UncertaintyScore",
+    "__version__",
+    "model_fingerprint",
+    "qa_prompt",
+]

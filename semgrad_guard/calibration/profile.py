@@ -1,0 +1,128 @@
+"""Model profiles: the calibrated anchor of one model and prompt format, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..paths import cache_dir
+
+
+def model_fingerprint(model: Any) -> str:
+    """A stable id of a model's architecture and weights.
+
+    Hashing every weight of a 8B model would take a minute, so this hashes the config,
+    every parameter's name, shape and dtype, and the first and last 64 values of each.
+    """
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        cfg = config.to_dict()
+        for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype",
+                         "_attn_implementation_autoset", "_commit_hash"):
+            cfg.pop(volatile, None)
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            sample = torch.cat([flat[:64], flat[-64:]]).float().cpu()
+            h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+            h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Where SemGrad takes its gradients for one model and prompt format.
+
+    ``anchor_offset`` is negative, counted back from the end of the prompt (-1 is the
+    last prompt token); ``layers`` use Hugging Face ``hidden_states`` numbering.
+    ``sps`` maps ``"offset,layer"`` to the Semantic Preservation Score of that
+    candidate (method.md, SPS).
+    """
+
+    model_name: str
+    model_fingerprint: str
+    template_fingerprint: str
+    anchor_offset: int
+    layers: tuple[int, ...]
+    anchor_token: str = ""
+    layer_rule: str = "upper-half"
+    sps: dict[str, float] = field(default_factory=dict)
+    fixed_suffix_length: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    library_version: str = ""
+    created_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def profile_id(self) -> str:
+        return f"{self.model_fingerprint}-{self.template_fingerprint}"
+
+    def sps_at(self, offset: int, layer: int) -> float | None:
+        return self.sps.get(f"{offset},{layer}")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return json.dumps(d, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<string>") -> ModelProfile:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not a JSON model profile: {exc}") from exc
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown profile keys {unknown}; allowed: {sorted(known)}")
+        d["layers"] = tuple(int(x) for x in d["layers"])
+        offset = int(d["anchor_offset"])
+        if offset >= 0:
+            raise ConfigError(f"{source}: anchor_offset must be negative, got {offset}")
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".profile-")
+        with os.fdopen(fd, "w") as f:
+            f.write(self.to_json())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ModelProfile:
+        return cls.from_json(Path(path).read_text(), source=str(path))
+
+
+class ProfileStore:
+    """Profiles cached by model and template fingerprint (``<cache>/profiles``)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root else cache_dir() / "profiles"
+
+    def path_for(self, model_fp: str, template_fp: str) -> Path:
+        return self.root / f"{model_fp}-{template_fp}.json"
+
+    def find(self, model_fp: str, template_fp: str) -> ModelProfile | None:
+        path = self.path_for(model_fp, template_fp)
+        return ModelProfile.load(path) if path.is_file() else None
+
+    def save(self, profile: ModelProfile) -> Path:
+        return profile.save(self.path_for(profile.model_fingerprint, profile.template_fingerprint))
+
+    def __iter__(self) -> Iterator[ModelProfile]:
+        for path in sorted(self.root.glob("*.json")):
+            yield ModelProfile.load(path)

