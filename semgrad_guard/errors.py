@@ -12,6 +12,12 @@
     │   │                           no decoder blocks, inference mode)
     │   └── TokenizerMismatchError  token ids the model's embedding cannot hold
     ├── CalibrationError            the anchor search or a threshold fit cannot run
+    ├── ReviewError                 the human review queue cannot do what was asked
+    │   ├── CaseNotFoundError       no escalated case has that id
+    │   ├── CaseAlreadyDecidedError the case was already approved, edited or rejected
+    │   ├── DecisionTimeoutError    no reviewer decided before the wait timed out
+    │   ├── InvalidCaseError        a case to escalate has a bad field (NaN score, ...)
+    │   └── ReviewStoreError        the queue's database cannot be opened or reached
     └── GuardOutcome                outcomes a caller must handle; carry the decision
         ├── UncertainAnswerError    strict mode: an answer scored above its threshold
         ├── AbstainedError          the policy abstained and is configured to raise
@@ -57,6 +63,41 @@ class TokenizerMismatchError(ScoringError, ValueError):
 
 class CalibrationError(SemGradGuardError):
     """The anchor search or a threshold fit could not run."""
+
+
+class ReviewError(SemGradGuardError):
+    """The human review queue could not do what was asked."""
+
+
+class CaseNotFoundError(ReviewError, KeyError):
+    """No escalated case has the given id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CaseAlreadyDecidedError(ReviewError):
+    """The case was already decided; ``case`` holds the decision that won."""
+
+    def __init__(self, message: str, case: Any = None) -> None:
+        super().__init__(message)
+        self.case = case
+
+
+class DecisionTimeoutError(ReviewError, TimeoutError):
+    """No reviewer decided the case before the wait timed out; ``case`` is still pending."""
+
+    def __init__(self, message: str, case: Any = None) -> None:
+        super().__init__(message)
+        self.case = case
+
+
+class InvalidCaseError(ReviewError, ValueError):
+    """A case to escalate has a field the queue cannot store faithfully."""
+
+
+class ReviewStoreError(ReviewError):
+    """The review queue's database could not be opened, reached or migrated."""
 
 
 class GuardOutcome(SemGradGuardError):
