@@ -1,0 +1,1 @@
+"""The uncertainty benchmark: datasets, correctness judges, baselines, metrics, runs."""
