@@ -174,8 +174,8 @@ class SemGradScorer:
                 f"has {layout.vocab_rows} rows")
 
     # -- the pass ------------------------------------------------------------------------------
-    def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool
-                     ) -> list[UncertaintyScore]:
+    def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool,
+                     prefix_cache: Any = None) -> list[UncertaintyScore]:
         if torch.is_inference_mode_enabled():
             raise GradientAccessError(
                 "model without gradient access: scoring was called inside "
@@ -220,13 +220,20 @@ class SemGradScorer:
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             head["input"], head["output"] = inputs[0], output
 
-        handles = [layout.module_producing(layer).register_forward_hook(capture(layer))
-                   for layer in anchor.layers]
-        handles.append(layout.lm_head.register_forward_hook(capture_head))
+        # Positions before the earliest anchor cannot depend on any anchor (attention is
+        # causal): run them once without a graph and keep their keys and values.
+        split = int(anchor_pos.min())
         t0 = time.perf_counter()
-        try:
-            with lm.lock, frozen_for_scoring(lm.model):
-                out = self._forward(ids.to(device), mask.to(device), positions.to(device), keep)
+        with lm.lock, frozen_for_scoring(lm.model):
+            past = prefix_cache if prefix_cache is not None else self._prefix(
+                ids[:, :split].to(device), mask[:, :split].to(device),
+                positions[:, :split].to(device))
+            handles = [layout.module_producing(layer).register_forward_hook(capture(layer))
+                       for layer in anchor.layers]
+            handles.append(layout.lm_head.register_forward_hook(capture_head))
+            try:
+                out = self._forward(ids[:, split:].to(device), mask.to(device),
+                                    positions[:, split:].to(device), keep, past)
                 logits = out.float()[:, -keep:]
                 logp = torch.log_softmax(logits, dim=-1)
                 with torch.no_grad():
@@ -246,13 +253,13 @@ class SemGradScorer:
                 if self.hybrid:
                     wanted.append(head["output"])
                 grads = torch.autograd.grad(objective.sum(), wanted)
-        finally:
-            for handle in handles:
-                handle.remove()
+            finally:
+                for handle in handles:
+                    handle.remove()
         t2 = time.perf_counter()
 
         rows_idx = torch.arange(batch, device=device)
-        at_anchor = torch.stack([g[rows_idx, anchor_pos.to(device)].float() for g in
+        at_anchor = torch.stack([g[rows_idx, (anchor_pos - split).to(device)].float() for g in
                                  grads[: len(anchor.layers)]])  # [S, B, d]
         semgrad = at_anchor.abs().mean(dim=(0, 2))
         with torch.no_grad():
@@ -288,11 +295,20 @@ class SemGradScorer:
                 response_ids=tuple(r), retokenized=retokenized, timings=dict(timings)))
         return results
 
+    def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
+        """Keys and values of the positions before the earliest anchor, no graph."""
+        if ids.shape[1] == 0:
+            return None
+        with torch.no_grad():
+            out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   use_cache=True, logits_to_keep=1)
+        return out.past_key_values
+
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                 keep: int) -> torch.Tensor:
+                 keep: int, past: Any) -> torch.Tensor:
         model = self.model.model
         kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
-                  "use_cache": False}
+                  "past_key_values": past, "use_cache": past is not None}
         try:
             out = model(**kwargs, logits_to_keep=keep)
         except TypeError:  # older architectures compute every position's logits

@@ -1,0 +1,50 @@
+"""Tiny random models and tokenizers built in process (no files, no network)."""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from semgrad_guard import LocalModel
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>"]
+WORDS = ("user assistant system question answer what is the of a to and in color sky blue "
+         "red green sun moon water fire earth air who wrote when where why how many cat dog "
+         "bird fish tree leaf root stem cell atom energy light heat cold warm day night year "
+         "paris london rome city country river sea ocean mountain hill one two three four five "
+         "yes no true false maybe please directly following with few words : ? . , \n").split(" ")
+
+
+def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(WORDS) - {""}))}
+    vocab["[UNK]"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.WhitespaceSplit()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="<pad>",
+                                   eos_token="<|im_end|>", bos_token="<|im_start|>")
+    fast.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_llama(vocab_size: int = 128, layers: int = 4, tie: bool = False, seed: int = 0,
+               dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=96, tie_word_embeddings=tie,
+                         pad_token_id=0, eos_token_id=2, bos_token_id=1)
+    model = LlamaForCausalLM(config).to(dtype)
+    model.eval()
+    return model
+
+
+def tiny_local_model(chat: bool = True, **kwargs: object) -> LocalModel:
+    return LocalModel(tiny_llama(**kwargs), tiny_tokenizer(chat), name="tiny-llama")  # type: ignore[arg-type]
