@@ -1,0 +1,88 @@
+"""One try of a guarded chain: what the guard asks for, what the chain returns, and the
+record the guard keeps of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model.generation import Generation
+from ..model.prompts import Prompt
+from ..scoring.result import UncertaintyScore
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the guard asks the chain to run.
+
+    ``number`` is 0 for the first try; ``k`` is the retrieval depth to use (``None``:
+    the chain's own); ``query`` is the (possibly rewritten) question to retrieve and
+    answer with; ``retriever`` names an alternative retriever when the policy gives one.
+
+    >>> Attempt(number=0, k=None, query="What is the boiling point of water?")
+    Attempt(number=0, k=None, query='What is the boiling point of water?', retriever=None)
+    """
+
+    number: int
+    k: int | None
+    query: str
+    retriever: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "k": self.k, "query": self.query,
+                "retriever": self.retriever}
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What the chain returns for one attempt.
+
+    Give ``generation`` (the exact ids, from :meth:`LocalModel.generate`) when the chain
+    knows it, so the score uses the ids the model produced; without it the answer is
+    re-tokenised against ``prompt`` (default: the question) and the score is flagged.
+    Give ``score`` when the chain has already scored the answer. ``context`` holds the
+    retrieved passages (kept for audit and review); ``raw`` is the chain's own output.
+
+    >>> AttemptResult("100 degrees Celsius", context=["Water boils at 100 C."]).answer
+    '100 degrees Celsius'
+    """
+
+    answer: str
+    generation: Generation | None = None
+    score: UncertaintyScore | None = None
+    context: list[str] = field(default_factory=list)
+    raw: Any = None
+    prompt: Prompt | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The guard's record of one attempt: what was asked, answered and scored.
+
+    ``value`` is the score the rule reads (``None`` when scoring failed, ``error`` says
+    why); ``passed`` says whether the attempt was under the threshold.
+    """
+
+    attempt: Attempt
+    answer: str
+    score: UncertaintyScore | None
+    value: float | None
+    error_probability: float | None
+    passed: bool
+    context: list[str] = field(default_factory=list)
+    error: str | None = None
+    raw: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.attempt.to_dict(),
+            "answer": self.answer,
+            "value": self.value,
+            "method": None if self.score is None else self.score.method,
+            "scores": None if self.score is None else dict(self.score.scores),
+            "retokenized": None if self.score is None else self.score.retokenized,
+            "error_probability": self.error_probability,
+            "passed": self.passed,
+            "context": list(self.context),
+            "error": self.error,
+        }

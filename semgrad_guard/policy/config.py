@@ -1,0 +1,536 @@
+"""The policy file: per-chain rules that map an uncertainty score to actions.
+
+A policy is a default rule plus an ordered list of chain rules. A chain rule names
+which chains it covers (``match``), which score to read, the threshold under which an
+answer passes, and the actions to walk when it does not. Chain rules inherit every
+key they leave out from the default rule. ``examples/policy.yaml`` annotates every key.
+
+>>> policy = PolicyConfig.from_dict({
+...     "version": 1,
+...     "default": {"threshold": {"max_score": 0.05}, "actions": ["abstain"]},
+...     "chains": [{"name": "rag", "match": {"tags": ["faq"]},
+...                 "actions": [{"type": "retry_with_retrieval", "attempts": 2,
+...                              "k_schedule": [8, 16]}, "escalate"]}],
+... })
+>>> policy.rule_for(tags=["faq"]).name, policy.rule_for(run_name="other").name
+('rag', 'default')
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import math
+import string
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ..errors import ConfigError
+from ..scoring.result import SCORE_NAMES, ScoreName
+from .attempts import Attempt
+
+#: What the chain returns when the guard abstains and no message is configured.
+DEFAULT_ABSTAIN_MESSAGE = "I am not confident enough in an answer to this question."
+#: What the chain returns while a case waits for a human reviewer.
+DEFAULT_PENDING_MESSAGE = ("This question has been passed to a human reviewer; "
+                           "an answer will follow once it is reviewed.")
+#: Upper bound on the extra attempts of one retry action: retries are always bounded.
+MAX_RETRY_ATTEMPTS = 10
+#: The only version of the policy file format.
+POLICY_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MatchRule(_Strict):
+    """Which chains a rule covers. Every criterion given must hold (and)."""
+
+    run_name: list[str] = Field(
+        default_factory=list,
+        description="Run names (shell-style patterns, e.g. 'rag-*'); any one may match.")
+    tags: list[str] = Field(
+        default_factory=list, description="Tags of the run; the rule matches if any is present.")
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Metadata keys the run must carry with these values.")
+
+    @field_validator("run_name", "tags", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MatchRule:
+        if not (self.run_name or self.tags or self.metadata):
+            raise ValueError("a match needs at least one of run_name, tags, metadata")
+        return self
+
+    def matches(self, run_name: str | None, tags: Sequence[str],
+                metadata: Mapping[str, Any] | None) -> bool:
+        """Whether a run with these attributes falls under the rule."""
+        if self.run_name and not (run_name is not None and any(
+                fnmatch.fnmatchcase(run_name, pattern) for pattern in self.run_name)):
+            return False
+        if self.tags and not set(self.tags) & set(tags):
+            return False
+        meta = metadata or {}
+        return all(key in meta and meta[key] == value for key, value in self.metadata.items())
+
+
+class PlattCalibration(_Strict):
+    """A fitted probability of error: ``p = 1 / (1 + exp(-(coef * score + intercept)))``."""
+
+    method: Literal["platt"] = Field("platt", description="Logistic regression on the score.")
+    score: ScoreName = Field(description="The score the calibration was fitted on.")
+    coef: float = Field(description="Slope on the raw score.")
+    intercept: float = Field(description="Intercept.")
+    n: int | None = Field(None, ge=1, description="Number of labelled answers it was fitted on.")
+    data: str | None = Field(None, description="The labelled data it was fitted on.")
+    model: str | None = Field(None, description="The model whose answers were scored.")
+
+    def error_probability(self, value: float) -> float:
+        """The calibrated probability that an answer with this score is wrong."""
+        z = self.coef * value + self.intercept
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+
+class Threshold(_Strict):
+    """When an answer passes: exactly one of ``max_score`` and ``max_error_probability``.
+
+    An answer passes when its value is **at or under** the threshold.
+    """
+
+    max_score: float | None = Field(
+        None, description="Largest raw score (higher = more uncertain) that still passes.")
+    max_error_probability: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Largest calibrated probability of error that still passes; needs "
+                    "'calibration'.")
+    calibration: PlattCalibration | None = Field(
+        None, description="Fitted probability of error (written by fit-thresholds).")
+    fit: dict[str, str | int | float | None] | None = Field(
+        None, description="How fit-thresholds chose this threshold (for the record only).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Threshold:
+        if (self.max_score is None) == (self.max_error_probability is None):
+            raise ValueError("give exactly one of max_score and max_error_probability")
+        if self.max_error_probability is not None and self.calibration is None:
+            raise ValueError("max_error_probability needs a fitted 'calibration' "
+                             "(run semgrad-guard fit-thresholds)")
+        return self
+
+    def error_probability(self, value: float) -> float | None:
+        """The calibrated probability of error of a score, when a calibration is stored."""
+        return None if self.calibration is None else self.calibration.error_probability(value)
+
+    def passes(self, value: float) -> bool:
+        """Whether a raw score value passes this threshold."""
+        if self.max_score is not None:
+            return value <= self.max_score
+        probability = self.error_probability(value)
+        return probability is not None and probability <= (self.max_error_probability or 0.0)
+
+
+class AbstainAction(_Strict):
+    """Return an abstention instead of the uncertain answer (terminal)."""
+
+    type: Literal["abstain"] = "abstain"
+    message: str = Field(DEFAULT_ABSTAIN_MESSAGE, description="What the chain returns instead.")
+    raise_error: bool = Field(
+        False, description="Raise semgrad_guard.errors.AbstainedError (carrying the decision) "
+                           "instead of returning the message.")
+
+
+class FlagAction(_Strict):
+    """Pass the uncertain answer on, marked ``passed=False`` (shadow mode; terminal)."""
+
+    type: Literal["flag"] = "flag"
+
+
+_QUERY_FIELDS = {"question", "attempt", "previous_answer"}
+
+
+class RetryWithRetrievalAction(_Strict):
+    """Run the chain again with wider or different retrieval, keeping the best attempt.
+
+    Retry ``i`` (1-based) uses ``k = k_schedule[i-1]`` or
+    ``k = round(base_k * k_multiplier ** i)`` (``base_k`` defaults to the chain's own k
+    when the caller tells the guard), the query ``rewrite_query`` formatted with
+    ``{question}``, ``{attempt}`` and ``{previous_answer}``, and the retriever
+    ``retrievers[i-1]`` (the last one repeats).
+    """
+
+    type: Literal["retry_with_retrieval"] = "retry_with_retrieval"
+    attempts: int = Field(
+        None, ge=1, le=MAX_RETRY_ATTEMPTS,  # type: ignore[assignment]
+        description="Extra attempts (default: the length of k_schedule, else 2).")
+    k_schedule: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="The retrieval depth of each retry, in order.")
+    base_k: int | None = Field(
+        None, ge=1, description="The chain's own depth, to multiply (else the caller's k).")
+    k_multiplier: float = Field(2.0, ge=1.0, description="Depth growth per retry.")
+    rewrite_query: str | None = Field(
+        None, description="Template of the retried query: {question}, {attempt}, "
+                          "{previous_answer}.")
+    retrievers: list[str] = Field(
+        default_factory=list, description="Names of alternative retrievers, one per retry.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_attempts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("attempts") is None:
+            schedule = data.get("k_schedule")
+            data = {**data, "attempts": len(schedule) if isinstance(schedule, list) and
+                    schedule else 2}
+        return data
+
+    @field_validator("rewrite_query")
+    @classmethod
+    def _known_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from exc
+        unknown = names - _QUERY_FIELDS
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
+                             + ", ".join("{" + n + "}" for n in sorted(_QUERY_FIELDS)))
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetryWithRetrievalAction:
+        if self.k_schedule is not None and self.base_k is not None:
+            raise ValueError("give k_schedule or base_k (with k_multiplier), not both")
+        if self.k_schedule is not None and len(self.k_schedule) < self.attempts:
+            raise ValueError(f"k_schedule has {len(self.k_schedule)} depths for "
+                             f"{self.attempts} attempts")
+        return self
+
+    def attempt(self, retry: int, number: int, question: str, previous_answer: str | None,
+                chain_k: int | None) -> Attempt:
+        """The ``retry``-th (1-based) retry of this action, numbered ``number`` overall."""
+        if self.k_schedule is not None:
+            k: int | None = self.k_schedule[retry - 1]
+        else:
+            base = self.base_k if self.base_k is not None else chain_k
+            k = None if base is None else max(1, round(base * self.k_multiplier ** retry))
+        query = question
+        if self.rewrite_query is not None:
+            query = self.rewrite_query.format(question=question, attempt=number,
+                                              previous_answer=previous_answer or "")
+        retriever = self.retrievers[min(retry, len(self.retrievers)) - 1] if self.retrievers \
+            else None
+        return Attempt(number=number, k=k, query=query, retriever=retriever)
+
+
+class EscalateAction(_Strict):
+    """Send the case to a human review queue (terminal)."""
+
+    type: Literal["escalate"] = "escalate"
+    queue: str | None = Field(
+        None, description="Review queue URL, e.g. 'sqlite:///review.db' (else the queue "
+                          "given to the Guard).")
+    raise_error: bool = Field(
+        False, description="Raise semgrad_guard.errors.EscalatedError (carrying the decision) "
+                           "instead of returning the pending message.")
+    pending_message: str = Field(DEFAULT_PENDING_MESSAGE,
+                                 description="What the chain returns while the case waits.")
+
+
+class CustomAction(_Strict):
+    """The escape hatch: a function called with an :class:`ActionContext`.
+
+    It returns a :class:`GuardDecision` to end the walk, or ``None`` to go on to the
+    next action. ``handler`` is a callable or an import path ``"package.module:function"``,
+    resolved when the policy is loaded.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    type: Literal["custom"] = "custom"
+    handler: str | Callable[..., Any] = Field(
+        description="A callable, or its import path 'package.module:function'.")
+    _resolved: Callable[..., Any] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> CustomAction:
+        self._resolved = _import_callable(self.handler) if isinstance(self.handler, str) \
+            else self.handler
+        return self
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The resolved handler."""
+        if self._resolved is None:  # pragma: no cover - set by the validator
+            raise ConfigError("custom action handler was not resolved")
+        return self._resolved
+
+
+def _import_callable(path: str) -> Callable[..., Any]:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"handler {path!r} is not an import path 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import handler {path!r}: {exc}") from exc
+    if not callable(target):
+        raise ValueError(f"handler {path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+Action = Annotated[
+    AbstainAction | FlagAction | RetryWithRetrievalAction | EscalateAction | CustomAction,
+    Field(discriminator="type"),
+]
+#: Action type names, as the policy file spells them.
+ACTION_TYPES = ("abstain", "flag", "retry_with_retrieval", "escalate", "custom")
+_TERMINAL = (AbstainAction, FlagAction, EscalateAction)
+
+
+class ChainPolicy(_Strict):
+    """The rule for one chain (or the default rule)."""
+
+    name: str = Field("default", min_length=1, description="The rule's name, used in audits.")
+    match: MatchRule | None = Field(
+        None, description="Which runs this rule covers (default: run_name equal to name).")
+    score: ScoreName = Field("semgrad", description="Which score to read: "
+                             + ", ".join(SCORE_NAMES) + ".")
+    profile: str = Field(
+        "auto", description="Model profile: 'auto' (cached calibrated profile, else the "
+                            "default anchor), 'default', or a profile file path.")
+    threshold: Threshold = Field(description="When an answer passes.")
+    actions: list[Action] = Field(
+        default_factory=lambda: _default_actions(), min_length=1,
+        description="What to do, in order, when an answer does not pass.")
+    on_score_failure: Literal["fail_closed", "fail_open", "raise"] = Field(
+        "fail_closed", description="When a score cannot be computed: treat the answer as "
+                                   "uncertain, pass it (flagged), or raise.")
+
+    @field_validator("actions", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"type": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _terminal_last(self) -> ChainPolicy:
+        for i, action in enumerate(self.actions[:-1]):
+            if isinstance(action, _TERMINAL):
+                raise ValueError(f"action {i} ({action.type}) ends the walk, so the actions "
+                                 f"after it could never run; put it last")
+        return self
+
+    def matches(self, run_name: str | None, tags: Sequence[str],
+                metadata: Mapping[str, Any] | None) -> bool:
+        """Whether a run falls under this rule."""
+        if self.match is None:
+            return run_name == self.name
+        return self.match.matches(run_name, tags, metadata)
+
+    @property
+    def retry_budget(self) -> int:
+        """The most attempts this rule can make after the first."""
+        return sum(a.attempts for a in self.actions if isinstance(a, RetryWithRetrievalAction))
+
+
+def _default_actions() -> list[Action]:
+    return [AbstainAction.model_validate({})]
+
+
+_INHERITED_EXCLUDED = ("name", "match")
+
+
+class PolicyConfig(_Strict):
+    """A whole policy: a default rule and ordered chain rules (first match wins)."""
+
+    version: Literal[1] = Field(description="Policy file format version.")
+    default: ChainPolicy = Field(description="The rule for runs no chain rule matches.")
+    chains: list[ChainPolicy] = Field(
+        default_factory=list, description="Chain rules, tried in order; they inherit the "
+                                          "default rule's keys.")
+    source: str | None = Field(None, exclude=True, description="The file it was loaded from.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        default, chains = data.get("default"), data.get("chains")
+        if isinstance(default, dict) and isinstance(chains, list):
+            inherited = {k: v for k, v in default.items() if k not in _INHERITED_EXCLUDED}
+            data = {**data, "chains": [{**inherited, **c} if isinstance(c, dict) else c
+                                       for c in chains]}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PolicyConfig:
+        seen = {self.default.name}
+        for i, chain in enumerate(self.chains):
+            if chain.name in seen:
+                raise ValueError(f"chains.{i}.name: {chain.name!r} is used twice "
+                                 f"(names must be unique, and 'default' is the default rule's)")
+            seen.add(chain.name)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> PolicyConfig:
+        """Validate a policy given as a dict; errors name the key path and allowed values."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source or 'policy'}: expected a mapping at the top level, got "
+                              f"{type(data).__name__}")
+        try:
+            policy = cls.model_validate({**data})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source or "policy")) from None
+        return policy.model_copy(update={"source": source}) if source else policy
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PolicyConfig:
+        """Load a policy file."""
+        return load_policy(path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as plain data (custom handlers given as callables stay callables)."""
+        return self.model_dump(mode="python", exclude_none=True)
+
+    def chain(self, name: str) -> ChainPolicy:
+        """The rule with this name (``"default"`` for the default rule)."""
+        if name == self.default.name:
+            return self.default
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        raise ConfigError(f"no chain named {name!r}; known: "
+                          + ", ".join([self.default.name, *(c.name for c in self.chains)]))
+
+    def rule_for(self, run_name: str | None = None, tags: Sequence[str] = (),
+                 metadata: Mapping[str, Any] | None = None) -> ChainPolicy:
+        """The first chain rule that matches, else the default rule."""
+        for chain in self.chains:
+            if chain.matches(run_name, tags, metadata):
+                return chain
+        return self.default
+
+
+def load_policy(path: str | Path) -> PolicyConfig:
+    """Load and validate a YAML policy file.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "policy.yaml"
+    >>> _ = f.write_text("version: 1\\ndefault:\\n  threshold: {max_score: 0.05}\\n")
+    >>> load_policy(f).default.actions[0].type
+    'abstain'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the policy file: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return PolicyConfig.from_dict(data if data is not None else {}, source=str(path))
+
+
+# -- error messages ----------------------------------------------------------------------------
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # Pydantic names the union member by its tag; the file has no such key.
+        shown_loc = [p for i, p in enumerate(loc)
+                     if not (p in ACTION_TYPES and i > 0 and isinstance(loc[i - 1], int))]
+        path = ".".join(str(p) for p in shown_loc) or "(top level)"
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(PolicyConfig, loc[:-1])
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{source}: {path}: unknown key{hint}")
+        elif kind == "missing":
+            lines.append(f"{source}: {path}: required key is missing")
+        elif kind == "union_tag_invalid":
+            lines.append(f"{source}: {path}.type: got {(err.get('ctx') or {}).get('tag')!r}; "
+                         f"allowed: {', '.join(ACTION_TYPES)}")
+        elif kind in ("literal_error", "enum"):
+            expected = (err.get("ctx") or {}).get("expected", "")
+            lines.append(f"{source}: {path}: got {value!r}; allowed: {expected}")
+        elif kind == "union_tag_not_found":
+            lines.append(f"{source}: {path}: an action needs a 'type'; allowed: "
+                         + ", ".join(ACTION_TYPES))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = "" if isinstance(value, dict | list) else f"got {value!r}: "
+            lines.append(f"{source}: {path}: {shown}{msg}")
+    return f"invalid policy {source}:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys a policy mapping at ``loc`` may hold (best effort, for error messages)."""
+    target: Any = model
+    for part in loc:
+        target = _step(target, part)
+        if target is None:
+            return []
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        return list(target.model_fields)
+    return []
+
+
+def _step(target: Any, part: Any) -> Any:
+    from typing import get_args, get_origin
+
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        field = target.model_fields.get(str(part))
+        return None if field is None else _unwrap(field.annotation)
+    origin = get_origin(target)
+    if origin is list and isinstance(part, int):
+        return _unwrap(get_args(target)[0])
+    if isinstance(part, str):  # a discriminated union member, named by its tag
+        for member in get_args(target):
+            field = getattr(member, "model_fields", {}).get("type")
+            if field is not None and field.default == part:
+                return member
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    from types import NoneType, UnionType
+    from typing import Union, get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not NoneType]
+        if len(members) == 1:
+            return _unwrap(members[0])
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+        return Union[tuple(members)]  # noqa: UP007 - rebuilt for the tag lookup in _step
+    return annotation

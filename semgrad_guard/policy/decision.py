@@ -1,0 +1,83 @@
+"""What the guard decided for one question."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..scoring.result import UncertaintyScore
+from .attempts import AttemptRecord
+
+#: What the chain does with its answer.
+GuardAction = Literal["pass", "abstain", "escalate"]
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """The outcome of guarding one question.
+
+    ``answer`` is what the chain returns: the chosen answer (``pass``), the abstention
+    message (``abstain``) or the pending message (``escalate``). ``passed`` is true only
+    when the chosen answer was under its threshold (a ``flag`` action or a
+    ``fail_open`` scoring failure passes an answer with ``passed=False``). ``score``,
+    ``error_probability`` and ``raw`` belong to the chosen (lowest-scoring) attempt;
+    ``attempts`` lists every attempt in order and ``chosen_index`` points at the chosen
+    one, whose answer ``chosen_answer`` keeps even when ``answer`` is a message.
+    ``case_id`` is the review case of an
+    escalation. ``flags`` names anything a reader should know (``"retokenized"``,
+    ``"score_failed"``, ``"fail_open"``).
+
+    >>> d = GuardDecision(action="pass", answer="Au", passed=True, score=None,
+    ...                   error_probability=None, attempts=[], chain="default",
+    ...                   case_id=None, reason="score under threshold", raw=None)
+    >>> d.to_dict()["action"]
+    'pass'
+    """
+
+    action: GuardAction
+    answer: str | None
+    passed: bool
+    score: UncertaintyScore | None
+    error_probability: float | None
+    attempts: list[AttemptRecord]
+    chain: str
+    case_id: str | None
+    reason: str
+    raw: Any = field(default=None, repr=False, compare=False)
+    question: str = ""
+    chosen_answer: str | None = None
+    chosen_index: int | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def value(self) -> float | None:
+        """The score value the rule read for the chosen attempt."""
+        chosen = self.chosen
+        return None if chosen is None else chosen.value
+
+    @property
+    def chosen(self) -> AttemptRecord | None:
+        """The attempt whose answer (or score) the decision rests on."""
+        if self.chosen_index is None or not self.attempts:
+            return None
+        return self.attempts[self.chosen_index]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for logs, metadata and JSON (``raw`` is left out)."""
+        return {
+            "action": self.action,
+            "answer": self.answer,
+            "passed": self.passed,
+            "chain": self.chain,
+            "question": self.question,
+            "chosen_answer": self.chosen_answer,
+            "chosen_index": self.chosen_index,
+            "value": self.value,
+            "method": None if self.score is None else self.score.method,
+            "scores": None if self.score is None else dict(self.score.scores),
+            "error_probability": self.error_probability,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "case_id": self.case_id,
+            "reason": self.reason,
+            "flags": list(self.flags),
+        }

@@ -1,0 +1,525 @@
+"""The guard: runs a chain under its policy and decides what the chain returns.
+
+The decision logic is written once, as a generator that asks for the work it needs
+(run an attempt, score it, submit a review case, call a custom action); a sync driver
+(:meth:`Guard.run`, :meth:`Guard.check`) and an async driver (:meth:`Guard.arun`,
+:meth:`Guard.acheck`) carry the work out, so both twins decide exactly alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import AbstainedError, ConfigError, EscalatedError, ScoringError
+from ..model.generation import Generation
+from ..model.prompts import Prompt
+from ..scoring.result import UncertaintyScore
+from .attempts import Attempt, AttemptRecord, AttemptResult
+from .audit import AuditTrail
+from .config import (
+    DEFAULT_ABSTAIN_MESSAGE,
+    AbstainAction,
+    ChainPolicy,
+    CustomAction,
+    EscalateAction,
+    FlagAction,
+    PolicyConfig,
+    RetryWithRetrievalAction,
+)
+from .decision import GuardDecision
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the guard needs from a scorer (``SemGradScorer`` is one)."""
+
+    def score_generation(self, generation: Generation) -> UncertaintyScore: ...
+
+    def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore: ...
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What a custom action sees: the question, the rule, the attempts so far."""
+
+    question: str
+    rule: ChainPolicy
+    attempts: list[AttemptRecord]
+    best: AttemptRecord
+    run_name: str | None
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+    best_index: int = 0
+
+    def decision(self, action: str, answer: str | None, reason: str, *, passed: bool = False,
+                 case_id: str | None = None) -> GuardDecision:
+        """A decision resting on the best attempt so far."""
+        return _decision(self.question, self.rule, self.attempts, self.best_index, action,
+                         answer, passed, reason, case_id=case_id)
+
+
+AttemptFn = Callable[[Attempt], "AttemptResult | str"]
+AsyncAttemptFn = Callable[[Attempt], "Awaitable[AttemptResult | str] | AttemptResult | str"]
+
+
+# -- what the decision logic asks its driver for ---------------------------------------------
+@dataclass(frozen=True)
+class _RunAttempt:
+    attempt: Attempt
+
+
+@dataclass(frozen=True)
+class _Score:
+    rule: ChainPolicy
+    question: str
+    result: AttemptResult
+
+
+@dataclass(frozen=True)
+class _Escalate:
+    action: EscalateAction
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Custom:
+    action: CustomAction
+    context: ActionContext
+
+
+@dataclass
+class _Outcome:
+    decision: GuardDecision
+    raise_as: type[AbstainedError] | type[EscalatedError] | None = None
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_Request = _RunAttempt | _Score | _Escalate | _Custom
+_Process = Generator[_Request, Any, _Outcome]
+
+
+class Guard:
+    """Applies a :class:`PolicyConfig` to a chain's answers.
+
+    ``scorer`` is a :class:`~semgrad_guard.SemGradScorer` (or any object with
+    ``score_generation`` and ``score_text``), or a mapping from rule name to scorer
+    (``"default"`` covers the rest). ``audit`` records every decision;
+    ``review_queue`` receives escalations (else the queue URL the rule names).
+
+    >>> from semgrad_guard.policy import PolicyConfig, AttemptResult
+    >>> from tests.behaviours import ScriptedScorer
+    >>> policy = PolicyConfig.from_dict({"version": 1, "default": {
+    ...     "threshold": {"max_score": 0.5},
+    ...     "actions": [{"type": "retry_with_retrieval", "k_schedule": [8]}, "abstain"]}})
+    >>> guard = Guard(policy, scorer=ScriptedScorer([0.9, 0.2]))
+    >>> decision = guard.run("Who wrote Hamlet?",
+    ...                      lambda a: AttemptResult(f"Shakespeare (k={a.k})"))
+    >>> decision.action, decision.answer, [r.attempt.k for r in decision.attempts]
+    ('pass', 'Shakespeare (k=8)', [None, 8])
+    """
+
+    def __init__(self, policy: PolicyConfig, scorer: Scorer | Mapping[str, Scorer] | None = None,
+                 audit: AuditTrail | None = None, review_queue: Any = None) -> None:
+        if not isinstance(policy, PolicyConfig):
+            raise ConfigError(f"Guard needs a PolicyConfig, got {type(policy).__name__}; "
+                              f"use load_policy(path) or PolicyConfig.from_dict(...)")
+        self.policy = policy
+        self.scorer = scorer
+        self.audit = audit
+        self.review_queue = review_queue
+        self._queues: dict[str, Any] = {}
+        self._validate()
+
+    @classmethod
+    def from_model(cls, policy: PolicyConfig, model: Any, *, audit: AuditTrail | None = None,
+                   review_queue: Any = None, **scorer_kwargs: Any) -> Guard:
+        """A guard with one :class:`SemGradScorer` per rule, built with the rule's score
+        method and model profile."""
+        from ..scoring.semgrad import SemGradScorer
+
+        built: dict[tuple[str, str], Any] = {}
+        scorers: dict[str, Any] = {}
+        for rule in (policy.default, *policy.chains):
+            key = (rule.score, rule.profile)
+            if key not in built:
+                profile = None if rule.profile == "default" else rule.profile
+                built[key] = SemGradScorer(model, method=rule.score, profile=profile,
+                                           **scorer_kwargs)
+            scorers[rule.name] = built[key]
+        return cls(policy, scorer=scorers, audit=audit, review_queue=review_queue)
+
+    def _validate(self) -> None:
+        for rule in (self.policy.default, *self.policy.chains):
+            for action in rule.actions:
+                if isinstance(action, EscalateAction) and action.queue is None \
+                        and self.review_queue is None:
+                    raise ConfigError(
+                        f"rule {rule.name!r} escalates but names no review queue: give the "
+                        f"escalate action a 'queue' URL or pass review_queue= to Guard")
+        if self.review_queue is not None and not callable(getattr(self.review_queue, "submit",
+                                                                  None)):
+            raise ConfigError("review_queue must have a submit(...) method")
+        if isinstance(self.scorer, Mapping):
+            names = {self.policy.default.name, *(c.name for c in self.policy.chains)}
+            unknown = set(self.scorer) - names
+            if unknown:
+                raise ConfigError(f"scorer given for unknown rule {sorted(unknown)[0]!r}; "
+                                  f"rules: {', '.join(sorted(names))}")
+
+    # -- rules ---------------------------------------------------------------------------------
+    def rule_for(self, run_name: str | None = None, tags: Sequence[str] = (),
+                 metadata: Mapping[str, Any] | None = None) -> ChainPolicy:
+        """The rule for a run: the first chain rule that matches, else the default."""
+        return self.policy.rule_for(run_name, tags, metadata)
+
+    # -- sync --------------------------------------------------------------------------------------
+    def run(self, question: str, attempt_fn: AttemptFn, run_name: str | None = None,
+            tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None, *,
+            k: int | None = None) -> GuardDecision:
+        """Run ``attempt_fn`` under the policy: retry while the rule says so, then decide.
+
+        ``k`` is the chain's own retrieval depth, which ``k_multiplier`` widens when the
+        rule gives no ``base_k``.
+        """
+        rule = self.rule_for(run_name, tags, metadata)
+        process = _decide(question, rule, None, k, run_name, tuple(tags), dict(metadata or {}))
+        return self._drive(process, attempt_fn, rule, run_name, tags, metadata)
+
+    def check(self, question: str, answer: str, generation: Generation | None = None,
+              score: UncertaintyScore | None = None, context: Sequence[str] = (),
+              run_name: str | None = None, tags: Sequence[str] = (),
+              metadata: Mapping[str, Any] | None = None, *, raw: Any = None,
+              prompt: Prompt | None = None) -> GuardDecision:
+        """Decide on one answer already produced: no retries (retry actions are skipped)."""
+        rule = self.rule_for(run_name, tags, metadata)
+        first = AttemptResult(answer=answer, generation=generation, score=score,
+                              context=list(context), raw=raw, prompt=prompt)
+        process = _decide(question, rule, first, None, run_name, tuple(tags),
+                          dict(metadata or {}))
+        return self._drive(process, None, rule, run_name, tags, metadata)
+
+    def _drive(self, process: _Process, attempt_fn: AttemptFn | None, rule: ChainPolicy,
+               run_name: str | None, tags: Sequence[str], metadata: Mapping[str, Any] | None
+               ) -> GuardDecision:
+        reply: Any = None
+        while True:
+            try:
+                request = process.send(reply)
+            except StopIteration as stop:
+                outcome: _Outcome = stop.value
+                break
+            if isinstance(request, _RunAttempt):
+                if attempt_fn is None:  # pragma: no cover - check() never asks
+                    raise ConfigError("no attempt function to run")
+                reply = _as_result(attempt_fn(request.attempt))
+                if inspect.isawaitable(reply):
+                    raise ConfigError("Guard.run got an async attempt function; use Guard.arun")
+            elif isinstance(request, _Score):
+                reply = self._score_capturing(request)
+            elif isinstance(request, _Escalate):
+                reply = self._submit(request)
+            else:
+                reply = request.action.function(request.context)
+                if inspect.isawaitable(reply):
+                    raise ConfigError("a custom action returned an awaitable; use Guard.arun")
+        self._record(outcome, run_name, tags, metadata)
+        return _finish(outcome)
+
+    # -- async -------------------------------------------------------------------------------------
+    async def arun(self, question: str, attempt_fn: AsyncAttemptFn, run_name: str | None = None,
+                   tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None, *,
+                   k: int | None = None) -> GuardDecision:
+        """The async twin of :meth:`run`: ``attempt_fn`` may be a coroutine function;
+        scoring, review submission and auditing run off the event loop."""
+        rule = self.rule_for(run_name, tags, metadata)
+        process = _decide(question, rule, None, k, run_name, tuple(tags), dict(metadata or {}))
+        return await self._adrive(process, attempt_fn, run_name, tags, metadata)
+
+    async def acheck(self, question: str, answer: str, generation: Generation | None = None,
+                     score: UncertaintyScore | None = None, context: Sequence[str] = (),
+                     run_name: str | None = None, tags: Sequence[str] = (),
+                     metadata: Mapping[str, Any] | None = None, *, raw: Any = None,
+                     prompt: Prompt | None = None) -> GuardDecision:
+        """The async twin of :meth:`check`."""
+        rule = self.rule_for(run_name, tags, metadata)
+        first = AttemptResult(answer=answer, generation=generation, score=score,
+                              context=list(context), raw=raw, prompt=prompt)
+        process = _decide(question, rule, first, None, run_name, tuple(tags),
+                          dict(metadata or {}))
+        return await self._adrive(process, None, run_name, tags, metadata)
+
+    async def _adrive(self, process: _Process, attempt_fn: AsyncAttemptFn | None,
+                      run_name: str | None, tags: Sequence[str],
+                      metadata: Mapping[str, Any] | None) -> GuardDecision:
+        reply: Any = None
+        while True:
+            try:
+                request = process.send(reply)
+            except StopIteration as stop:
+                outcome: _Outcome = stop.value
+                break
+            if isinstance(request, _RunAttempt):
+                if attempt_fn is None:  # pragma: no cover - acheck() never asks
+                    raise ConfigError("no attempt function to run")
+                produced = attempt_fn(request.attempt)
+                if inspect.isawaitable(produced):
+                    produced = await produced
+                reply = _as_result(produced)
+            elif isinstance(request, _Score):
+                reply = await asyncio.to_thread(self._score_capturing, request)
+            elif isinstance(request, _Escalate):
+                reply = await asyncio.to_thread(self._submit, request)
+            else:
+                reply = request.action.function(request.context)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+        await asyncio.to_thread(self._record, outcome, run_name, tags, metadata)
+        return _finish(outcome)
+
+    # -- the work the decision asks for ------------------------------------------------------------
+    def _scorer_for(self, rule: ChainPolicy) -> Scorer | None:
+        if isinstance(self.scorer, Mapping):
+            return self.scorer.get(rule.name, self.scorer.get(self.policy.default.name))
+        return self.scorer
+
+    def score(self, rule: ChainPolicy, question: str, result: AttemptResult) -> UncertaintyScore:
+        """The score of one attempt under a rule (raises on a scoring failure)."""
+        score = result.score
+        if score is None:
+            scorer = self._scorer_for(rule)
+            if scorer is None:
+                raise ScoringError(f"rule {rule.name!r} has no scorer and the answer came "
+                                   f"without a score")
+            if result.generation is not None:
+                score = scorer.score_generation(result.generation)
+            else:
+                prompt = result.prompt if result.prompt is not None else question
+                score = scorer.score_text(prompt, result.answer)
+        if score.method != rule.score:
+            try:
+                score = score.with_method(rule.score)
+            except KeyError as exc:
+                raise ScoringError(f"rule {rule.name!r} reads score {rule.score!r}, which the "
+                                   f"scorer did not compute ({exc})") from exc
+        if not math.isfinite(score.value):
+            raise ScoringError(f"score {score.method} is not finite: {score.value}")
+        return score
+
+    def _score_capturing(self, request: _Score) -> UncertaintyScore | BaseException:
+        try:
+            return self.score(request.rule, request.question, request.result)
+        except Exception as exc:  # every scoring failure follows on_score_failure
+            return exc
+
+    def _queue(self, action: EscalateAction) -> Any:
+        if self.review_queue is not None:
+            return self.review_queue
+        url = action.queue
+        if url is None:  # pragma: no cover - rejected in _validate
+            raise ConfigError("escalate action without a review queue")
+        if url not in self._queues:
+            try:
+                from ..review import open_review_queue
+            except ImportError as exc:
+                raise ConfigError(f"cannot open review queue {url!r}: {exc}") from exc
+            self._queues[url] = open_review_queue(url)
+        return self._queues[url]
+
+    def _submit(self, request: _Escalate) -> str:
+        case = self._queue(request.action).submit(**request.payload)
+        return str(getattr(case, "id", case))
+
+    def _record(self, outcome: _Outcome, run_name: str | None, tags: Sequence[str],
+                metadata: Mapping[str, Any] | None) -> None:
+        if self.audit is not None:
+            self.audit.record(outcome.decision, {"run_name": run_name, "tags": list(tags),
+                                                 **dict(metadata or {})})
+
+
+def _as_result(produced: Any) -> Any:
+    if isinstance(produced, str):
+        return AttemptResult(answer=produced)
+    if isinstance(produced, AttemptResult) or inspect.isawaitable(produced):
+        return produced
+    raise ConfigError(f"an attempt function must return an AttemptResult or a str, got "
+                      f"{type(produced).__name__}")
+
+
+def _finish(outcome: _Outcome) -> GuardDecision:
+    if outcome.raise_as is not None:
+        raise outcome.raise_as(outcome.message, decision=outcome.decision)
+    return outcome.decision
+
+
+# -- the decision, written once ------------------------------------------------------------------
+def _decide(question: str, rule: ChainPolicy, first: AttemptResult | None, chain_k: int | None,
+            run_name: str | None, tags: tuple[str, ...], metadata: dict[str, Any]) -> _Process:
+    records: list[AttemptRecord] = []
+
+    def judge(attempt: Attempt, result: AttemptResult) -> Generator[_Request, Any, _Outcome | None]:
+        scored = yield _Score(rule, question, result)
+        if isinstance(scored, BaseException):
+            if rule.on_score_failure == "raise":
+                if isinstance(scored, Exception) and not isinstance(scored, ScoringError) \
+                        and not isinstance(scored, ConfigError):
+                    raise ScoringError(f"scoring failed: {scored}") from scored
+                raise scored
+            records.append(AttemptRecord(attempt, result.answer, None, None, None, False,
+                                         list(result.context), f"{type(scored).__name__}: "
+                                         f"{scored}", result.raw))
+            if rule.on_score_failure == "fail_open":
+                return _Outcome(_decision(
+                    question, rule, records, len(records) - 1, "pass", result.answer, False,
+                    f"scoring failed ({type(scored).__name__}: {scored}); on_score_failure "
+                    f"is fail_open", flags=("score_failed", "fail_open")))
+            return None
+        probability = rule.threshold.error_probability(scored.value)
+        records.append(AttemptRecord(attempt, result.answer, scored, scored.value, probability,
+                                     rule.threshold.passes(scored.value), list(result.context),
+                                     None, result.raw))
+        return None
+
+    attempt = Attempt(number=0, k=None, query=question)
+    result = first if first is not None else (yield _RunAttempt(attempt))
+    early = yield from judge(attempt, result)
+    if early is not None:
+        return early
+    if records[-1].passed:
+        return _pass(question, rule, records, len(records) - 1)
+
+    for action in rule.actions:
+        if isinstance(action, RetryWithRetrievalAction):
+            if first is not None:
+                continue  # check(): one answer, nothing to retry
+            for retry in range(1, action.attempts + 1):
+                best = _best_index(records)
+                attempt = action.attempt(retry, len(records), question, records[best].answer,
+                                         chain_k)
+                result = yield _RunAttempt(attempt)
+                early = yield from judge(attempt, result)
+                if early is not None:
+                    return early
+                if records[-1].passed:
+                    return _pass(question, rule, records, len(records) - 1)
+            continue
+        best = _best_index(records)
+        summary = _summary(rule, records, best)
+        if isinstance(action, AbstainAction):
+            decision = _decision(question, rule, records, best, "abstain", action.message, False,
+                                 f"{summary}; abstained")
+            return _Outcome(decision, AbstainedError if action.raise_error else None,
+                            f"abstained: {summary}")
+        if isinstance(action, FlagAction):
+            return _Outcome(_decision(question, rule, records, best, "pass",
+                                      records[best].answer, False,
+                                      f"{summary}; passed on, flagged uncertain",
+                                      flags=("uncertain",)))
+        if isinstance(action, EscalateAction):
+            case_id = yield _Escalate(action, _case(question, rule, records[best], records,
+                                                    run_name, tags, metadata))
+            decision = _decision(question, rule, records, best, "escalate",
+                                 action.pending_message, False,
+                                 f"{summary}; escalated to review case {case_id}",
+                                 case_id=case_id)
+            return _Outcome(decision, EscalatedError if action.raise_error else None,
+                            f"escalated to review case {case_id}: {summary}")
+        context = ActionContext(question, rule, list(records), records[best], run_name, tags,
+                                metadata, best)
+        handled = yield _Custom(action, context)
+        if handled is None:
+            continue
+        if not isinstance(handled, GuardDecision):
+            raise ConfigError(f"custom action {action.handler!r} returned "
+                              f"{type(handled).__name__}; expected a GuardDecision or None")
+        return _Outcome(handled)
+
+    # The actions ran out without ending the walk: fail closed.
+    best = _best_index(records)
+    return _Outcome(_decision(question, rule, records, best, "abstain", DEFAULT_ABSTAIN_MESSAGE,
+                              False, f"{_summary(rule, records, best)}; no action ended the "
+                              f"walk, abstained"))
+
+
+def _best_index(records: list[AttemptRecord]) -> int:
+    scored = [i for i, r in enumerate(records) if r.value is not None]
+    if not scored:
+        return len(records) - 1
+    return min(scored, key=lambda i: (records[i].value, i))  # type: ignore[return-value,arg-type]
+
+
+def _threshold_text(rule: ChainPolicy) -> str:
+    t = rule.threshold
+    if t.max_score is not None:
+        return f"max_score {t.max_score:g}"
+    return f"max_error_probability {t.max_error_probability:g}"
+
+
+def _value_text(record: AttemptRecord, rule: ChainPolicy) -> str:
+    if record.value is None:
+        return "unscored"
+    if rule.threshold.max_score is None and record.error_probability is not None:
+        return f"{rule.score} {record.value:.4g} (p_error {record.error_probability:.3f})"
+    return f"{rule.score} {record.value:.4g}"
+
+
+def _summary(rule: ChainPolicy, records: list[AttemptRecord], best: int) -> str:
+    n = len(records)
+    failed = sum(r.value is None for r in records)
+    what = f"{n} attempt{'s' if n != 1 else ''} over {_threshold_text(rule)}"
+    if failed:
+        what += f" ({failed} could not be scored, treated as uncertain)"
+    return f"{what}; best: attempt {best}, {_value_text(records[best], rule)}"
+
+
+def _pass(question: str, rule: ChainPolicy, records: list[AttemptRecord], index: int
+          ) -> _Outcome:
+    record = records[index]
+    reason = (f"{_value_text(record, rule)} within {_threshold_text(rule)} on attempt "
+              f"{record.attempt.number}")
+    return _Outcome(_decision(question, rule, records, index, "pass", record.answer, True,
+                              reason))
+
+
+def _decision(question: str, rule: ChainPolicy, records: list[AttemptRecord], index: int,
+              action: str, answer: str | None, passed: bool, reason: str, *,
+              case_id: str | None = None, flags: tuple[str, ...] = ()) -> GuardDecision:
+    chosen = records[index]
+    extra = list(flags)
+    if chosen.score is not None and chosen.score.retokenized:
+        extra.append("retokenized")
+    if any(r.error is not None for r in records) and "score_failed" not in extra:
+        extra.append("score_failed")
+    return GuardDecision(
+        action=action,  # type: ignore[arg-type]
+        answer=answer, passed=passed, score=chosen.score,
+        error_probability=chosen.error_probability, attempts=list(records), chain=rule.name,
+        case_id=case_id, reason=reason, raw=chosen.raw, question=question,
+        chosen_answer=chosen.answer, chosen_index=index, flags=tuple(extra))
+
+
+def _case(question: str, rule: ChainPolicy, best: AttemptRecord, records: list[AttemptRecord],
+          run_name: str | None, tags: tuple[str, ...], metadata: dict[str, Any]
+          ) -> dict[str, Any]:
+    score = best.score
+    components: dict[str, float] = {}
+    if score is not None:
+        components = {**score.scores, **score.components}
+    if best.error_probability is not None:
+        components["error_probability"] = best.error_probability
+    return {
+        "chain": rule.name,
+        "question": question,
+        "answer": best.answer,
+        "score": float("nan") if best.value is None else float(best.value),
+        "components": components,
+        "context": list(best.context),
+        "rule": rule.name,
+        "metadata": {**metadata, "run_name": run_name, "tags": list(tags),
+                     "method": rule.score, "attempts": [r.to_dict() for r in records]},
+    }

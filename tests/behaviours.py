@@ -1,0 +1,271 @@
+"""Shared guard behaviours: scripted scores and the scenarios every integration must pass.
+
+A plain module, free of any framework and of tests. The policy tests run each
+:data:`SCENARIOS` entry through ``Guard.run`` and ``Guard.arun``; the LangChain and
+LlamaIndex tests run the same entries through their wrappers, so every front end is
+held to the same decisions.
+
+How to use a scenario from an integration test::
+
+    @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+    def test_wrapper(scenario):
+        scorer = ScriptedScorer(scenario.scores)       # one entry consumed per attempt
+        policy = PolicyConfig.from_dict(scenario.policy)
+        guard = Guard(policy, scorer=scorer, review_queue=scenario.review_queue())
+        # Build a chain whose n-th call (n = 0, 1, ...) answers scenario.answers[n]
+        # and record the k (and query, retriever) each call was given.
+        ...
+        assert decision.action == scenario.expected.action
+        assert len(decision.attempts) == scenario.expected.attempts
+        assert [r.attempt.k for r in decision.attempts] == scenario.expected.ks
+        assert decision.answer == scenario.expected.answer
+
+The chain must not score answers itself in these scenarios (the scripted scorer is
+the only source of scores). ``scenario.chain_k`` is the chain's own retrieval depth
+(pass it as ``k=`` where the wrapper takes it; no scenario's expected ks depend on it).
+Scenarios with ``expected.attempts == 1`` also hold for one-shot checks
+(``Guard.check``: callbacks, middleware, query-engine postprocessing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from semgrad_guard.errors import ScoringError
+from semgrad_guard.model.generation import Generation
+from semgrad_guard.model.prompts import Prompt
+from semgrad_guard.scoring.result import SCORE_NAMES, UncertaintyScore
+
+#: The scripted answer at each attempt: attempt n answers ANSWERS[n].
+ANSWERS = ("Paris, I think", "Paris", "Paris, France", "Lyon")
+QUESTION = "What is the capital of France?"
+ABSTAIN_MESSAGE = "I don't know the answer to that."
+PENDING_MESSAGE = "A reviewer will answer this shortly."
+
+
+def make_score(value: float, method: str = "semgrad", *, retokenized: bool = False
+               ) -> UncertaintyScore:
+    """An :class:`UncertaintyScore` whose every score equals ``value``.
+
+    >>> make_score(0.25).value
+    0.25
+    """
+    return UncertaintyScore(
+        method=method, value=float(value), scores=dict.fromkeys(SCORE_NAMES, float(value)),
+        components={"semgrad": float(value), "pg": 0.0, "mean_entropy": 0.0, "alpha": 0.0},
+        anchor_offset=-1, anchor_token="<scripted>", layers=(1,), anchor_source="explicit",
+        profile_id=None, model="scripted", prompt_ids=(1,), response_ids=(2,),
+        retokenized=retokenized)
+
+
+class ScriptedScorer:
+    """A scorer stand-in that returns predetermined scores, one per call, in order.
+
+    An entry that is an exception instance is raised instead (to script scoring
+    failures). Running out of entries raises ``LookupError``, so a guard that scores
+    more often than the scenario expects fails loudly. ``calls`` records what was
+    scored: ``("generation", ids)`` or ``("text", prompt, answer)``.
+
+    >>> scorer = ScriptedScorer([0.1, ScoringError("no ids")])
+    >>> scorer.score_text("q", "a").value
+    0.1
+    >>> scorer.score_text("q", "a")
+    Traceback (most recent call last):
+    ...
+    semgrad_guard.errors.ScoringError: no ids
+    """
+
+    def __init__(self, scores: Iterable[float | BaseException]) -> None:
+        self.scores = list(scores)
+        self.calls: list[tuple[Any, ...]] = []
+
+    @property
+    def remaining(self) -> int:
+        return len(self.scores) - len(self.calls)
+
+    def _next(self, *, retokenized: bool) -> UncertaintyScore:
+        index = len(self.calls) - 1
+        if index >= len(self.scores):
+            raise LookupError(f"scripted scorer asked for score {index + 1} of only "
+                              f"{len(self.scores)}")
+        item = self.scores[index]
+        if isinstance(item, BaseException):
+            raise item
+        return make_score(item, retokenized=retokenized)
+
+    def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
+              retokenized: bool = False) -> UncertaintyScore:
+        self.calls.append(("ids", tuple(prompt_ids), tuple(response_ids)))
+        return self._next(retokenized=retokenized)
+
+    def score_generation(self, generation: Generation) -> UncertaintyScore:
+        self.calls.append(("generation", generation.prompt_ids, generation.response_ids))
+        return self._next(retokenized=False)
+
+    def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
+        self.calls.append(("text", prompt, response))
+        return self._next(retokenized=True)
+
+
+@dataclass
+class ReviewCase:
+    """What :class:`RecordingReviewQueue` stores for a submitted case."""
+
+    id: str
+    fields: dict[str, Any]
+
+
+class RecordingReviewQueue:
+    """A review queue stand-in: keeps submitted cases in a list."""
+
+    def __init__(self) -> None:
+        self.cases: list[ReviewCase] = []
+
+    def submit(self, **fields: Any) -> ReviewCase:
+        case = ReviewCase(id=f"case-{len(self.cases) + 1}", fields=fields)
+        self.cases.append(case)
+        return case
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The decision a scenario must end in.
+
+    ``ks`` is the retrieval depth of every attempt in order (``None``: the chain's own);
+    ``answer`` is what the chain returns; ``best`` is the index of the attempt the
+    decision rests on; ``case`` says whether a review case is submitted.
+    """
+
+    action: str
+    attempts: int
+    ks: list[int | None]
+    answer: str
+    passed: bool
+    best: int
+    case: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A policy, the scores its attempts get, and the decision that must follow."""
+
+    name: str
+    description: str
+    policy: dict[str, Any]
+    scores: list[float | BaseException]
+    expected: Expected
+    answers: tuple[str, ...] = ANSWERS
+    question: str = QUESTION
+    chain_k: int | None = 4
+    queries: list[str] | None = None
+    retrievers: list[str | None] | None = None
+    flags: tuple[str, ...] = field(default=())
+
+    def review_queue(self) -> RecordingReviewQueue | None:
+        """A fresh review queue for scenarios that escalate, else ``None``."""
+        return RecordingReviewQueue() if self.expected.case else None
+
+
+def _policy(*actions: Any, max_score: float = 0.5, **rule: Any) -> dict[str, Any]:
+    return {"version": 1,
+            "default": {"threshold": {"max_score": max_score}, "actions": list(actions), **rule}}
+
+
+_RETRY_2 = {"type": "retry_with_retrieval", "attempts": 2, "k_schedule": [8, 16]}
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        name="pass",
+        description="The first answer is under the threshold: it passes untouched.",
+        policy=_policy(_RETRY_2, {"type": "abstain", "message": ABSTAIN_MESSAGE}),
+        scores=[0.2],
+        expected=Expected("pass", 1, [None], ANSWERS[0], passed=True, best=0),
+    ),
+    Scenario(
+        name="pass_at_threshold",
+        description="A score equal to max_score passes (at or under the threshold).",
+        policy=_policy({"type": "abstain", "message": ABSTAIN_MESSAGE}),
+        scores=[0.5],
+        expected=Expected("pass", 1, [None], ANSWERS[0], passed=True, best=0),
+    ),
+    Scenario(
+        name="abstain",
+        description="Over the threshold with abstain as the only action: the message.",
+        policy=_policy({"type": "abstain", "message": ABSTAIN_MESSAGE}),
+        scores=[0.9],
+        expected=Expected("abstain", 1, [None], ABSTAIN_MESSAGE, passed=False, best=0),
+    ),
+    Scenario(
+        name="retry_then_pass",
+        description="The first answer is uncertain; the first retry (k=8) passes.",
+        policy=_policy(_RETRY_2, {"type": "abstain", "message": ABSTAIN_MESSAGE}),
+        scores=[0.9, 0.3],
+        expected=Expected("pass", 2, [None, 8], ANSWERS[1], passed=True, best=1),
+    ),
+    Scenario(
+        name="retries_exhausted_then_abstain",
+        description="Every attempt stays uncertain (k widened 4 -> 8 -> 16 by a multiplier "
+                    "of 2); after the last retry the next action, abstain, applies.",
+        policy=_policy({"type": "retry_with_retrieval", "attempts": 2, "base_k": 4,
+                        "k_multiplier": 2.0,
+                        "rewrite_query": "{question} Answer from the passages."},
+                       {"type": "abstain", "message": ABSTAIN_MESSAGE}),
+        scores=[0.9, 0.8, 0.7],
+        expected=Expected("abstain", 3, [None, 8, 16], ABSTAIN_MESSAGE, passed=False, best=2),
+        queries=[QUESTION, f"{QUESTION} Answer from the passages.",
+                 f"{QUESTION} Answer from the passages."],
+    ),
+    Scenario(
+        name="escalate",
+        description="Over the threshold with escalate as the only action: a review case is "
+                    "submitted and the chain returns the pending message.",
+        policy=_policy({"type": "escalate", "pending_message": PENDING_MESSAGE}),
+        scores=[0.9],
+        expected=Expected("escalate", 1, [None], PENDING_MESSAGE, passed=False, best=0,
+                          case=True),
+    ),
+    Scenario(
+        name="retry_then_escalate",
+        description="One retry on another retriever stays uncertain; the case escalates with "
+                    "the better (lower-scoring) of the two answers.",
+        policy=_policy({"type": "retry_with_retrieval", "attempts": 1, "k_schedule": [10],
+                        "retrievers": ["bm25"]},
+                       {"type": "escalate", "pending_message": PENDING_MESSAGE}),
+        scores=[0.7, 0.95],
+        expected=Expected("escalate", 2, [None, 10], PENDING_MESSAGE, passed=False, best=0,
+                          case=True),
+        retrievers=[None, "bm25"],
+    ),
+    Scenario(
+        name="retries_exhausted_then_flag",
+        description="In shadow mode (flag) the best answer of all attempts passes on, "
+                    "marked passed=False.",
+        policy=_policy(_RETRY_2, "flag"),
+        scores=[0.9, 0.6, 0.8],
+        expected=Expected("pass", 3, [None, 8, 16], ANSWERS[1], passed=False, best=1),
+    ),
+    Scenario(
+        name="score_failure_fail_closed",
+        description="The first score cannot be computed: fail closed treats it as uncertain, "
+                    "so the retry runs and passes.",
+        policy=_policy(_RETRY_2, {"type": "abstain", "message": ABSTAIN_MESSAGE}),
+        scores=[ScoringError("scripted scoring failure"), 0.1],
+        expected=Expected("pass", 2, [None, 8], ANSWERS[1], passed=True, best=1),
+        flags=("score_failed",),
+    ),
+    Scenario(
+        name="score_failure_fail_open",
+        description="With fail_open a score that cannot be computed passes the answer, "
+                    "flagged.",
+        policy=_policy({"type": "abstain", "message": ABSTAIN_MESSAGE},
+                       on_score_failure="fail_open"),
+        scores=[ScoringError("scripted scoring failure")],
+        expected=Expected("pass", 1, [None], ANSWERS[0], passed=False, best=0),
+        flags=("score_failed", "fail_open"),
+    ),
+]
+
+#: Scenarios by name.
+BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
