@@ -17,7 +17,8 @@
     │   ├── CaseAlreadyDecidedError the case was already approved, edited or rejected
     │   ├── DecisionTimeoutError    no reviewer decided before the wait timed out
     │   ├── InvalidCaseError        a case to escalate has a bad field (NaN score, ...)
-    │   └── ReviewStoreError        the queue's database cannot be opened or reached
+    │   ├── ReviewStoreError        the queue's database cannot be opened or reached
+    │   └── WebhookDeliveryError    a decision webhook kept failing (decision stands)
     └── GuardOutcome                outcomes a caller must handle; carry the decision
         ├── UncertainAnswerError    strict mode: an answer scored above its threshold
         ├── AbstainedError          the policy abstained and is configured to raise
@@ -98,6 +99,10 @@ class InvalidCaseError(ReviewError, ValueError):
 
 class ReviewStoreError(ReviewError):
     """The review queue's database could not be opened, reached or migrated."""
+
+
+class WebhookDeliveryError(ReviewError):
+    """A decision webhook could not be delivered; the decision itself is recorded."""
 
 
 class GuardOutcome(SemGradGuardError):

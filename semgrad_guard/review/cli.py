@@ -1,0 +1,201 @@
+"""``semgrad-guard review``: work the review queue from a terminal.
+
+::
+
+    semgrad-guard review list [--status pending] [--chain support-rag] [--json]
+    semgrad-guard review show ID [--json]
+    semgrad-guard review approve ID [--reviewer alice]
+    semgrad-guard review edit ID --answer "corrected text"    (--answer - reads stdin)
+    semgrad-guard review reject ID [--reason "wrong policy"]
+    SEMGRAD_GUARD_REVIEW_TOKEN=... semgrad-guard review serve [--host 127.0.0.1] [--port 8765]
+
+Every sub-command takes ``--queue URL`` (default ``$SEMGRAD_GUARD_REVIEW_QUEUE``, else
+``<cache>/review.db``) and ``--webhook-url`` for decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+from .case import CASE_STATUSES, EscalatedCase
+from .queue import ReviewQueue, open_review_queue
+
+#: Environment variable naming the queue when ``--queue`` is not given.
+QUEUE_ENV = "SEMGRAD_GUARD_REVIEW_QUEUE"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``review`` command and its sub-commands to the top-level parser."""
+    review = subparsers.add_parser(
+        "review", help="list, show and decide escalated cases; serve the review page",
+        description="Work the human review queue of escalated answers.")
+    commands = review.add_subparsers(dest="review_command", required=True, metavar="ACTION")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--queue", default=os.environ.get(QUEUE_ENV),
+                        help=f"queue URL: sqlite:///path.db or postgresql://...; default "
+                             f"${QUEUE_ENV}, else <cache>/review.db")
+    common.add_argument("--webhook-url", default=None,
+                        help="POST each decision made by this command to this URL")
+    deciding = argparse.ArgumentParser(add_help=False)
+    deciding.add_argument("--reviewer", default=None,
+                          help="name recorded with the decision (default: your login)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON")
+
+    p = commands.add_parser("list", parents=[common, as_json], help="list cases, oldest first")
+    p.add_argument("--status", choices=[*CASE_STATUSES, "all"], default="pending")
+    p.add_argument("--chain", default=None, help="only cases from this chain")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_list)
+
+    p = commands.add_parser("show", parents=[common, as_json], help="show one case in full")
+    p.add_argument("case_id", metavar="ID")
+    p.set_defaults(func=_show)
+
+    p = commands.add_parser("approve", parents=[common, deciding, as_json],
+                            help="approve the answer as it is")
+    p.add_argument("case_id", metavar="ID")
+    p.set_defaults(func=_approve)
+
+    p = commands.add_parser("edit", parents=[common, deciding, as_json],
+                            help="replace the answer and approve the new text")
+    p.add_argument("case_id", metavar="ID")
+    p.add_argument("--answer", required=True, help="the corrected answer; - reads stdin")
+    p.add_argument("--reason", default=None, help="optional note on the edit")
+    p.set_defaults(func=_edit)
+
+    p = commands.add_parser("reject", parents=[common, deciding, as_json],
+                            help="reject the answer")
+    p.add_argument("case_id", metavar="ID")
+    p.add_argument("--reason", default=None, help="why the answer was rejected")
+    p.set_defaults(func=_reject)
+
+    p = commands.add_parser("serve", parents=[common], help="serve the review page")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", default=None,
+                   help="review token; prefer the SEMGRAD_GUARD_REVIEW_TOKEN environment "
+                        "variable, since other users can see command lines")
+    p.set_defaults(func=_serve)
+
+
+def _open(args: argparse.Namespace) -> ReviewQueue:
+    return open_review_queue(args.queue, webhook=args.webhook_url)
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        status = None if args.status == "all" else args.status
+        cases = queue.list(status=status, chain=args.chain, limit=args.limit)
+    if args.json:
+        print(json.dumps([case.to_dict() for case in cases], indent=2, ensure_ascii=False))
+        return 0
+    if not cases:
+        print(f"no {'' if status is None else status + ' '}cases")
+        return 0
+    print(f"{'ID':32}  {'STATUS':8}  {'ESCALATED (UTC)':19}  {'SCORE':>10}  {'CHAIN':16}  QUESTION")
+    for case in cases:
+        score = "-" if case.score is None else f"{case.score:.4g}"
+        print(f"{case.id:32}  {case.status:8}  {case.created_at:%Y-%m-%d %H:%M:%S}  "
+              f"{score:>10}  {_one_line(case.chain, 16):16}  {_one_line(case.question, 60)}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        _print_case(queue.get(args.case_id), args.json)
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        _print_case(queue.approve(args.case_id, reviewer=args.reviewer),
+                    args.json)
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    answer = sys.stdin.read() if args.answer == "-" else args.answer
+    if not answer.strip():
+        raise ConfigError("--answer: the edited answer must not be empty")
+    with _open(args) as queue:
+        _print_case(queue.edit(args.case_id, answer=answer, reviewer=args.reviewer,
+                               reason=args.reason), args.json)
+    return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        _print_case(queue.reject(args.case_id, reviewer=args.reviewer, reason=args.reason),
+                    args.json)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from .server import TOKEN_ENV, ReviewServer, ReviewServerConfig
+
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise ConfigError(f"the review page needs a token: set {TOKEN_ENV} (or --token)")
+    try:
+        config = ReviewServerConfig(token=SecretStr(token), host=args.host, port=args.port)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    queue = _open(args)
+    try:
+        server = ReviewServer(queue, config)
+        print(f"review page for {queue.location} on http://{args.host}:{args.port}/ "
+              f"(log in with the review token; Ctrl-C stops)", flush=True)
+        server.serve_forever()
+    finally:
+        queue.close()
+    return 0
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _print_case(case: EscalatedCase, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(case.to_dict(), indent=2, ensure_ascii=False))
+        return
+    score = "not computed" if case.score is None else f"{case.score:.6g}"
+    lines = [
+        f"case      {case.id}",
+        f"status    {case.status}",
+        f"chain     {case.chain}" + (f"   rule {case.rule}" if case.rule else ""),
+        f"escalated {case.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"score     {score}  (higher = more uncertain)",
+    ]
+    lines += [f"  {name:14}{value:.6g}" for name, value in sorted(case.components.items())]
+    lines += ["", "question:", _indent(case.question)]
+    for number, doc in enumerate(case.context, 1):
+        lines += [f"context [{number}]:", _indent(doc)]
+    lines += ["answer:", _indent(case.answer)]
+    if case.metadata:
+        lines += ["metadata:", _indent(json.dumps(case.metadata, indent=2, ensure_ascii=False))]
+    if case.is_decided:
+        lines += ["", f"{case.status} by {case.reviewer} at "
+                      f"{case.decided_at:%Y-%m-%d %H:%M:%S} UTC"]
+        if case.final_answer is not None:
+            lines += ["final answer:", _indent(case.final_answer)]
+        if case.reason:
+            lines += [f"reason: {case.reason}"]
+    print("\n".join(lines))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in (text.splitlines() or [""]))

@@ -1,0 +1,340 @@
+"""The review queue: escalate a case, let a human decide, hand the decision back."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import getpass
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    CaseAlreadyDecidedError,
+    CaseNotFoundError,
+    ConfigError,
+    DecisionTimeoutError,
+    InvalidCaseError,
+)
+from ..paths import cache_dir
+from .case import CASE_STATUSES, CaseStatus, EscalatedCase
+from .store import ReviewStore, to_json
+from .webhook import WebhookConfig, WebhookNotifier
+
+logger = logging.getLogger(__name__)
+
+DecisionCallback = Callable[[EscalatedCase], Any]
+
+
+def default_reviewer() -> str:
+    """The login name of whoever runs the process, for decisions made without a name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class ReviewQueue:
+    """A durable queue of escalated cases and the reviewers' decisions on them.
+
+    A chain ``submit``s a case and gets it back with an ``id`` and status ``pending``;
+    it can then ``wait`` (blocking) or ``poll``. A reviewer ``approve``s, ``edit``s or
+    ``reject``s it, through this API, the command line or the review page; each case
+    is decided exactly once, even with reviewers racing in several processes (the
+    losers get ``CaseAlreadyDecidedError``). Callbacks registered with ``on_decision``
+    and the optional webhook run once per decision made through this object.
+
+    >>> from semgrad_guard.review import open_review_queue
+    >>> queue = open_review_queue("sqlite:///:memory:")
+    >>> case = queue.submit(chain="support-rag", question="Refund window?", answer="90 days",
+    ...                     score=0.0012, components={"semgrad": 0.0012},
+    ...                     context=["Refunds within 30 days."], rule="support-rag")
+    >>> queue.edit(case.id, answer="30 days", reviewer="alice").final_answer
+    '30 days'
+    >>> queue.wait(case.id, timeout=1).status
+    'edited'
+    """
+
+    def __init__(self, store: ReviewStore, *,
+                 webhook: WebhookConfig | str | None = None) -> None:
+        self.store = store
+        self._callbacks: list[DecisionCallback] = []
+        self._decisions = 0
+        self._decided = threading.Condition()
+        if webhook is not None:
+            config = WebhookConfig(url=webhook) if isinstance(webhook, str) else webhook
+            self.on_decision(WebhookNotifier(config))
+
+    @property
+    def location(self) -> str:
+        """Where the cases live (a URL without password)."""
+        return self.store.location
+
+    def submit(self, *, chain: str, question: str, answer: str, score: float | None = None,
+               components: Mapping[str, float] | None = None,
+               context: Sequence[str] | None = None, rule: str | None = None,
+               metadata: Mapping[str, Any] | None = None) -> EscalatedCase:
+        """Escalate a case; when this returns, the case is on disk (or in the database).
+
+        ``score`` may be ``None`` (a score that could not be computed); ``metadata``
+        must be JSON-serialisable. Bad fields raise ``InvalidCaseError``.
+        """
+        case = EscalatedCase(
+            id=uuid.uuid4().hex,
+            chain=_text("chain", chain, required=True),
+            question=_text("question", question),
+            answer=_text("answer", answer),
+            score=_score(score),
+            components=_components(components),
+            context=_context(context),
+            rule=None if rule is None else _text("rule", rule),
+            metadata=_metadata(metadata),
+            created_at=datetime.now(UTC),
+        )
+        self.store.add(case)
+        logger.info("case %s escalated from chain %s (score %s)", case.id, case.chain,
+                    case.score)
+        return case
+
+    def get(self, case_id: str) -> EscalatedCase:
+        """The case with that id; ``CaseNotFoundError`` if there is none."""
+        case = self.store.get(case_id)
+        if case is None:
+            raise CaseNotFoundError(f"no escalated case has id {case_id!r} in {self.location}")
+        return case
+
+    def poll(self, case_id: str) -> EscalatedCase | None:
+        """The decided case, or ``None`` while it is still pending (never blocks)."""
+        case = self.get(case_id)
+        return case if case.is_decided else None
+
+    def list(self, status: CaseStatus | None = None, chain: str | None = None,
+             limit: int = 100) -> builtins.list[EscalatedCase]:
+        """Cases oldest first, optionally only one status and/or one chain."""
+        if status is not None and status not in CASE_STATUSES:
+            raise ConfigError(f"status {status!r}: expected one of {', '.join(CASE_STATUSES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit {limit!r}: expected a positive integer")
+        return self.store.list(status, chain, limit)
+
+    def counts(self) -> dict[str, int]:
+        """How many cases have each status, e.g. ``{"pending": 3, "approved": 10, ...}``."""
+        return self.store.counts()
+
+    def approve(self, case_id: str, reviewer: str | None = None) -> EscalatedCase:
+        """Approve the answer as it is; it becomes the case's ``final_answer``."""
+        case = self.get(case_id)
+        return self._decide(case_id, "approved", final_answer=case.answer, reviewer=reviewer,
+                            reason=None)
+
+    def edit(self, case_id: str, answer: str, reviewer: str | None = None,
+             reason: str | None = None) -> EscalatedCase:
+        """Replace the answer with the reviewer's text and approve that."""
+        return self._decide(case_id, "edited", final_answer=_text("answer", answer),
+                            reviewer=reviewer, reason=reason)
+
+    def reject(self, case_id: str, reviewer: str | None = None,
+               reason: str | None = None) -> EscalatedCase:
+        """Refuse the answer; the user gets no answer, ``reason`` says why."""
+        return self._decide(case_id, "rejected", final_answer=None, reviewer=reviewer,
+                            reason=reason)
+
+    def _decide(self, case_id: str, status: CaseStatus, *, final_answer: str | None,
+                reviewer: str | None, reason: str | None) -> EscalatedCase:
+        reviewer = _text("reviewer", reviewer) if reviewer else default_reviewer()
+        reason = _text("reason", reason) if reason else None
+        decided_at = datetime.now(UTC)
+        case = self.store.decide(case_id, status, final_answer=final_answer, reviewer=reviewer,
+                                 reason=reason, decided_at=decided_at)
+        if case is None:
+            current = self.get(case_id)
+            mine = (current.status == status and current.reviewer == reviewer
+                    and current.decided_at == decided_at)
+            # A store that reconnects and retries can find its own committed decision.
+            if not mine:
+                raise CaseAlreadyDecidedError(
+                    f"case {case_id} was already {current.status} by {current.reviewer} "
+                    f"at {current.decided_at:%Y-%m-%d %H:%M:%S} UTC", case=current)
+            case = current
+        logger.info("case %s %s by %s", case.id, case.status, case.reviewer)
+        with self._decided:
+            self._decisions += 1
+            self._decided.notify_all()
+        self._run_callbacks(case)
+        return case
+
+    def on_decision(self, callback: DecisionCallback) -> DecisionCallback:
+        """Call ``callback(case)`` once for every decision made through this queue.
+
+        Usable as a decorator. A callback that raises is logged and skipped: the
+        decision is already recorded and the other callbacks still run.
+        """
+        if not callable(callback):
+            raise ConfigError(f"on_decision needs a callable, got {callback!r}")
+        self._callbacks.append(callback)
+        return callback
+
+    def _run_callbacks(self, case: EscalatedCase) -> None:
+        for callback in builtins.list(self._callbacks):
+            try:
+                callback(case)
+            except Exception:
+                logger.exception("decision callback %r failed for case %s", callback, case.id)
+
+    def wait(self, case_id: str, timeout: float | None = None,
+             poll_interval: float = 0.5) -> EscalatedCase:
+        """Block until the case is decided and return it.
+
+        Checks the store every ``poll_interval`` seconds (decisions made in another
+        process or by the review page's server), and wakes at once for decisions made
+        through this object. Raises ``DecisionTimeoutError`` (a ``TimeoutError``)
+        after ``timeout`` seconds; ``None`` waits for ever.
+        """
+        if poll_interval <= 0:
+            raise ConfigError(f"poll_interval {poll_interval!r}: expected seconds > 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._decided:
+                seen = self._decisions
+            case = self.get(case_id)
+            if case.is_decided:
+                return case
+            pause = poll_interval
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DecisionTimeoutError(
+                        f"case {case_id} is still pending after {timeout:g} s", case=case)
+                pause = min(pause, remaining)
+            with self._decided:
+                self._decided.wait_for(self._decided_since(seen), pause)
+
+    def _decided_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._decisions != seen
+
+    async def wait_async(self, case_id: str, timeout: float | None = None,
+                         poll_interval: float = 0.5) -> EscalatedCase:
+        """``wait`` for asyncio code: polls without blocking the event loop."""
+        if poll_interval <= 0:
+            raise ConfigError(f"poll_interval {poll_interval!r}: expected seconds > 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            case = await asyncio.to_thread(self.get, case_id)
+            if case.is_decided:
+                return case
+            pause = poll_interval
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DecisionTimeoutError(
+                        f"case {case_id} is still pending after {timeout:g} s", case=case)
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> ReviewQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ReviewQueue({self.location!r})"
+
+
+def open_review_queue(url: str | os.PathLike[str] | None = None, *,
+                      webhook: WebhookConfig | str | None = None) -> ReviewQueue:
+    """Open (creating if needed) the review queue at ``url``.
+
+    - ``None``: the embedded default, ``<cache>/review.db`` (see ``semgrad_guard.paths``);
+    - ``sqlite:///relative/review.db``, ``sqlite:////abs/review.db``, a plain file path,
+      or ``sqlite:///:memory:`` (one process only, for tests);
+    - ``postgresql://user:password@host:5432/db`` (needs psycopg 3).
+
+    >>> queue = open_review_queue("sqlite:///:memory:")
+    >>> queue.counts()["pending"]
+    0
+    """
+    from .sqlite_store import SQLiteReviewStore
+
+    if url is None:
+        return ReviewQueue(SQLiteReviewStore(cache_dir() / "review.db"), webhook=webhook)
+    text = os.fspath(url)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme == "sqlite":
+        path = text[len("sqlite://"):]
+        if not path.startswith("/") or path == "/":
+            raise ConfigError(f"review queue {text!r}: write sqlite:///relative/path.db or "
+                              "sqlite:////absolute/path.db")
+        return ReviewQueue(SQLiteReviewStore(path[1:]), webhook=webhook)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg"):
+        from .postgres_store import PostgresReviewStore
+
+        return ReviewQueue(PostgresReviewStore(text), webhook=webhook)
+    if scheme:
+        raise ConfigError(f"review queue {text!r}: scheme {scheme!r} is not supported; "
+                          "expected sqlite:/// or postgresql://")
+    return ReviewQueue(SQLiteReviewStore(Path(text)), webhook=webhook)
+
+
+def _text(field: str, value: Any, *, required: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidCaseError(f"{field} must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidCaseError(f"{field} must not be empty")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refusing it everywhere keeps backends alike.
+        raise InvalidCaseError(f"{field} contains a NUL character")
+    return value
+
+
+def _score(score: Any) -> float | None:
+    if score is None:
+        return None
+    if isinstance(score, bool) or not isinstance(score, Real):
+        raise InvalidCaseError(f"score must be a number or None, got {type(score).__name__}")
+    value = float(score)
+    if not math.isfinite(value):
+        raise InvalidCaseError(f"score must be finite, got {value}; pass None when the "
+                               "score could not be computed")
+    return value
+
+
+def _components(components: Mapping[str, float] | None) -> dict[str, float]:
+    result: dict[str, float] = {}
+    for name, value in (components or {}).items():
+        number = _score(value)
+        if not isinstance(name, str) or number is None:
+            raise InvalidCaseError(f"components must map names to numbers, got {name!r}: "
+                                   f"{value!r}")
+        result[name] = number
+    return result
+
+
+def _context(context: Sequence[str] | None) -> builtins.list[str]:
+    if context is None:
+        return []
+    if isinstance(context, str | bytes):
+        raise InvalidCaseError("context must be a list of documents, not one string")
+    return [_text("context document", doc) for doc in context]
+
+
+def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    data = dict(metadata or {})
+    try:
+        to_json(data)
+    except (TypeError, ValueError) as exc:
+        raise InvalidCaseError(f"metadata must be JSON-serialisable: {exc}") from exc
+    if any(not isinstance(key, str) for key in data):
+        raise InvalidCaseError("metadata keys must be strings")
+    return data
