@@ -78,17 +78,17 @@ def postgres_server() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped afterwards."""
+    """The server's URL with a fresh, empty schema first on the search path."""
     import psycopg
 
-    name = f"review_{uuid.uuid4().hex[:12]}"
+    schema = f"review_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield postgres_server.rsplit("/", 1)[0] + "/" + name
+        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
