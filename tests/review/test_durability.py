@@ -26,13 +26,11 @@ from .writers import BIG_DOCUMENT, race_to_decide, write_cases, write_until_kill
 FORK = multiprocessing.get_context("fork")
 
 
-def _read_reports(fd: int) -> list[tuple[str, int]]:
+def _drain(fd: int) -> bytes:
     data = b""
     while chunk := os.read(fd, 65536):
         data += chunk
-    # A line cut by the kill has no newline: that write was not reported as committed.
-    lines = data.split(b"\n")[:-1]
-    return [(line.split()[0].decode(), int(line.split()[1])) for line in lines]
+    return data
 
 
 def test_cases_survive_sigkill_of_the_writer_mid_write(tmp_path: Path) -> None:
@@ -52,7 +50,8 @@ def test_cases_survive_sigkill_of_the_writer_mid_write(tmp_path: Path) -> None:
         os.kill(writer.pid, signal.SIGKILL)  # type: ignore[arg-type]
         writer.join()
         assert writer.exitcode == -signal.SIGKILL
-        lines = (seen + b"".join(iter(lambda: os.read(read_fd, 65536), b""))).split(b"\n")[:-1]
+        # A line cut by the kill has no newline: that case was not reported as committed.
+        lines = (seen + _drain(read_fd)).split(b"\n")[:-1]
         os.close(read_fd)
         reported.update((line.split()[0].decode(), int(line.split()[1])) for line in lines)
 
