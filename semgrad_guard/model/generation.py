@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+
+class PrefixCache:
+    """The keys and values generation computed for the prompt, handed out once.
+
+    Scoring reuses them instead of recomputing the prompt; a second score of the same
+    generation recomputes (the cache is extended in place by the first one).
+    """
+
+    def __init__(self, cache: Any, length: int) -> None:
+        self._cache: Any = cache
+        self.length = length
+        self._lock = threading.Lock()
+
+    def take(self) -> Any:
+        with self._lock:
+            cache, self._cache = self._cache, None
+            return cache
 
 
 @dataclass(frozen=True)
@@ -20,9 +39,9 @@ class Generation:
     stop_reason: Literal["eos", "length", "stop_string"]
     prompt_text: str = ""
     seconds: float = 0.0
+    prefix_cache: PrefixCache | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["prompt_ids"] = list(self.prompt_ids)
-        d["response_ids"] = list(self.response_ids)
-        return d
+        return {"prompt_ids": list(self.prompt_ids), "response_ids": list(self.response_ids),
+                "text": self.text, "stop_reason": self.stop_reason,
+                "prompt_text": self.prompt_text, "seconds": self.seconds}

@@ -15,7 +15,7 @@ import torch
 from ..errors import ModelLoadError
 from .architecture import ModelLayout, model_layout
 from .default_model import DEFAULT_MODEL_NAME, default_model_path
-from .generation import Generation
+from .generation import Generation, PrefixCache
 from .prompts import Prompt, PromptFormat
 
 
@@ -143,10 +143,18 @@ class LocalModel:
             kwargs.setdefault("top_p", None)
             kwargs.setdefault("top_k", None)
         n_return = int(kwargs.get("num_return_sequences", 1))
+        # A single greedy answer keeps its key/value cache: scoring it then skips the prompt.
+        keep_cache = len(encoded) == 1 and n_return == 1 and kwargs.get("streamer") is None
+        if keep_cache:
+            kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids.to(self.device),
                                       attention_mask=mask.to(self.device), **kwargs)
+        cache = None
+        if not isinstance(out, torch.Tensor):
+            cache = getattr(out, "past_key_values", None) if keep_cache else None
+            out = out.sequences
         seconds = (time.perf_counter() - start) / len(out)
         new = out[:, width:].tolist()
         eos = self.eos_ids
@@ -165,6 +173,7 @@ class LocalModel:
                 stopped = any(decoded.endswith(s) for s in stops)
                 reason = "stop_string" if stopped else "length"
             text = self.tokenizer.decode(response, skip_special_tokens=True).strip()
+            prefix = PrefixCache(cache, width + len(tokens) - 1) if cache is not None else None
             results.append(Generation(tuple(encoded[src]), tuple(response), text, reason,  # type: ignore[arg-type]
-                                      texts[src], seconds))
+                                      texts[src], seconds, prefix))
         return results

@@ -112,7 +112,25 @@ class SemGradScorer:
         return self.score_batch([(prompt_ids, response_ids)], retokenized=retokenized)[0]
 
     def score_generation(self, generation: Generation) -> UncertaintyScore:
-        return self.score(generation.prompt_ids, generation.response_ids)
+        """Score a generation by its exact ids, reusing its prompt cache when it has one."""
+        prompt, response = list(generation.prompt_ids), list(generation.response_ids)
+        self._validate(prompt, response)
+        cache = self._reusable(generation, len(prompt) + self.anchor.offset)
+        return self._score_chunk([(prompt, response)], False, prefix_cache=cache)[0]
+
+    @staticmethod
+    def _reusable(generation: Generation, split: int) -> Any:
+        """The generation's cache cut back to the positions before the anchor, if usable."""
+        holder = generation.prefix_cache
+        cache = holder.take() if holder is not None else None
+        if cache is None or type(cache).__name__ != "DynamicCache":
+            return None
+        if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+            return None  # sliding-window or quantized layers cannot be cut back exactly
+        if cache.get_seq_length() != holder.length or split <= 0:  # type: ignore[union-attr]
+            return None
+        cache.crop(split - holder.length)  # type: ignore[union-attr]
+        return cache
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text: re-tokenised, and flagged as such."""

@@ -137,3 +137,16 @@ def test_result_carries_what_is_needed_to_recompute() -> None:
     assert d["anchor_token"] == "<|im_start|>"
     assert {"forward", "backward", "total"} <= set(d["timings"])
     assert score.with_method("nll").value == score.scores["nll"]
+
+
+def test_generation_cache_reuse_gives_the_same_score() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm)
+    generation = lm.generate(PROMPTS[0], max_new_tokens=6)
+    assert generation.prefix_cache is not None
+    reused = scorer.score_generation(generation)
+    fresh = scorer.score(generation.prompt_ids, generation.response_ids)
+    again = scorer.score_generation(generation)  # the cache is single-use: recomputed
+    for key, value in fresh.scores.items():
+        assert reused.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        assert again.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
