@@ -7,6 +7,7 @@
 True
 """
 
+from ._version import __version__
 from .calibration import ModelProfile, ProfileStore, model_fingerprint
 from .errors import (
     AbstainedError,
@@ -25,8 +26,6 @@ from .errors import (
 )
 from .model import Generation, LocalModel, PromptFormat, qa_prompt
 from .scoring import SCORE_NAMES, SemGradScorer, UncertaintyScore
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SCORE_NAMES",

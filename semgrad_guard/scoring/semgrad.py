@@ -160,7 +160,8 @@ class SemGradScorer:
                     break
                 end += 1
             chunk = order[start:end]
-            for i, s in zip(chunk, self._score_chunk([rows[i] for i in chunk], retokenized)):
+            for i, s in zip(chunk, self._score_chunk([rows[i] for i in chunk], retokenized),
+                            strict=True):
                 results[i] = s
             start = end
         return [r for r in results if r is not None]

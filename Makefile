@@ -1,0 +1,27 @@
+# Every target does its own set-up (scripts/setup) on a fresh machine.
+.PHONY: setup demo test lint bench-speed benchmark calibrate
+
+setup:
+	scripts/setup
+
+demo: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python examples/langchain_rag.py
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy semgrad_guard integrations
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy semgrad_guard integrations
+
+calibrate: setup
+	HF_HUB_OFFLINE=1 .venv/bin/semgrad-guard calibrate
+
+bench-speed: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed.py
+
+benchmark: setup
+	HF_HUB_OFFLINE=1 .venv/bin/semgrad-guard benchmark --dataset sciq --split evaluation --output benchmarks/results/sciq
+	HF_HUB_OFFLINE=1 .venv/bin/semgrad-guard benchmark --dataset truthfulqa --split evaluation --output benchmarks/results/truthfulqa
