@@ -158,6 +158,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"review page for {queue.location} on http://{args.host}:{args.port}/ "
               f"(log in with the review token; Ctrl-C stops)", flush=True)
         server.serve_forever()
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises Ctrl-C: that is a normal stop.
+        pass
     finally:
         queue.close()
     return 0

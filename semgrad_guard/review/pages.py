@@ -50,6 +50,7 @@ _BASE = """<!doctype html>
   th, td { text-align:left; padding:9px 12px; border-bottom:1px solid var(--line);
            vertical-align:top; }
   th { background:#eef1f5; font-size:12px; text-transform:uppercase; color:var(--muted); }
+  td.nowrap { white-space:nowrap; }
   td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
   ol.context { margin:0; padding-left:22px; } ol.context li { margin-bottom:10px; }
   ol.context .text { max-height:220px; overflow:auto; background:#f8fafc; padding:8px;
@@ -57,6 +58,8 @@ _BASE = """<!doctype html>
   .decide { display:grid; grid-template-columns:1fr 2fr 1.4fr; gap:14px; }
   .decide form { background:var(--card); border:1px solid var(--line); border-radius:8px;
                  padding:14px; display:flex; flex-direction:column; gap:8px; }
+  .decide form button { margin-top:auto; }
+  pre.mono { font:13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
   label { font-size:13px; color:var(--muted); }
   textarea, input[type=text], input[type=password] { width:100%; font:inherit;
           padding:7px 9px; border:1px solid #c5ccd6; border-radius:6px; }
@@ -131,8 +134,8 @@ _LIST = """{% extends "base.html" %}
   <tbody>
   {% for case in cases %}
   <tr>
-    <td><a href="/cases/{{ case.id }}">{{ case.created_at|when }}</a></td>
-    <td><a href="/?status={{ current_status }}&amp;chain={{ case.chain|urlencode }}">{{ case.chain }}</a></td>
+    <td class="nowrap"><a href="/cases/{{ case.id }}">{{ case.created_at|when }}</a></td>
+    <td class="nowrap"><a href="/?status={{ current_status }}&amp;chain={{ case.chain|urlencode }}">{{ case.chain }}</a></td>
     <td>{{ case.question|truncate(90) }}</td>
     <td>{{ case.answer|truncate(90) }}</td>
     <td class="num">{{ case.score|score }}</td>
@@ -185,7 +188,7 @@ _CASE = """{% extends "base.html" %}
 
 {% if case.metadata %}
 <h2>Metadata</h2>
-<div class="card"><pre class="text">{{ case.metadata|pretty }}</pre></div>
+<div class="card"><pre class="text mono">{{ case.metadata|pretty }}</pre></div>
 {% endif %}
 
 <h2>Decision</h2>

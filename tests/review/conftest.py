@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from semgrad_guard.review import ReviewQueue, open_review_queue
+from semgrad_guard.review.server import ReviewServer, ReviewServerConfig
 
 REVIEW_TOKEN = "test-review-token-5f0c2a9e7b"
 
@@ -107,3 +109,12 @@ def queue_url(request: pytest.FixtureRequest) -> str:
 def queue(queue_url: str) -> Iterator[ReviewQueue]:
     with open_review_queue(queue_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def review_server(sqlite_url: str) -> Iterator[ReviewServer]:
+    """The review page served by uvicorn on a free 127.0.0.1 port, over a SQLite queue."""
+    with open_review_queue(sqlite_url) as opened:
+        config = ReviewServerConfig(token=SecretStr(REVIEW_TOKEN), port=0)
+        with ReviewServer(opened, config) as server:
+            yield server
