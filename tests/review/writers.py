@@ -13,15 +13,17 @@ BIG_DOCUMENT = "retrieved passage " * 12_000
 
 
 def write_until_killed(url: str, fd: int, start: int) -> None:
-    """Escalate cases for ever; after each commit, report its id and number on ``fd``."""
+    """Escalate cases for ever, reporting on ``fd``: ``start N`` before each submit,
+    ``done ID N`` once it returned (committed)."""
     queue = open_review_queue(url)
     number = start
     while True:
+        os.write(fd, f"start {number}\n".encode())
         case = queue.submit(chain="crash", question=f"question {number}",
                             answer=f"answer {number} " + BIG_DOCUMENT,
                             context=[BIG_DOCUMENT, f"doc {number}"], score=float(number),
                             metadata={"number": number})
-        os.write(fd, f"{case.id} {number}\n".encode())
+        os.write(fd, f"done {case.id} {number}\n".encode())
         number += 1
 
 
