@@ -1,0 +1,315 @@
+"""Intercept and score every generation of a LangChain run with a callback handler.
+
+LangChain callbacks see every generation but can only observe: a handler stops a run
+only by raising, and only when its ``raise_error`` is true. So
+:class:`SemGradCallbackHandler` scores and records each generation, and in strict mode
+raises :class:`~semgrad_guard.errors.UncertainAnswerError` (carrying the decision and
+its score) for an answer over its threshold. To change what a chain returns (abstain,
+retry, escalate), wrap it with :func:`~langchain_semgrad_guard.guard_chain`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from pydantic import BaseModel, ConfigDict, Field
+
+from semgrad_guard import LocalModel, SemGradScorer, UncertaintyScore
+from semgrad_guard.errors import ConfigError, ScoringError, UncertainAnswerError
+from semgrad_guard.policy import Attempt, AttemptRecord, AuditTrail, Guard, GuardDecision
+from semgrad_guard.policy.config import ChainPolicy, PolicyConfig
+
+from .messages import (
+    SCORE_ERROR_KEY,
+    answer_text,
+    generation_from_metadata,
+    score_from_metadata,
+    to_chat_messages,
+)
+
+Prompt = str | list[dict[str, Any]]
+
+
+class CapturedGeneration(BaseModel):
+    """One generation seen by a callback, before scoring."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    run_id: str = Field(description="The LLM run's id.")
+    prompt: Prompt = Field(
+        description="The chat messages (chat models) or the prompt text (text LLMs).")
+    text: str = Field(description="The answer text (the prompt removed when echoed).")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="The answer's response_metadata (chat models).")
+    name: str | None = Field(None, description="The model's run name.")
+    tags: list[str] = Field(default_factory=list, description="Tags of the LLM run.")
+    run_metadata: dict[str, Any] = Field(default_factory=dict,
+                                         description="Metadata of the LLM run.")
+
+    @property
+    def question(self) -> str:
+        """The last user message (or the prompt text)."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        users = [m["content"] for m in self.prompt if m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+
+
+class ScoredGeneration(BaseModel):
+    """A generation the handler scored. **Higher score = more uncertain.**"""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    run_id: str = Field(description="The LLM run's id.")
+    question: str = Field(description="The last user message (or the prompt text).")
+    text: str = Field(description="The answer that was scored.")
+    score: UncertaintyScore | None = Field(
+        description="The full score, or None when it could not be computed.")
+    method: str = Field(description="The score the threshold reads.")
+    value: float | None = Field(description="That score's value.")
+    threshold: float | None = Field(description="The largest value that passes, if any.")
+    passed: bool | None = Field(
+        description="Whether the answer passed (None without a threshold).")
+    retokenized: bool = Field(
+        description="True when the ids were rebuilt from text (a model that does not "
+                    "report its ids, e.g. HuggingFacePipeline).")
+    source: str = Field(description="Where the score came from: 'response_metadata' "
+                                    "(ChatSemGrad), 'exact_ids' or 'retokenized'.")
+    error: str | None = Field(None, description="Why the score could not be computed.")
+    rule: str | None = Field(None, description="The policy rule that set the threshold.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; the score as ``UncertaintyScore.to_dict()``."""
+        data = self.model_dump(exclude={"score"})
+        data["score"] = None if self.score is None else self.score.to_dict()
+        return data
+
+
+def chat_prompt(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Chat-template messages for LangChain messages (tool calls as text)."""
+    return to_chat_messages(messages)
+
+
+class GenerationTracker(BaseCallbackHandler):
+    """Remembers each LLM run's prompt until its answer arrives (a base for handlers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[UUID, dict[str, Any]] = {}
+
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]],
+                            *, run_id: UUID, parent_run_id: UUID | None = None,
+                            tags: list[str] | None = None,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        prompts: list[Prompt] = [chat_prompt(m) for m in messages]
+        self._remember(run_id, prompts, kwargs.get("name"), tags, metadata)
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._remember(run_id, list(prompts), kwargs.get("name"), tags, metadata)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID,
+                     parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with self._lock:
+            self._pending.pop(run_id, None)
+
+    def _remember(self, run_id: UUID, prompts: list[Prompt], name: str | None,
+                  tags: list[str] | None, metadata: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._pending[run_id] = {"prompts": prompts, "name": name, "tags": list(tags or []),
+                                     "metadata": dict(metadata or {})}
+
+    def _captured(self, response: LLMResult, run_id: UUID) -> list[CapturedGeneration]:
+        with self._lock:
+            started = self._pending.pop(run_id, None)
+        if started is None:
+            return []
+        out = []
+        for prompt, candidates in zip(started["prompts"], response.generations, strict=False):
+            if not candidates:
+                continue
+            gen = candidates[0]
+            metadata: dict[str, Any] = {}
+            if isinstance(gen, ChatGeneration):
+                metadata = dict(gen.message.response_metadata or {})
+                text = answer_text(gen.message)
+            else:
+                text = gen.text
+            out.append(CapturedGeneration(
+                run_id=str(run_id), prompt=prompt, text=text, metadata=metadata,
+                name=started["name"], tags=started["tags"], run_metadata=started["metadata"]))
+        return out
+
+
+def score_captured(captured: CapturedGeneration, scorer: Any | None
+                   ) -> tuple[UncertaintyScore, str]:
+    """Score one captured generation: the score ``ChatSemGrad`` put in its metadata,
+    else its exact ids, else a re-tokenised score (flagged ``retokenized``).
+
+    Returns ``(score, source)``; raises :class:`ScoringError` when none is possible.
+    """
+    carried = score_from_metadata(captured.metadata)
+    if carried is not None:
+        return carried, "response_metadata"
+    if scorer is None:
+        reason = captured.metadata.get(SCORE_ERROR_KEY)
+        raise ScoringError(reason or "the answer carries no score and no scorer was given")
+    generation = generation_from_metadata(captured.metadata, captured.text)
+    if generation is not None:
+        return scorer.score_generation(generation), "exact_ids"
+    return retokenized_score(scorer, captured.prompt, captured.text), "retokenized"
+
+
+def retokenized_score(scorer: Any, prompt: Prompt, text: str) -> UncertaintyScore:
+    """Score an answer known only as text. Chat messages go through the chat template;
+    a prompt text (a text LLM such as ``HuggingFacePipeline``) is tokenised as it is,
+    the way the pipeline tokenised it. Text pipelines that echo the prompt are handled."""
+    model: LocalModel | None = getattr(scorer, "model", None)
+    if isinstance(prompt, str):
+        answer = text[len(prompt):] if text.startswith(prompt) else text
+        if model is None:
+            return scorer.score_text(prompt, answer.strip())  # type: ignore[no-any-return]
+        tokenizer = model.tokenizer
+        prompt_ids = list(tokenizer(prompt)["input_ids"])
+        response_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        return scorer.score(prompt_ids, response_ids, retokenized=True)  # type: ignore[no-any-return]
+    if model is not None:
+        rendered = model.prompt_format.render(model.tokenizer, prompt)
+        if text.startswith(rendered):  # ChatHuggingFace over a pipeline echoing its prompt
+            text = text[len(rendered):]
+    return scorer.score_text(prompt, text.strip())  # type: ignore[no-any-return]
+
+
+class SemGradCallbackHandler(GenerationTracker):
+    """Scores every generation of the runs it is attached to, records it, and in strict
+    mode raises :class:`~semgrad_guard.errors.UncertainAnswerError` for an uncertain one.
+
+    Answers of :class:`~langchain_semgrad_guard.ChatSemGrad` arrive scored (exact ids,
+    nothing recomputed). Answers of other local models (``HuggingFacePipeline``,
+    ``ChatHuggingFace``) over the same transformers model are re-tokenised and scored
+    by ``scorer``, flagged ``retokenized=True`` (build one with :meth:`for_pipeline`).
+
+    The threshold is ``max_score`` on ``method``, or the rule a ``policy`` gives the
+    LLM run (its name, tags and metadata). In strict mode the handler sets
+    ``raise_error = True``, which LangChain needs to let a handler's exception stop
+    the run; a score that cannot be computed then fails closed (raises) unless the
+    policy rule says ``fail_open``.
+
+    >>> from langchain_semgrad_guard import ChatSemGrad
+    >>> chat = ChatSemGrad.load(max_new_tokens=8)
+    >>> handler = SemGradCallbackHandler(max_score=1.0)
+    >>> _ = chat.invoke("Name a colour.", config={"callbacks": [handler]})
+    >>> handler.records[0].passed, handler.records[0].retokenized
+    (True, False)
+    """
+
+    def __init__(self, scorer: SemGradScorer | Any | None = None, *,
+                 max_score: float | None = None, policy: PolicyConfig | Guard | None = None,
+                 method: str = "semgrad", strict: bool = False,
+                 audit: AuditTrail | None = None) -> None:
+        super().__init__()
+        if max_score is not None and policy is not None:
+            raise ConfigError("give max_score or policy, not both")
+        if strict and max_score is None and policy is None:
+            raise ConfigError("strict mode needs a threshold: give max_score or policy")
+        self.scorer = scorer
+        self.max_score = max_score
+        self.policy = policy.policy if isinstance(policy, Guard) else policy
+        self.method = method
+        self.strict = strict
+        self.audit = audit
+        # LangChain swallows a handler's exceptions unless this is set.
+        self.raise_error = strict
+        self.records: list[ScoredGeneration] = []
+
+    @classmethod
+    def for_pipeline(cls, llm: Any, **kwargs: Any) -> SemGradCallbackHandler:
+        """A handler whose scorer wraps the transformers model behind a
+        ``HuggingFacePipeline`` or ``ChatHuggingFace`` (re-tokenised scores)."""
+        pipeline = getattr(getattr(llm, "llm", llm), "pipeline", None)
+        if pipeline is None:
+            raise ConfigError(f"{type(llm).__name__} is not a HuggingFacePipeline or a "
+                              f"ChatHuggingFace over one")
+        local = LocalModel(pipeline.model, pipeline.tokenizer)
+        method = kwargs.get("method", "semgrad")
+        return cls(SemGradScorer(local, method=method), **kwargs)
+
+    def _rule(self, captured: CapturedGeneration) -> ChainPolicy | None:
+        if self.policy is None:
+            return None
+        return self.policy.rule_for(captured.name, captured.tags, captured.run_metadata)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID,
+                   parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        for captured in self._captured(response, run_id):
+            record = self.score(captured)
+            with self._lock:
+                self.records.append(record)
+            decision = _decision(record, self.strict)
+            if self.audit is not None:
+                self.audit.record(decision, {"run_name": captured.name, "tags": captured.tags,
+                                             "source": record.source})
+            if self.strict and record.passed is False:
+                raise UncertainAnswerError(f"uncertain answer: {decision.reason}",
+                                           decision=decision)
+
+    def score(self, captured: CapturedGeneration) -> ScoredGeneration:
+        """Score one captured generation and judge it against the threshold."""
+        rule = self._rule(captured)
+        method = rule.score if rule is not None else self.method
+        threshold = rule.threshold.max_score if rule is not None else self.max_score
+        score: UncertaintyScore | None = None
+        source, error = "retokenized", None
+        try:
+            score, source = score_captured(captured, self.scorer)
+            score = score.with_method(method)
+        except (ScoringError, KeyError) as exc:
+            if rule is not None and rule.on_score_failure == "raise":
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+        value = None if score is None else score.value
+        passed: bool | None
+        if value is None:
+            # A score that cannot be computed fails closed unless the rule says otherwise.
+            fail_open = rule is not None and rule.on_score_failure == "fail_open"
+            passed = True if fail_open else (None if rule is None and threshold is None
+                                             else False)
+        elif rule is not None:
+            passed = rule.threshold.passes(value)
+        else:
+            passed = None if threshold is None else value <= threshold
+        return ScoredGeneration(
+            run_id=captured.run_id, question=captured.question, text=captured.text, score=score,
+            method=method, value=value, threshold=threshold, passed=passed,
+            retokenized=bool(score.retokenized) if score is not None else False, source=source,
+            error=error, rule=None if rule is None else rule.name)
+
+
+def _decision(record: ScoredGeneration, strict: bool) -> GuardDecision:
+    """The record as a guard decision: strict mode abstains from an uncertain answer;
+    otherwise the answer passes on, flagged when uncertain."""
+    uncertain = record.passed is False
+    action = "abstain" if strict and uncertain else "pass"
+    attempt = AttemptRecord(Attempt(number=0, k=None, query=record.question), record.text,
+                            record.score, record.value, None, bool(record.passed), [],
+                            record.error)
+    flags = [f for f, on in (("uncertain", uncertain), ("retokenized", record.retokenized),
+                             ("score_failed", record.error is not None)) if on]
+    shown = (f"score not computed ({record.error})" if record.value is None
+             else f"{record.method} {record.value:.4g}")
+    limit = "" if record.threshold is None else f", threshold {record.threshold:g}"
+    return GuardDecision(
+        action=action,  # type: ignore[arg-type]
+        answer=None if action == "abstain" else record.text, passed=record.passed is True,
+        score=record.score, error_probability=None, attempts=[attempt],
+        chain=record.rule or "callback", case_id=None,
+        reason=f"{shown}{limit}", question=record.question,
+        chosen_answer=record.text, chosen_index=0, flags=tuple(flags))
+

@@ -1,0 +1,122 @@
+"""Tools in the prompt and tool calls in the answer, in the Hermes / SmolLM2 format.
+
+A chat template that knows tools (it reads the ``tools`` variable) renders them itself.
+A template that does not (SmolLM2-135M-Instruct's, for one) gets them in the system
+message, described by :data:`DEFAULT_TOOL_PROMPT`. Either way the model answers a tool
+call as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (a JSON list of
+calls inside one tag is read too), which :func:`parse_tool_calls` turns into LangChain
+tool calls.
+
+>>> content, calls, invalid = parse_tool_calls(
+...     'Sure. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>')
+>>> content, calls[0]["name"], calls[0]["args"], invalid
+('Sure.', 'get_weather', {'city': 'Paris'}, [])
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import InvalidToolCall, ToolCall
+from langchain_core.messages.tool import invalid_tool_call, tool_call
+
+#: How tools are described to a model whose chat template does not render them.
+#: ``{tools}`` receives one JSON function signature per line.
+DEFAULT_TOOL_PROMPT = (
+    "You can call these tools:\n<tools>\n{tools}\n</tools>\n"
+    "To call a tool, reply with only <tool_call>{{\"name\": <tool name>, \"arguments\": "
+    "<arguments as a JSON object>}}</tool_call>. If no tool is needed, answer in plain text."
+)
+
+_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+
+
+def template_renders_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders the ``tools`` it is given."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, Mapping):  # named templates: look at all of them
+        template = " ".join(str(t) for t in template.values())
+    return "tools" in str(template)
+
+
+def tool_signatures(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The function part of OpenAI-format tools (what the prompt shows the model)."""
+    return [dict(t.get("function", t)) for t in tools]
+
+
+def render_tool_prompt(tools: Sequence[Mapping[str, Any]], template: str = DEFAULT_TOOL_PROMPT
+                       ) -> str:
+    """The system-prompt text that describes ``tools`` (OpenAI format) to the model.
+
+    >>> print(render_tool_prompt([{"type": "function", "function": {"name": "now"}}])[:40])
+    You can call these tools:
+    <tools>
+    {"na
+    """
+    lines = "\n".join(json.dumps(sig, ensure_ascii=False) for sig in tool_signatures(tools))
+    return template.format(tools=lines)
+
+
+def format_tool_call(name: str, args: Mapping[str, Any]) -> str:
+    """One tool call as the model writes it (used to replay earlier turns).
+
+    >>> format_tool_call("now", {})
+    '<tool_call>{"name": "now", "arguments": {}}</tool_call>'
+    """
+    return ("<tool_call>" + json.dumps({"name": name, "arguments": dict(args)},
+                                       ensure_ascii=False) + "</tool_call>")
+
+
+def _new_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+    """Split a model answer into its text and its tool calls.
+
+    Returns ``(content, tool_calls, invalid_tool_calls)``: ``content`` is the text
+    outside the ``<tool_call>`` tags; a call whose JSON cannot be read (for example an
+    answer cut off by ``max_new_tokens``) becomes an invalid tool call carrying the raw
+    text and the reason.
+    """
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for match in _CALL.finditer(text):
+        raw = match.group(1).strip()
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            invalid.append(invalid_tool_call(name=None, args=raw, id=_new_id(),
+                                             error=f"tool call is not valid JSON: {exc}"))
+            continue
+        for item in payload if isinstance(payload, list) else [payload]:
+            parsed = _one_call(item)
+            if isinstance(parsed, str):
+                invalid.append(invalid_tool_call(
+                    name=item.get("name") if isinstance(item, dict) else None,
+                    args=json.dumps(item, ensure_ascii=False), id=_new_id(), error=parsed))
+            else:
+                calls.append(parsed)
+    content = _CALL.sub("", text).strip()
+    return content, calls, invalid
+
+
+def _one_call(item: Any) -> ToolCall | str:
+    if not isinstance(item, dict):
+        return f"a tool call must be a JSON object, got {type(item).__name__}"
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        return "a tool call needs a 'name'"
+    args: Any = item.get("arguments", item.get("parameters", item.get("args", {})))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return f"the arguments of {name!r} are not a JSON object"
+    if not isinstance(args, dict):
+        return f"the arguments of {name!r} are not a JSON object"
+    return tool_call(name=name, args=args, id=_new_id())
