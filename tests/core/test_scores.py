@@ -16,7 +16,7 @@ RESPONSES = [[44, 73, 68, 2], [30], [50, 51, 52, 53, 54, 55, 2], [61, 62]]
 
 
 def pairs(lm: LocalModel) -> list[tuple[list[int], list[int]]]:
-    return [(lm.prompt_ids(p), r) for p, r in zip(PROMPTS, RESPONSES)]
+    return [(lm.prompt_ids(p), r) for p, r in zip(PROMPTS, RESPONSES, strict=True)]
 
 
 @pytest.mark.parametrize("offset", [-1, -2, -3])
@@ -38,7 +38,7 @@ def test_batch_equals_single() -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm)
     batch = scorer.score_batch(pairs(lm))
-    for (prompt, response), together in zip(pairs(lm), batch):
+    for (prompt, response), together in zip(pairs(lm), batch, strict=True):
         alone = scorer.score(prompt, response)
         assert together.response_ids == tuple(response)
         for key, value in alone.scores.items():
@@ -65,7 +65,7 @@ def test_left_and_right_padding_agree() -> None:
         objective = objective - (entropy * logp[torch.arange(len(r)), torch.tensor(r)]).mean()
     hidden = [out.hidden_states[layer] for layer in (1, 2, 3)]
     grads = torch.autograd.grad(objective, hidden)
-    for i, (score, (p, _)) in enumerate(zip(scorer.score_batch(rows), rows)):
+    for i, (score, (p, _)) in enumerate(zip(scorer.score_batch(rows), rows, strict=True)):
         right = torch.stack([g[i, len(p) - 2].abs().mean() for g in grads]).mean()
         assert score.scores["semgrad"] == pytest.approx(float(right), rel=1e-4)
 

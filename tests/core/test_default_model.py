@@ -1,0 +1,67 @@
+"""The real offline default model: loads, answers, scores, calibrates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from semgrad_guard import LocalModel, ModelProfile, ProfileStore, SemGradScorer, qa_prompt
+from semgrad_guard.calibration import search_anchor
+from semgrad_guard.cli import main
+
+pytestmark = pytest.mark.real_model
+
+
+def test_generates_a_sensible_answer_and_scores_it(default_lm: LocalModel) -> None:
+    generation = default_lm.generate(qa_prompt("What is the capital of France?"),
+                                     max_new_tokens=16)
+    assert "paris" in generation.text.lower()
+    assert generation.stop_reason == "eos"
+    assert generation.response_ids[-1] == default_lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    score = SemGradScorer(default_lm, profile=None).score_generation(generation)
+    assert score.anchor_source == "default"
+    assert score.anchor_offset == -4 and score.anchor_token == "<|im_start|>"
+    assert score.layers == tuple(range(15, 30))
+    assert 0 < score.scores["semgrad"] < 1 and score.scores["nll"] > 0
+    assert not score.retokenized
+
+
+def test_retokenised_text_is_flagged_and_close_to_exact(default_lm: LocalModel) -> None:
+    scorer = SemGradScorer(default_lm, profile=None)
+    generation = default_lm.generate(qa_prompt("What is the chemical symbol of gold?"),
+                                     max_new_tokens=16)
+    exact = scorer.score_generation(generation)
+    text = scorer.score_text(qa_prompt("What is the chemical symbol of gold?"), generation.text)
+    assert text.retokenized and not exact.retokenized
+    if text.response_ids == exact.response_ids:
+        assert text.value == pytest.approx(exact.value, rel=1e-3)
+
+
+def test_score_command_prints_everything_needed_to_recompute(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["score", "--question", "What is the capital of France?", "--json",
+                 "--profile", "none", "--max-new-tokens", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "paris" in out["answer"].lower()
+    assert set(out["scores"]) == {"semgrad", "hybridgrad", "nll", "nll_per_token",
+                                  "mean_entropy", "max_prob"}
+    assert {"pg", "alpha", "mean_entropy"} <= set(out["components"])
+    assert out["anchor_offset"] < 0 and out["layers"][0] >= 0
+    assert out["prompt_ids"] and out["response_ids"] and out["timings"]["total"] > 0
+
+
+def test_calibrated_profile_round_trips(default_lm: LocalModel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    groups = [["What is the capital of France?", "Which city is France's capital?",
+               "France's capital city is what?"],
+              ["Who wrote Hamlet?", "Hamlet was written by whom?", "Who is the author of Hamlet?"],
+              ["What gas do plants absorb?", "Which gas is taken in by plants?",
+               "Plants absorb which gas?"]]
+    profile, table = search_anchor(default_lm, groups, progress=False)
+    assert -profile.anchor_offset <= profile.fixed_suffix_length == 6
+    store = ProfileStore(tmp_path)
+    assert ModelProfile.load(store.save(profile)) == profile
+    scorer = SemGradScorer(default_lm, profile_store=store)
+    assert scorer.anchor.source == "profile"
+    score = scorer.score_text(qa_prompt("Who wrote Hamlet?"), "Shakespeare")
+    assert score.profile_id == profile.profile_id
+    assert score.anchor_offset == profile.anchor_offset
