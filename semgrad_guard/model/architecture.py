@@ -105,7 +105,7 @@ def model_layout(model: object) -> ModelLayout:
             f"{type(model).__name__}"
         )
     weight = getattr(embedding, "weight", None)
-    vocab_rows = int(weight.shape[0]) if weight is not None else int(config.vocab_size)
+    vocab_rows = int(weight.shape[0]) if weight is not None else int(getattr(config, "vocab_size", 0))
     window = (
         getattr(config, "max_position_embeddings", None)
         or getattr(config, "n_positions", None)

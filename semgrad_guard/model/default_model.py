@@ -54,7 +54,7 @@ def default_model_path() -> Path:
         raise ModelLoadError(f"could not convert {gguf}: {exc}") from exc
     # The weights are already de-quantized to float32; drop the GGUF marker so that
     # transformers agrees to save them as an ordinary checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,7 +58,7 @@ class LocalModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if name_or_path is None:
-            path: str | Path = default_model_path()
+            path: str | os.PathLike[str] = default_model_path()
             name = DEFAULT_MODEL_NAME
         else:
             path, name = name_or_path, str(name_or_path)
@@ -67,11 +66,12 @@ class LocalModel:
             dtype = getattr(torch, dtype)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", **model_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto",  # type: ignore[arg-type]
+                                                         **model_kwargs)
         except OSError as exc:
             raise ModelLoadError(f"cannot load model {name!r}: {exc}") from exc
         if device:
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]
         model.eval()
         return cls(model, tokenizer, prompt_format=prompt_format, name=name,
                    system_prompt=system_prompt)
