@@ -1,0 +1,104 @@
+"""Speed and memory of SemGrad scoring on the default model, against generation.
+
+Prints, for SciQ questions: the median time to generate an answer, to score it with
+SemGrad and with HybridGrad (reusing the generation's prompt cache, as a guarded chain
+does, and from the ids alone), their ratios to generation, the throughput of batched
+scoring at batch 1, 8 and 32, and peak memory. All figures come from one run, so the
+ratios are comparable even on a noisy machine.
+
+    python benchmarks/speed.py [--questions 32] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
+from semgrad_guard.evaluation.datasets import load_qa
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    lm = LocalModel.load()
+    rss_loaded = peak_rss_mib()
+    semgrad = SemGradScorer(lm, hybrid=False)
+    hybrid = SemGradScorer(lm, method="hybridgrad")
+    items = load_qa("sciq", split="evaluation", limit=args.questions)
+
+    rows = []
+    for item in tqdm(items, desc="generate and score"):
+        t0 = time.perf_counter()
+        generation = lm.generate(qa_prompt(item.question), max_new_tokens=args.max_new_tokens)
+        t1 = time.perf_counter()
+        semgrad.score_generation(generation)  # reuses the generation's prompt cache
+        t2 = time.perf_counter()
+        semgrad.score(generation.prompt_ids, generation.response_ids)
+        t3 = time.perf_counter()
+        hybrid.score(generation.prompt_ids, generation.response_ids)
+        t4 = time.perf_counter()
+        rows.append({"tokens": len(generation.response_ids), "generate": t1 - t0,
+                     "semgrad_cached": t2 - t1, "semgrad": t3 - t2, "hybridgrad": t4 - t3,
+                     "pair": (generation.prompt_ids, generation.response_ids)})
+    rss_single = peak_rss_mib()
+
+    med = {k: statistics.median(r[k] for r in rows)
+           for k in ("generate", "semgrad_cached", "semgrad", "hybridgrad")}
+    ratio = {k: statistics.median(r[k] / r["generate"] for r in rows)
+             for k in ("semgrad_cached", "semgrad", "hybridgrad")}
+
+    pairs = [r["pair"] for r in rows]
+    while len(pairs) < 64:
+        pairs = pairs + pairs
+    throughput = {}
+    for batch in (1, 8, 32):
+        scorer = SemGradScorer(lm, hybrid=False, batch_size=batch)
+        work = pairs[: max(32, batch * 2)]
+        scorer.score_batch(work[:batch])  # warm-up
+        t0 = time.perf_counter()
+        scorer.score_batch(work)
+        throughput[batch] = len(work) / (time.perf_counter() - t0)
+    rss_batched = peak_rss_mib()
+
+    print(f"\ndefault model, {len(rows)} SciQ questions, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"median answer length: {statistics.median(r['tokens'] for r in rows)} tokens\n")
+    print(f"{'step':<34}{'median s':>10}{'x generation':>14}")
+    print(f"{'generate (greedy)':<34}{med['generate']:>10.3f}{1:>14.2f}")
+    print(f"{'SemGrad, reusing the prompt cache':<34}{med['semgrad_cached']:>10.3f}"
+          f"{ratio['semgrad_cached']:>14.2f}")
+    print(f"{'SemGrad, from ids':<34}{med['semgrad']:>10.3f}{ratio['semgrad']:>14.2f}")
+    print(f"{'HybridGrad (+ baselines), from ids':<34}{med['hybridgrad']:>10.3f}"
+          f"{ratio['hybridgrad']:>14.2f}")
+    print("\n(x generation: median over answers of the per-answer ratio)\n")
+    print(f"{'batch':>6}{'answers/s':>12}")
+    for batch, rate in throughput.items():
+        print(f"{batch:>6}{rate:>12.2f}")
+    print(f"\npeak RSS: {rss_loaded:.0f} MiB after load, {rss_single:.0f} MiB after "
+          f"single scoring, {rss_batched:.0f} MiB after batch 32")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"median_seconds": med, "ratio_to_generation": ratio,
+                       "answers_per_second": throughput,
+                       "peak_rss_mib": {"loaded": rss_loaded, "single": rss_single,
+                                        "batched": rss_batched},
+                       "questions": len(rows)}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
