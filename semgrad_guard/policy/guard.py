@@ -217,9 +217,11 @@ class Guard:
             if isinstance(request, _RunAttempt):
                 if attempt_fn is None:  # pragma: no cover - check() never asks
                     raise ConfigError("no attempt function to run")
-                reply = _as_result(attempt_fn(request.attempt))
-                if inspect.isawaitable(reply):
+                produced = attempt_fn(request.attempt)
+                if inspect.isawaitable(produced):
+                    _discard(produced)
                     raise ConfigError("Guard.run got an async attempt function; use Guard.arun")
+                reply = _as_result(produced)
             elif isinstance(request, _Score):
                 reply = self._score_capturing(request)
             elif isinstance(request, _Escalate):
@@ -227,6 +229,7 @@ class Guard:
             else:
                 reply = request.action.function(request.context)
                 if inspect.isawaitable(reply):
+                    _discard(reply)
                     raise ConfigError("a custom action returned an awaitable; use Guard.arun")
         self._record(outcome, run_name, tags, metadata)
         return _finish(outcome)
@@ -340,6 +343,14 @@ class Guard:
         if self.audit is not None:
             self.audit.record(outcome.decision, {"run_name": run_name, "tags": list(tags),
                                                  **dict(metadata or {})})
+
+
+def _discard(awaitable: Any) -> None:
+    # A coroutine the sync driver cannot run: close it so it is not reported as never
+    # awaited.
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
 
 
 def _as_result(produced: Any) -> Any:
@@ -516,7 +527,7 @@ def _case(question: str, rule: ChainPolicy, best: AttemptRecord, records: list[A
         "chain": rule.name,
         "question": question,
         "answer": best.answer,
-        "score": float("nan") if best.value is None else float(best.value),
+        "score": None if best.value is None else float(best.value),
         "components": components,
         "context": list(best.context),
         "rule": rule.name,

@@ -1,0 +1,97 @@
+"""The fit-thresholds command, on saved labelled answers (no model needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from semgrad_guard.cli import main
+from semgrad_guard.policy import load_policy
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+# Scores and labels of the hand-computed case in test_thresholds.py.
+SCORES = [0.1, 0.2, 0.3, 0.4, 0.5]
+CORRECT = [True, True, False, True, False]
+
+
+def saved_answers(path: Path, limit: int | None = 5, profile: str = "auto") -> Path:
+    settings = {"data": "sciq", "split": "calibration", "limit": limit, "model": "default",
+                "profile": profile, "max_new_tokens": 32}
+    lines = [json.dumps({"settings": settings})]
+    for i, (s, c) in enumerate(zip(SCORES, CORRECT, strict=True)):
+        lines.append(json.dumps({"index": i, "question": f"q{i}", "answer": f"a{i}",
+                                 "scores": {"semgrad": s, "nll": 1 - s}, "correct": c,
+                                 "stop_reason": "eos"}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(EXAMPLE.read_text())
+    answers = saved_answers(tmp_path / "answers.jsonl")
+    code = main(["fit-thresholds", "--data", "sciq", "--policy", str(policy), "--chain", "rag",
+                 "--target-error", "0.25", "--limit", "5", "--answers", str(answers)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "threshold 0.4 (target_error 0.25): passes 4/5 (coverage 0.800)" in out
+
+    text = policy.read_text()
+    assert "# semgrad-guard policy file." in text  # comments kept
+    assert "A specialist will review this answer" in text
+    fitted = load_policy(policy)
+    rag = fitted.chain("rag")
+    assert rag.threshold.max_score == 0.4 and rag.threshold.max_error_probability is None
+    calibration = rag.threshold.calibration
+    assert calibration is not None and calibration.coef > 0 and calibration.n == 5
+    assert calibration.data == "sciq:calibration"
+    assert rag.threshold.fit is not None and rag.threshold.fit["coverage"] == 0.8
+    # the other rules are untouched
+    assert fitted.default.threshold.max_score == 0.02
+    assert fitted.chain("agent-tools").threshold.max_score == 0.05
+
+
+def test_fit_for_coverage_as_a_probability_into_a_new_chain(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault:\n  threshold: {max_score: 1.0}\n")
+    answers = saved_answers(tmp_path / "answers.jsonl")
+    code = main(["fit-thresholds", "--data", "sciq", "--policy", str(policy), "--chain", "faq",
+                 "--target-coverage", "0.6", "--limit", "5", "--answers", str(answers),
+                 "--threshold-kind", "probability"])
+    assert code == 0
+    faq = load_policy(policy).chain("faq")
+    calibration = faq.threshold.calibration
+    assert calibration is not None and faq.threshold.max_error_probability is not None
+    # the probability cut sits at the coverage threshold, 0.3
+    assert calibration.error_probability(0.3) == pytest.approx(
+        faq.threshold.max_error_probability, abs=1e-5)
+    assert faq.matches("faq", (), None)
+
+
+def test_fit_on_another_score_and_dry_run(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault:\n  threshold: {max_score: 1.0}\n")
+    answers = saved_answers(tmp_path / "answers.jsonl")
+    args = ["fit-thresholds", "--data", "sciq", "--policy", str(policy), "--chain", "default",
+            "--target-coverage", "0.2", "--limit", "5", "--answers", str(answers),
+            "--score", "nll"]
+    assert main([*args, "--dry-run"]) == 0
+    assert load_policy(policy).default.threshold.max_score == 1.0
+    assert main(args) == 0
+    default = load_policy(policy).default
+    assert default.score == "nll" and default.threshold.max_score == 0.5
+
+
+def test_fit_errors_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault:\n  threshold: {max_score: 1.0}\n")
+    answers = saved_answers(tmp_path / "answers.jsonl")
+    code = main(["fit-thresholds", "--data", "sciq", "--policy", str(policy), "--chain",
+                 "default", "--target-error", "0.0", "--limit", "5", "--answers", str(answers),
+                 "--score", "nll"])
+    assert code == 2
+    assert "no threshold keeps the error rate at or under 0" in capsys.readouterr().err
+    assert load_policy(policy).default.threshold.max_score == 1.0
