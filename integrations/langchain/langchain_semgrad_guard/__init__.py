@@ -12,6 +12,12 @@ True
 from .callbacks import CapturedGeneration, ScoredGeneration, SemGradCallbackHandler
 from .chat_models import ChatSemGrad
 from .messages import score_from_metadata
+from .middleware import (
+    SemGradAgentState,
+    SemGradMiddleware,
+    resume_from_review,
+    review_decision,
+)
 from .runnables import ATTEMPT_KEY, GuardedChain, guard_chain, widen_retrieval
 from .tool_calls import DEFAULT_TOOL_PROMPT, parse_tool_calls
 
@@ -24,10 +30,14 @@ __all__ = [
     "ChatSemGrad",
     "GuardedChain",
     "ScoredGeneration",
+    "SemGradAgentState",
     "SemGradCallbackHandler",
+    "SemGradMiddleware",
     "__version__",
     "guard_chain",
     "parse_tool_calls",
+    "resume_from_review",
+    "review_decision",
     "score_from_metadata",
     "widen_retrieval",
 ]

@@ -19,7 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    BaseCallbackManager,
+    CallbackManagerForChainRun,
+)
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
@@ -307,7 +311,8 @@ class GuardedChain(Runnable[Any, Any]):
         return self._call_with_config(self._guard, input, ensure_config(config),
                                       run_type="chain")
 
-    def _guard(self, value: Any, config: RunnableConfig) -> Any:
+    def _guard(self, value: Any, run_manager: CallbackManagerForChainRun,
+               config: RunnableConfig) -> Any:
         # `config` is the child config of this run: the chain's runs nest under it.
         args = self._run_args(config)
         question = self.question_of(value)
@@ -328,7 +333,8 @@ class GuardedChain(Runnable[Any, Any]):
         return await self._acall_with_config(self._aguard, input, ensure_config(config),
                                              run_type="chain")
 
-    async def _aguard(self, value: Any, config: RunnableConfig) -> Any:
+    async def _aguard(self, value: Any, run_manager: AsyncCallbackManagerForChainRun,
+                      config: RunnableConfig) -> Any:
         args = self._run_args(config)
         question = self.question_of(value)
         rule = self.guard.rule_for(args["run_name"], args["tags"], args["metadata"])

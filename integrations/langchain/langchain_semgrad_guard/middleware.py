@@ -1,0 +1,420 @@
+"""Agent middleware: score every model turn, gate every tool call by its score.
+
+:class:`SemGradMiddleware` plugs into LangChain v1 agents (``create_agent``):
+
+- ``wrap_model_call`` scores each model turn (the score a
+  :class:`~langchain_semgrad_guard.ChatSemGrad` answer carries, else the guard's
+  scorer, re-tokenised) and decides, once, under the policy: for each tool call the
+  rule named after the tool (``run_name`` = the tool's name, tag ``tool-call``,
+  metadata ``tool``), for a final answer the agent's rule. Score and decisions are
+  cached in agent state (``semgrad``, keyed by the turn's message id).
+- ``wrap_tool_call`` applies the cached decision: ``pass`` runs the tool, ``abstain``
+  blocks it with an explanatory error ``ToolMessage``, ``escalate`` pauses the run
+  with LangGraph ``interrupt()`` (or leaves the pause to
+  ``HumanInTheLoopMiddleware``, see :meth:`SemGradMiddleware.interrupt_on`).
+  A resumed run reads the cached decision again: nothing is re-scored, so it decides
+  the same way, and the review case is submitted once.
+- A final answer the policy abstains from is replaced by the abstention; an escalated
+  one pauses in ``after_model`` until a reviewer decides.
+
+Resume with ``Command(resume=...)``: a Human-in-the-loop decision (``{"type":
+"approve"}``, ``{"type": "edit", "edited_action": {...}}``, ``{"type": "reject"}``), a
+decided review case, or :func:`resume_from_review` to answer every pending interrupt
+from the review queue.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, NotRequired, cast
+
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import ExtendedModelResponse, OmitFromInput
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Interrupt, interrupt
+
+from semgrad_guard import UncertaintyScore
+from semgrad_guard.errors import ConfigError
+from semgrad_guard.policy import Guard, GuardDecision
+
+from .messages import answer_text, json_args, message_text, score_from_metadata, to_chat_messages
+
+#: The ``interrupt()`` value's ``type`` for a SemGrad escalation.
+INTERRUPT_TYPE = "semgrad_review"
+#: The tag every tool-call rule lookup carries.
+TOOL_CALL_TAG = "tool-call"
+
+_GATES = {"pass": "allow", "abstain": "block", "escalate": "escalate"}
+
+
+def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    return {**(left or {}), **(right or {})}
+
+
+class SemGradAgentState(AgentState[Any]):
+    """Agent state with the cached score and decisions of every model turn.
+
+    ``semgrad`` maps a model turn's message id to ``{"score", "value", "method",
+    "tool_calls": {tool_call_id: gate}, "answer": decision}``; each gate says
+    ``action`` (``allow`` / ``block`` / ``escalate``), ``reason``, ``case_id``.
+    """
+
+    # LangGraph reads the reducer from the last annotation.
+    semgrad: NotRequired[Annotated[dict[str, Any], OmitFromInput, _merge]]
+
+
+class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
+    """Scores each model turn of an agent and gates its tool calls under a policy.
+
+    ``guard`` holds the policy (and the scorer for models other than ``ChatSemGrad``,
+    the audit trail and the review queue). ``agent_name`` is the run name whose rule
+    judges final answers; ``tools`` limits gating to these tool names (default: all).
+    ``escalation="interrupt"`` pauses with ``interrupt()`` itself; ``"hitl"`` leaves the
+    pause to a ``HumanInTheLoopMiddleware`` built with :meth:`interrupt_on`.
+
+    >>> from semgrad_guard.policy import Guard, PolicyConfig
+    >>> policy = PolicyConfig.from_dict({"version": 1,
+    ...     "default": {"threshold": {"max_score": 0.01}, "actions": ["abstain"]}})
+    >>> middleware = SemGradMiddleware(Guard(policy))
+    >>> middleware.state_schema is SemGradAgentState
+    True
+    """
+
+    state_schema = SemGradAgentState
+
+    def __init__(self, guard: Guard, *, agent_name: str = "agent",
+                 tools: Sequence[str] | None = None, tags: Sequence[str] = (),
+                 escalation: Literal["interrupt", "hitl"] = "interrupt",
+                 guard_answers: bool = True) -> None:
+        super().__init__()
+        if not isinstance(guard, Guard):
+            raise ConfigError(f"SemGradMiddleware needs a semgrad_guard.policy.Guard, got "
+                              f"{type(guard).__name__}")
+        if escalation not in ("interrupt", "hitl"):
+            raise ConfigError(f"escalation {escalation!r}: expected 'interrupt' or 'hitl'")
+        self.guard = guard
+        self.agent_name = agent_name
+        self.gated_tools = None if tools is None else set(tools)
+        self.tags = list(tags)
+        self.escalation = escalation
+        self.guard_answers = guard_answers
+
+    # -- scoring a turn, once ------------------------------------------------------------------
+    def _turn(self, request: ModelRequest[Any], response: ModelResponse[Any]
+              ) -> tuple[int, AIMessage, str, list[dict[str, Any]], UncertaintyScore | None]:
+        index = max((i for i, m in enumerate(response.result) if isinstance(m, AIMessage)),
+                    default=-1)
+        if index < 0:
+            raise ConfigError("the model returned no AIMessage to score")
+        ai = cast(AIMessage, response.result[index])
+        if ai.id is None:
+            ai = ai.model_copy(update={"id": f"semgrad-{uuid.uuid4().hex}"})
+        history: list[BaseMessage] = list(request.messages)
+        if request.system_message is not None:
+            history.insert(0, request.system_message)
+        question = next((message_text(m) for m in reversed(request.messages)
+                         if isinstance(m, HumanMessage)), "")
+        return (index, ai, question, to_chat_messages(history),
+                score_from_metadata(ai.response_metadata))
+
+    def _tool_rule_args(self, name: str, call_id: str | None) -> dict[str, Any]:
+        return {"run_name": name, "tags": [*self.tags, TOOL_CALL_TAG],
+                "metadata": {"tool": name, "tool_call_id": call_id}}
+
+    def _gated(self, name: str) -> bool:
+        return self.gated_tools is None or name in self.gated_tools
+
+    def _entry(self, message: AIMessage, score: UncertaintyScore | None,
+               tool_decisions: Mapping[str, GuardDecision],
+               answer: GuardDecision | None) -> dict[str, Any]:
+        chosen = next(iter(tool_decisions.values()), answer)
+        if chosen is not None and chosen.score is not None:
+            score = chosen.score
+        gates: dict[str, Any] = {}
+        for call in message.tool_calls:
+            decision = tool_decisions.get(str(call["id"]))
+            if decision is None:
+                gates[str(call["id"])] = {"name": call["name"], "action": "allow",
+                                          "reason": "tool not gated", "case_id": None}
+                continue
+            gates[str(call["id"])] = {
+                "name": call["name"], "args": call["args"], "action": _GATES[decision.action],
+                "rule": decision.chain, "reason": decision.reason, "case_id": decision.case_id,
+                "message": decision.answer, "value": decision.value}
+        return {
+            "method": None if score is None else score.method,
+            "value": None if score is None else score.value,
+            "scores": None if score is None else dict(score.scores),
+            "retokenized": None if score is None else score.retokenized,
+            "tool_calls": gates,
+            "answer": None if answer is None else {
+                "action": answer.action, "rule": answer.chain, "reason": answer.reason,
+                "case_id": answer.case_id, "answer": answer.answer,
+                "chosen_answer": answer.chosen_answer, "value": answer.value},
+        }
+
+    def _finish(self, response: ModelResponse[Any], index: int, message: AIMessage,
+                entry: dict[str, Any], answer: GuardDecision | None) -> ExtendedModelResponse[Any]:
+        if answer is not None and answer.action != "pass":
+            # The abstention (or the pending message) replaces the uncertain answer.
+            message = message.model_copy(update={"content": answer.answer or ""})
+        result = list(response.result)
+        result[index] = message
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=result,
+                                         structured_response=response.structured_response),
+            command=Command(update={"semgrad": {str(message.id): entry}}))
+
+    def wrap_model_call(
+        self, request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ExtendedModelResponse[Any]:
+        """Run the model, score its turn and decide its tool calls (or its answer)."""
+        response = handler(request)
+        index, message, question, prompt, score = self._turn(request, response)
+        if score is None:
+            score = self._score(question, message, prompt)
+        tools: dict[str, GuardDecision] = {}
+        answer = None
+        for call in message.tool_calls:
+            if self._gated(call["name"]):
+                tools[str(call["id"])] = self.guard.check(
+                    question, _call_text(call), score=score, prompt=prompt,
+                    **self._tool_rule_args(call["name"], call["id"]))
+        if not message.tool_calls and self.guard_answers:
+            answer = self.guard.check(question, answer_text(message), score=score, prompt=prompt,
+                                      run_name=self.agent_name, tags=self.tags)
+        return self._finish(response, index, message, self._entry(message, score, tools, answer),
+                            answer)
+
+    async def awrap_model_call(
+        self, request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ExtendedModelResponse[Any]:
+        """The async twin of :meth:`wrap_model_call` (scoring runs off the event loop)."""
+        import asyncio
+
+        response = await handler(request)
+        index, message, question, prompt, score = self._turn(request, response)
+        if score is None:
+            score = await asyncio.to_thread(self._score, question, message, prompt)
+        tools: dict[str, GuardDecision] = {}
+        answer = None
+        for call in message.tool_calls:
+            if self._gated(call["name"]):
+                tools[str(call["id"])] = await self.guard.acheck(
+                    question, _call_text(call), score=score, prompt=prompt,
+                    **self._tool_rule_args(call["name"], call["id"]))
+        if not message.tool_calls and self.guard_answers:
+            answer = await self.guard.acheck(question, answer_text(message), score=score,
+                                             prompt=prompt, run_name=self.agent_name,
+                                             tags=self.tags)
+        return self._finish(response, index, message, self._entry(message, score, tools, answer),
+                            answer)
+
+    def _score(self, question: str, message: AIMessage, prompt: list[dict[str, Any]]
+               ) -> UncertaintyScore | None:
+        """One score for the whole turn (shared by its tool calls); ``None`` lets each
+        rule's ``on_score_failure`` decide."""
+        from semgrad_guard.policy import AttemptResult
+
+        rule = self.guard.rule_for(self.agent_name, self.tags)
+        try:
+            return self.guard.score(rule, question, AttemptResult(
+                answer=answer_text(message), prompt=prompt))
+        except Exception:  # noqa: BLE001 - each check applies its rule's on_score_failure
+            return None
+
+    # -- gating tool calls -----------------------------------------------------------------------
+    @staticmethod
+    def gate(state: Mapping[str, Any], tool_call_id: str | None) -> dict[str, Any] | None:
+        """The cached decision on one tool call, from agent state."""
+        for entry in (state.get("semgrad") or {}).values():
+            gate = (entry.get("tool_calls") or {}).get(str(tool_call_id))
+            if gate is not None:
+                return dict(gate)
+        return None
+
+    def _blocked(self, request: ToolCallRequest, gate: Mapping[str, Any]) -> ToolMessage:
+        call = request.tool_call
+        return ToolMessage(
+            content=(f"The tool call {call['name']} was blocked: the model was not certain "
+                     f"enough of it ({gate.get('reason')}). {gate.get('message') or ''}").strip(),
+            name=call["name"], tool_call_id=call["id"], status="error")
+
+    def _review(self, request: ToolCallRequest, gate: Mapping[str, Any]
+                ) -> ToolCallRequest | ToolMessage:
+        """Pause for the reviewer; the run resumes here with their decision."""
+        call = request.tool_call
+        value = {"type": INTERRUPT_TYPE, "case_id": gate.get("case_id"),
+                 "tool_call_id": call["id"], "name": call["name"], "args": call["args"],
+                 "value": gate.get("value"), "rule": gate.get("rule"),
+                 "description": f"Uncertain tool call {call['name']}({json.dumps(call['args'])})"
+                                f": {gate.get('reason')}",
+                 "allowed_decisions": ["approve", "edit", "reject"]}
+        decision = review_decision(interrupt(value), self.guard.review_queue)
+        if decision["type"] == "approve":
+            return request
+        if decision["type"] == "edit":
+            edited = decision["edited_action"]
+            return request.override(tool_call={**call, "args": dict(edited["args"])})
+        reason = decision.get("message")
+        return ToolMessage(
+            content=f"A reviewer rejected the tool call {call['name']}"
+                    + (f": {reason}" if reason else ". The tool was not run."),
+            name=call["name"], tool_call_id=call["id"], status="error")
+
+    def _apply(self, request: ToolCallRequest) -> ToolCallRequest | ToolMessage:
+        gate = self.gate(request.state, request.tool_call.get("id"))
+        if gate is None or gate["action"] == "allow":
+            return request
+        if gate["action"] == "block":
+            return self._blocked(request, gate)
+        if self.escalation == "hitl":
+            return request  # HumanInTheLoopMiddleware paused before the tools ran
+        return self._review(request, gate)
+
+    def wrap_tool_call(
+        self, request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        """Run, block or escalate one tool call, as its cached decision says."""
+        outcome = self._apply(request)
+        return outcome if isinstance(outcome, ToolMessage) else handler(outcome)
+
+    async def awrap_tool_call(
+        self, request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        """The async twin of :meth:`wrap_tool_call`."""
+        outcome = self._apply(request)
+        return outcome if isinstance(outcome, ToolMessage) else await handler(outcome)
+
+    # -- escalated final answers -------------------------------------------------------------------
+    def after_model(self, state: SemGradAgentState, runtime: Runtime[Any]
+                    ) -> dict[str, Any] | None:
+        """Pause on an escalated final answer; the reviewer's decision becomes the answer."""
+        if self.escalation != "interrupt":
+            return None
+        messages = state.get("messages") or []
+        last = messages[-1] if messages else None
+        if not isinstance(last, AIMessage) or last.tool_calls:
+            return None
+        entry = (state.get("semgrad") or {}).get(str(last.id)) or {}
+        answer = entry.get("answer") or {}
+        if answer.get("action") != "escalate":
+            return None
+        resume = interrupt({"type": INTERRUPT_TYPE, "case_id": answer.get("case_id"),
+                            "tool_call_id": None, "answer": answer.get("chosen_answer"),
+                            "value": answer.get("value"), "rule": answer.get("rule"),
+                            "description": f"Uncertain answer: {answer.get('reason')}",
+                            "allowed_decisions": ["approve", "edit", "reject"]})
+        decision = review_decision(resume, self.guard.review_queue)
+        if decision["type"] == "approve":
+            content = answer.get("chosen_answer") or ""
+        elif decision["type"] == "edit":
+            content = str(decision["edited_action"]["args"].get("answer", ""))
+        else:
+            content = decision.get("message") or "A reviewer rejected this answer."
+        return {"messages": [last.model_copy(update={"content": content})]}
+
+    async def aafter_model(self, state: SemGradAgentState, runtime: Runtime[Any]
+                           ) -> dict[str, Any] | None:
+        """The async twin of :meth:`after_model`."""
+        return self.after_model(state, runtime)
+
+    # -- composing with HumanInTheLoopMiddleware ---------------------------------------------------
+    def needs_review(self, request: ToolCallRequest) -> bool:
+        """``HumanInTheLoopMiddleware``'s ``when=`` predicate: the cached decision on
+        this tool call is ``escalate``. Reads agent state, so a resumed run agrees."""
+        gate = self.gate(request.state, request.tool_call.get("id"))
+        return gate is not None and gate["action"] == "escalate"
+
+    def interrupt_on(self, tools: Sequence[str]) -> dict[str, Any]:
+        """``interrupt_on`` for ``HumanInTheLoopMiddleware``: each tool pauses only when
+        this middleware escalated its call (build this middleware with
+        ``escalation="hitl"`` and list it before the human-in-the-loop one)."""
+        def describe(tool_call: Any, state: Any, runtime: Any) -> str:
+            gate = self.gate(state, tool_call.get("id")) or {}
+            return (f"Uncertain tool call {tool_call['name']}({json.dumps(tool_call['args'])})"
+                    f": {gate.get('reason')} (review case {gate.get('case_id')})")
+
+        return {name: {"allowed_decisions": ["approve", "edit", "reject"],
+                       "when": self.needs_review, "description": describe} for name in tools}
+
+
+def _call_text(call: Mapping[str, Any]) -> str:
+    """A tool call as the review case shows it (and as an edit may rewrite it)."""
+    return json.dumps({"name": call["name"], "arguments": call["args"]}, ensure_ascii=False)
+
+
+def review_decision(value: Any, queue: Any = None, *, name: str = "") -> dict[str, Any]:
+    """A human-in-the-loop decision (``approve`` / ``edit`` / ``reject``) from what a
+    run was resumed with: such a decision itself, a ``{"decisions": [...]}`` response,
+    a decided review case (``EscalatedCase`` or its ``to_dict()``), or a case id
+    (looked up in ``queue``).
+
+    An edited case's ``final_answer`` is read as JSON tool arguments (or a
+    ``{"name", "arguments"}`` call); any other text is an edited answer. ``name`` is
+    the tool an edit applies to (``HumanInTheLoopMiddleware`` checks it).
+
+    >>> review_decision({"type": "approve"})
+    {'type': 'approve'}
+    >>> review_decision({"status": "edited", "final_answer": '{"city": "Rome"}'})
+    {'type': 'edit', 'edited_action': {'name': '', 'args': {'city': 'Rome'}}}
+    """
+    if isinstance(value, str):
+        if queue is None:
+            raise ConfigError("resumed with a review case id but no review queue to read it")
+        value = queue.get(value)
+    if isinstance(value, Mapping) and "decisions" in value:
+        decisions = list(value["decisions"])
+        if len(decisions) != 1:
+            raise ConfigError(f"expected one decision, got {len(decisions)}")
+        value = decisions[0]
+    if not isinstance(value, Mapping):
+        value = value.to_dict() if hasattr(value, "to_dict") else value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"cannot resume with a {type(value).__name__}")
+    if value.get("type") in ("approve", "edit", "reject"):
+        return dict(value)
+    status = value.get("status")
+    if status == "approved":
+        return {"type": "approve"}
+    if status == "edited":
+        text = str(value.get("final_answer") or "")
+        args = json_args(text)
+        if args is not None and isinstance(args.get("arguments"), dict):
+            return {"type": "edit", "edited_action": {"name": str(args.get("name") or name),
+                                                      "args": args["arguments"]}}
+        if args is not None:
+            return {"type": "edit", "edited_action": {"name": name, "args": args}}
+        return {"type": "edit", "edited_action": {"name": name, "args": {"answer": text}}}
+    if status == "rejected":
+        reason = value.get("reason")
+        return {"type": "reject", **({"message": reason} if reason else {})}
+    if status == "pending":
+        raise ConfigError(f"review case {value.get('id')} is still pending")
+    raise ConfigError(f"cannot read a reviewer decision from {dict(value)!r}")
+
+
+def resume_from_review(interrupts: Sequence[Interrupt], queue: Any) -> Command[Any]:
+    """A ``Command(resume=...)`` answering every SemGrad interrupt of a paused run with
+    its review case's decision (read from ``queue``).
+
+    ``interrupts`` is the paused run's ``result["__interrupt__"]`` (or
+    ``agent.get_state(config).interrupts``).
+    """
+    answers: dict[str, Any] = {}
+    for item in interrupts:
+        value = item.value
+        if isinstance(value, Mapping) and value.get("type") == INTERRUPT_TYPE:
+            answers[item.id] = review_decision(queue.get(value["case_id"]),
+                                               name=str(value.get("name") or ""))
+    if not answers:
+        raise ConfigError("no SemGrad review interrupt to answer")
+    return Command(resume=answers)
