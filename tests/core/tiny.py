@@ -17,7 +17,8 @@ WORDS = ("user assistant system question answer what is the of a to and in color
          "red green sun moon water fire earth air who wrote when where why how many cat dog "
          "bird fish tree leaf root stem cell atom energy light heat cold warm day night year "
          "paris london rome city country river sea ocean mountain hill one two three four five "
-         "yes no true false maybe please directly following with few words : ? . , \n").split(" ")
+         "yes no true false maybe please directly following with few words Question Answer "
+         "Please : ? . , \n").split(" ")
 
 
 def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
@@ -25,7 +26,8 @@ def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     vocab["[UNK]"] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.WhitespaceSplit()])
+        [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.WhitespaceSplit(),
+         pre_tokenizers.Punctuation()])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="<pad>",
                                    eos_token="<|im_end|>", bos_token="<|im_start|>")
     fast.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
