@@ -1,0 +1,93 @@
+"""``semgrad-guard benchmark``: does SemGrad find the wrong answers, against which rivals,
+at what cost."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import ConfigError
+from .datasets import dataset_name, load_qa
+from .judges import ContainmentJudge, CorrectnessJudge, EmbeddingJudge, judge_for
+from .runner import DEFAULT_METHODS, METHOD_GROUPS, BenchmarkRun, RunConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "benchmark", help="benchmark SemGrad against likelihood and sampling baselines",
+        description="Generate greedy answers to a question set, judge them, score them with "
+                    "every method and write per-answer records, a summary table (AUROC, "
+                    "AUPR, PRR with bootstrap CIs; wrong answers are the positives), costs "
+                    "and plots. Re-running on the same output folder resumes.")
+    p.add_argument("--data", default="sciq",
+                   help="sciq, truthfulqa or a JSONL file (default: sciq)")
+    p.add_argument("--split", default="evaluation", choices=["calibration", "evaluation", "all"])
+    p.add_argument("--limit", type=int, help="first N questions of the split")
+    p.add_argument("--question-field", default="query")
+    p.add_argument("--answers-field", default="truthful answer")
+    p.add_argument("--model", help="local model folder (default: the offline default model)")
+    p.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "plain"])
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated groups of {', '.join(METHOD_GROUPS)} (default: all)")
+    p.add_argument("--judge", default="auto", choices=["auto", "containment", "embedding"],
+                   help="correctness judge (auto: embedding for truthfulqa, else containment)")
+    p.add_argument("--judge-threshold", type=float,
+                   help="cosine threshold of the embedding judge (default 0.7)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="greedy answers (default 64)")
+    p.add_argument("--sample-max-new-tokens", type=int, default=32,
+                   help="sampled answers (default 32)")
+    p.add_argument("--samples", type=int, default=10, help="samples per question (default 10)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--output", required=True, help="results folder (resumed if it exists)")
+    p.add_argument("--calibration-run",
+                   help="results folder of a calibration-split run: fits the combined scores")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the summary of --output without generating anything")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.set_defaults(func=run_benchmark)
+
+
+def _judge(args: argparse.Namespace, name: str) -> CorrectnessJudge:
+    if args.judge == "containment":
+        return ContainmentJudge()
+    if args.judge == "embedding" or (args.judge == "auto" and name == "truthfulqa"):
+        return EmbeddingJudge() if args.judge_threshold is None \
+            else EmbeddingJudge(args.judge_threshold)
+    return judge_for(name)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from .report import summarize
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.report_only:
+        import torch
+
+        from ..model.local_model import LocalModel
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        name = dataset_name(args.data)
+        items = load_qa(args.data, args.split, question_field=args.question_field,
+                        answers_field=args.answers_field, limit=args.limit)
+        if not items:
+            raise ConfigError(f"no questions in {args.data} ({args.split} split)")
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        lm = LocalModel.load(args.model, prompt_format=args.prompt_format)
+        judge = _judge(args, name)
+        config = RunConfig(
+            dataset=name, split=args.split, model=lm.name, methods=methods, judge=judge.name,
+            judge_threshold=getattr(judge, "threshold", None),
+            max_new_tokens=args.max_new_tokens,
+            sample_max_new_tokens=args.sample_max_new_tokens, samples=args.samples,
+            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
+            extra={"prompt_format": lm.prompt_format.kind})
+        BenchmarkRun(lm, items, judge, config, args.output).run()
+    rows = summarize(args.output, args.calibration_run, resamples=args.bootstrap)
+    if rows:
+        print((Path(args.output) / "summary.md").read_text())
+    return 0

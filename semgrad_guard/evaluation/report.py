@@ -1,0 +1,148 @@
+"""The results of a run folder: per-answer table, summary table, costs and plots.
+
+``summary.csv`` / ``summary.md`` hold, per method, AUROC, AUPR and PRR with bootstrap
+95% intervals ("incorrect" is the positive class), the mean seconds per answer and
+that time as a multiple of the greedy generation of the answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .combined import COMBINED_SCORES, CombinedScore
+from .metrics import METRICS, bootstrap
+from .runner import CONFIG_FILE, read_records
+
+#: Display names, in the order tables list them.
+METHOD_LABELS: dict[str, str] = {
+    "semgrad": "SemGrad (calibrated anchor)",
+    "hybridgrad": "HybridGrad (calibrated anchor)",
+    "semgrad_default": "SemGrad (default anchor)",
+    "hybridgrad_default": "HybridGrad (default anchor)",
+    "combined_semgrad_likelihood": "SemGrad + likelihood (logistic, ours)",
+    "combined_likelihood": "likelihood only (logistic, control)",
+    "nll": "NLL",
+    "nll_per_token": "length-normalised NLL",
+    "mean_entropy": "mean token entropy",
+    "max_prob": "max probability (1 - mean top p)",
+    "p_true": "P(True)",
+    "semantic_entropy_k5": "semantic entropy K=5 (embedding-clustered, no NLI)",
+    "semantic_entropy_k10": "semantic entropy K=10 (embedding-clustered, no NLI)",
+    "lexical_similarity_k5": "lexical similarity K=5 (1 - ROUGE-L)",
+    "lexical_similarity_k10": "lexical similarity K=10 (1 - ROUGE-L)",
+    "eigenscore_k5": "EigenScore-style K=5 (MiniLM embeddings)",
+    "eigenscore_k10": "EigenScore-style K=10 (MiniLM embeddings)",
+}
+
+TABLE_FIELDS = ("index", "question", "gold", "answer", "correct", "answer_tokens", "stop_reason")
+
+
+def add_combined_scores(records: list[dict[str, Any]], calibration: Sequence[dict[str, Any]]
+                        ) -> dict[str, Any]:
+    """Fit the combined scores on ``calibration`` and add them to ``records`` in place;
+    returns the fitted weights. Their cost is the SemGrad pass, which yields every feature."""
+    fits: dict[str, Any] = {}
+    for name, features in COMBINED_SCORES.items():
+        usable = [r for r in calibration if all(f in r["scores"] for f in features)]
+        if not usable or not all(all(f in r["scores"] for f in features) for r in records):
+            continue
+        fit = CombinedScore.fit(usable, features)
+        for record, value in zip(records, fit.score(records), strict=True):
+            record["scores"][name] = value
+            cost = "semgrad_default" if "semgrad" not in features else "semgrad"
+            record["times"][name] = record["times"].get(cost, record["times"].get("nll", 0.0))
+        fits[name] = fit.to_dict()
+    return fits
+
+
+def method_names(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Scores every record has, in table order."""
+    common = set.intersection(*(set(r["scores"]) for r in records)) if records else set()
+    ordered = [m for m in METHOD_LABELS if m in common]
+    return ordered + sorted(common - set(ordered))
+
+
+def write_answer_table(records: Sequence[dict[str, Any]], methods: Sequence[str],
+                       path: Path) -> None:
+    """One CSV row per answer: question, answer, correctness, every score and time."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*TABLE_FIELDS, *methods, "time_generation",
+                         *(f"time_{m}" for m in methods)])
+        for r in records:
+            writer.writerow([*(json.dumps(r[k]) if k == "gold" else r[k] for k in TABLE_FIELDS),
+                             *(r["scores"][m] for m in methods), r["times"]["generation"],
+                             *(r["times"].get(m, "") for m in methods)])
+
+
+def summarize(run_dir: str | os.PathLike[str], calibration_dir: str | os.PathLike[str] | None
+              = None, *, resamples: int = 1000, plots: bool = True) -> list[dict[str, Any]]:
+    """Compute and write the summary of a run folder; returns its rows."""
+    run_dir = Path(run_dir)
+    records = read_records(run_dir)
+    if not records:
+        return []
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    fits: dict[str, Any] = {}
+    if calibration_dir is not None:
+        calibration = read_records(calibration_dir)
+        if calibration:
+            fits = add_combined_scores(records, calibration)
+    methods = method_names(records)
+    correct = [bool(r["correct"]) for r in records]
+    generation = float(np.mean([r["times"]["generation"] for r in records]))
+    rows = []
+    for m in methods:
+        scores = [float(r["scores"][m]) for r in records]
+        row: dict[str, Any] = {"method": m, "label": METHOD_LABELS.get(m, m)}
+        for metric_name, metric in METRICS.items():
+            est = bootstrap(metric, scores, correct, resamples=resamples)
+            row.update({metric_name: est.value, f"{metric_name}_low": est.low,
+                        f"{metric_name}_high": est.high})
+        seconds = float(np.mean([r["times"].get(m, np.nan) for r in records]))
+        row.update(seconds_per_answer=seconds, cost_vs_generation=seconds / generation)
+        rows.append(row)
+    write_answer_table(records, methods, run_dir / "answers.csv")
+    with (run_dir / "summary.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {"dataset": config["dataset"], "split": config["split"], "model": config["model"],
+            "judge": config["judge"], "judge_threshold": config.get("judge_threshold"),
+            "answers": len(records), "wrong_share": 1.0 - float(np.mean(correct)),
+            "generation_seconds_per_answer": generation,
+            "mean_answer_tokens": float(np.mean([r["answer_tokens"] for r in records])),
+            "anchors": config.get("anchors", {}), "combined_fits": fits,
+            "bootstrap_resamples": resamples}
+    (run_dir / "summary.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (run_dir / "summary.md").write_text(markdown_table(rows, meta))
+    if plots:
+        from .plots import plot_curves
+
+        plot_curves({m: [r["scores"][m] for r in records] for m in methods}, correct, run_dir,
+                    title=f"{config['dataset']} {config['split']} (n={len(records)})",
+                    labels=METHOD_LABELS)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [f"# {meta['dataset']} / {meta['split']}: {meta['answers']} answers, "
+             f"{meta['wrong_share']:.0%} wrong ({meta['judge']} judge)", "",
+             f"Model: {meta['model']}. Greedy generation: "
+             f"{meta['generation_seconds_per_answer']:.2f} s per answer "
+             f"({meta['mean_answer_tokens']:.1f} tokens on average).", "",
+             "| method | AUROC [95% CI] | AUPR [95% CI] | PRR [95% CI] | s / answer | x generation |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r["auroc"]):
+        cells = [f"{r[m]:.3f} [{r[m + '_low']:.3f}, {r[m + '_high']:.3f}]"
+                 for m in ("auroc", "aupr", "prr")]
+        lines.append(f"| {r['label']} | {' | '.join(cells)} | {r['seconds_per_answer']:.3f} | "
+                     f"{r['cost_vs_generation']:.2f} |")
+    return "\n".join(lines) + "\n"
