@@ -1,0 +1,192 @@
+"""A query engine that applies a chain's policy: pass, abstain, retry with wider or
+different retrieval, or escalate to a human."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.response.schema import RESPONSE_TYPE, Response
+from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.llms.llm import LLM
+from llama_index.core.prompts.mixin import PromptMixinType
+from llama_index.core.response_synthesizers import BaseSynthesizer, get_response_synthesizer
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.settings import Settings
+
+from semgrad_guard import ConfigError
+from semgrad_guard.policy import (
+    Attempt,
+    AttemptResult,
+    AuditTrail,
+    Guard,
+    GuardDecision,
+    PolicyConfig,
+    RetryWithRetrievalAction,
+    load_policy,
+)
+
+from .base import SemGradLLM
+from .scores import DECISION_KEY, UNCERTAINTY_KEY, answer_prompt, score_summary
+
+
+class GuardedQueryEngine(BaseQueryEngine):
+    """Retrieves, answers and applies the chain's rule from the policy file.
+
+    Every answer is scored (by the :class:`SemGradLLM` that wrote it, on the exact ids;
+    answers of another LLM are re-scored by the guard's scorer, flagged
+    ``retokenized``). The rule for ``chain_name`` (the run name the policy's ``match``
+    sees, as for the LangChain integration) then decides:
+
+    - **pass**: the answer is returned;
+    - **retry with retrieval**: the question runs again with the depth the policy gives
+      (the retriever's ``similarity_top_k``), the rewritten query, and the retriever the
+      policy names (a key of ``retrievers``), keeping the best attempt;
+    - **abstain** / **escalate**: the configured message is returned (or
+      :class:`~semgrad_guard.AbstainedError` / :class:`~semgrad_guard.EscalatedError`
+      raised, carrying the decision); an escalation submits a review case.
+
+    The response's ``metadata["guard"]`` is the decision (``GuardDecision.to_dict()``)
+    and ``metadata["uncertainty"]`` the chosen attempt's score; ``source_nodes`` are the
+    chosen attempt's. Answers are never streamed: the guard decides on whole answers.
+
+    >>> from llama_index.core import Document, VectorStoreIndex
+    >>> llm = SemGradLLM(max_new_tokens=24)
+    >>> index = VectorStoreIndex.from_documents(
+    ...     [Document(text="Water boils at 100 degrees Celsius at sea level.")],
+    ...     embed_model=OfflineMiniLMEmbedding())
+    >>> policy = PolicyConfig.from_dict({"version": 1, "default": {
+    ...     "threshold": {"max_score": 1e-3}, "actions": ["abstain"]}})
+    >>> engine = GuardedQueryEngine.from_index(index, policy, llm=llm, chain_name="faq")
+    >>> response = engine.query("At what temperature does water boil?")
+    >>> response.metadata["guard"]["action"]
+    'pass'
+    """
+
+    def __init__(self, retriever: BaseRetriever,
+                 guard: Guard | PolicyConfig | str | Path, *, chain_name: str | None = None,
+                 llm: LLM | None = None, response_synthesizer: BaseSynthesizer | None = None,
+                 retrievers: Mapping[str, BaseRetriever] | None = None,
+                 tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None,
+                 audit: AuditTrail | None = None, review_queue: Any = None,
+                 callback_manager: CallbackManager | None = None) -> None:
+        self._llm = llm or (None if response_synthesizer is not None else Settings.llm)
+        if not isinstance(guard, Guard):
+            policy = guard if isinstance(guard, PolicyConfig) else load_policy(guard)
+            scorer = self._llm.scorer if isinstance(self._llm, SemGradLLM) else None
+            guard = Guard(policy, scorer=scorer, audit=audit, review_queue=review_queue)
+        elif audit is not None or review_queue is not None:
+            raise ConfigError("audit= and review_queue= configure a Guard built from a "
+                              "policy; give them to your Guard instead")
+        self.guard = guard
+        self.chain_name = chain_name
+        self.tags = tuple(tags)
+        self.metadata = dict(metadata or {})
+        self._retriever = retriever
+        self._retrievers = dict(retrievers or {})
+        self._synthesizer = response_synthesizer or get_response_synthesizer(
+            llm=self._llm, callback_manager=callback_manager)
+        if getattr(self._synthesizer, "_streaming", False):
+            raise ConfigError("GuardedQueryEngine decides on whole answers; use a response "
+                              "synthesizer without streaming")
+        self._check_retrievers()
+        super().__init__(callback_manager=callback_manager)
+
+    @classmethod
+    def from_index(cls, index: Any, guard: Guard | PolicyConfig | str | Path, *,
+                   chain_name: str | None = None, llm: LLM | None = None,
+                   similarity_top_k: int = 2, **kwargs: Any) -> GuardedQueryEngine:
+        """A guarded engine over ``index.as_retriever(similarity_top_k=...)``."""
+        return cls(index.as_retriever(similarity_top_k=similarity_top_k), guard,
+                   chain_name=chain_name, llm=llm, **kwargs)
+
+    @property
+    def rule(self) -> Any:
+        """The policy rule this engine's runs fall under."""
+        return self.guard.rule_for(self.chain_name, self.tags, self.metadata)
+
+    @property
+    def retriever(self) -> BaseRetriever:
+        return self._retriever
+
+    def _get_prompt_modules(self) -> PromptMixinType:
+        return {"response_synthesizer": self._synthesizer}
+
+    def _check_retrievers(self) -> None:
+        for action in self.rule.actions:
+            if not isinstance(action, RetryWithRetrievalAction):
+                continue
+            unknown = [name for name in action.retrievers if name not in self._retrievers]
+            if unknown:
+                known = ", ".join(sorted(self._retrievers)) or "none given"
+                raise ConfigError(f"rule {self.rule.name!r} retries with retriever "
+                                  f"{unknown[0]!r}, which this engine does not have "
+                                  f"(retrievers=: {known})")
+
+    # -- one attempt -------------------------------------------------------------------------------
+    def _plan(self, bundle: QueryBundle, attempt: Attempt) -> tuple[BaseRetriever, QueryBundle]:
+        retriever = self._retriever if attempt.retriever is None \
+            else self._retrievers[attempt.retriever]
+        if attempt.k is not None:
+            if not hasattr(retriever, "similarity_top_k"):
+                raise ConfigError(
+                    f"the policy retries with k={attempt.k}, but retriever "
+                    f"{type(retriever).__name__} has no similarity_top_k")
+            # A copy, so that concurrent queries never see each other's depth.
+            retriever = copy.copy(retriever)
+            retriever.similarity_top_k = attempt.k  # type: ignore[attr-defined]
+        query = bundle if attempt.query == bundle.query_str else QueryBundle(attempt.query)
+        return retriever, query
+
+    def _result(self, query: QueryBundle, nodes: list[NodeWithScore], response: Any
+                ) -> AttemptResult:
+        text = str(getattr(response, "response", None) or "")
+        call = self._llm.find_call(text) if isinstance(self._llm, SemGradLLM) else None
+        contexts = [n.node.get_content() for n in nodes]
+        return AttemptResult(
+            answer=text, generation=None if call is None else call.generation,
+            score=None if call is None else call.score, context=contexts, raw=response,
+            prompt=answer_prompt(query.query_str, contexts))
+
+    def _attempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
+        retriever, query = self._plan(bundle, attempt)
+        nodes = retriever.retrieve(query)
+        return self._result(query, nodes, self._synthesizer.synthesize(query, nodes))
+
+    async def _aattempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
+        retriever, query = self._plan(bundle, attempt)
+        nodes = await retriever.aretrieve(query)
+        return self._result(query, nodes, await self._synthesizer.asynthesize(query, nodes))
+
+    # -- the query --------------------------------------------------------------------------------
+    def _chain_k(self) -> int | None:
+        k = getattr(self._retriever, "similarity_top_k", None)
+        return k if isinstance(k, int) else None
+
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        decision = self.guard.run(query_bundle.query_str,
+                                  lambda attempt: self._attempt(query_bundle, attempt),
+                                  self.chain_name, self.tags, self.metadata, k=self._chain_k())
+        return self._response(decision)
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        async def attempt_fn(attempt: Attempt) -> AttemptResult:
+            return await self._aattempt(query_bundle, attempt)
+
+        decision = await self.guard.arun(query_bundle.query_str, attempt_fn, self.chain_name,
+                                         self.tags, self.metadata, k=self._chain_k())
+        return self._response(decision)
+
+    @staticmethod
+    def _response(decision: GuardDecision) -> Response:
+        chosen = decision.raw
+        nodes = list(chosen.source_nodes) if isinstance(chosen, Response) else []
+        error = None if decision.chosen is None else decision.chosen.error
+        return Response(response=decision.answer, source_nodes=nodes, metadata={
+            DECISION_KEY: decision.to_dict(),
+            UNCERTAINTY_KEY: score_summary(decision.score, error=error),
+        })
