@@ -56,6 +56,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from llama_index.core import Document, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.response.schema import Response  # noqa: E402
 from llama_index.llms.semgrad_guard import (  # noqa: E402
+    DECISION_KEY,
     GuardedQueryEngine,
     OfflineMiniLMEmbedding,
     SemGradLLM,
@@ -130,7 +131,7 @@ def build_engine(llm: SemGradLLM, policy_path: str | Path, review_url: str,
 
 def describe(question: str, response: Response, seconds: float) -> str:
     """A readable account of one guarded answer: every attempt, then the decision."""
-    decision: dict[str, Any] = (response.metadata or {})["guard"]
+    decision: dict[str, Any] = (response.metadata or {})[DECISION_KEY]
     lines = [f"Q: {question}"]
     for a in decision["attempts"]:
         value = "unscored" if a["value"] is None else f"{a['value']:.3g}"

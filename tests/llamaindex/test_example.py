@@ -38,14 +38,14 @@ def test_rag_example_passes_the_answerable_and_escalates_the_unanswerable(
 
     answerable, unanswerable = example.main([], llm=example.example_llm(default_lm))
 
-    passed = answerable.metadata["guard"]
+    passed = answerable.metadata["guard_decision"]
     assert passed["action"] == "pass" and passed["passed"] is True
     assert passed["chain"] == "rag" and len(passed["attempts"]) == 1
     assert "11 kilograms" in answerable.response
-    assert answerable.metadata["uncertainty"]["retokenized"] is False
-    assert answerable.metadata["uncertainty"]["score"] <= threshold
+    assert answerable.metadata["semgrad"]["retokenized"] is False
+    assert answerable.metadata["semgrad"]["value"] <= threshold
 
-    escalated = unanswerable.metadata["guard"]
+    escalated = unanswerable.metadata["guard_decision"]
     assert escalated["action"] == "escalate" and escalated["case_id"]
     assert [a["k"] for a in escalated["attempts"]] == [None, 4]
     assert [len(a["context"]) for a in escalated["attempts"]] == [2, 4]

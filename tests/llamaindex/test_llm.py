@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.prompts import PromptTemplate
-from llama_index.llms.semgrad_guard import SemGradLLM, uncertainty_of
+from llama_index.llms.semgrad_guard import (
+    SCORE_ERROR_KEY,
+    SCORE_KEY,
+    SemGradLLM,
+    score_from_response,
+)
 
 from semgrad_guard import ConfigError, LocalModel, SemGradScorer
 
@@ -36,15 +41,23 @@ class ThreadRecorder:
 def check_scored(response: Any, lm: LocalModel, prompt: Any) -> None:
     """The response carries a score of exactly the ids the model saw and produced."""
     call = response.raw
-    data = uncertainty_of(response)
-    assert data is not None and data["error"] is None
-    assert data["score"] == call.score.value > 0
-    assert data["retokenized"] is False
-    assert data["direction"] == "higher_is_more_uncertain"
-    assert call.generation.prompt_ids == tuple(lm.prompt_ids(prompt))
+    extra = response.additional_kwargs
+    assert SCORE_ERROR_KEY not in extra
+    assert extra[SCORE_KEY]["value"] == call.score.value > 0
+    assert extra[SCORE_KEY]["retokenized"] is False
+    assert extra[SCORE_KEY]["direction"] == "higher_is_more_uncertain"
+    assert extra["prompt_ids"] == list(lm.prompt_ids(prompt)) == list(call.generation.prompt_ids)
+    assert extra["response_ids"] == list(call.generation.response_ids)
+    assert extra["stop_reason"] == call.generation.stop_reason
     assert call.score.prompt_ids == call.generation.prompt_ids
     assert call.score.response_ids == call.generation.response_ids
-    assert data["response_tokens"] == len(call.generation.response_ids)
+    assert score_from_response(response) is call.score
+    # Read back from the plain data alone, as after serialisation.
+    assert score_from_response(response.model_copy(update={"raw": None})) == call.score
+
+
+def unscored(chunk: Any) -> bool:
+    return SCORE_KEY not in chunk.additional_kwargs
 
 
 def test_metadata_describes_the_local_model(tiny_llm: SemGradLLM, tiny_lm: LocalModel) -> None:
@@ -87,7 +100,7 @@ def test_stream_complete_puts_the_score_on_the_last_chunk(tiny_llm: SemGradLLM,
                                                           tiny_lm: LocalModel) -> None:
     chunks = list(tiny_llm.stream_complete(QUESTION, max_new_tokens=8))
     *pieces, last = chunks
-    assert all(uncertainty_of(c) is None for c in pieces)
+    assert all(unscored(c) for c in pieces)
     check_scored(last, tiny_lm, QUESTION)
     assert last.delta == ""
     assert last.text == last.raw.generation.text
@@ -100,7 +113,7 @@ def test_stream_chat_puts_the_score_on_the_last_chunk(tiny_llm: SemGradLLM,
     *pieces, last = list(tiny_llm.stream_chat(MESSAGES))
     check_scored(last, tiny_lm, MESSAGE_DICTS)
     assert last.message.content == "".join(c.delta for c in pieces).strip()
-    assert all(uncertainty_of(c) is None for c in pieces)
+    assert all(unscored(c) for c in pieces)
 
 
 def test_stream_scores_like_a_plain_call(tiny_llm: SemGradLLM) -> None:
@@ -126,7 +139,7 @@ async def test_async_streams_put_the_score_on_the_last_chunk(tiny_llm: SemGradLL
                                                              tiny_lm: LocalModel) -> None:
     chunks = [c async for c in await tiny_llm.astream_complete(QUESTION)]
     check_scored(chunks[-1], tiny_lm, QUESTION)
-    assert all(uncertainty_of(c) is None for c in chunks[:-1])
+    assert all(unscored(c) for c in chunks[:-1])
     chats = [c async for c in await tiny_llm.astream_chat(MESSAGES)]
     check_scored(chats[-1], tiny_lm, MESSAGE_DICTS)
     assert chats[-1].message.content == "".join(c.delta or "" for c in chats).strip()
@@ -137,9 +150,9 @@ def test_an_answer_that_cannot_be_scored_is_returned_with_the_error(tiny_lm: Loc
     llm = SemGradLLM(tiny_lm, max_new_tokens=4)
     long_question = "Why? " * 1100  # over the tiny model's 2048-token window
     response = llm.complete(long_question)
-    data = uncertainty_of(response)
-    assert data is not None and data["score"] is None
-    assert data["error"].startswith("ContextWindowError")
+    assert response.additional_kwargs[SCORE_KEY] is None
+    assert response.additional_kwargs[SCORE_ERROR_KEY].startswith("ContextWindowError")
+    assert score_from_response(response) is None
     assert response.raw.score is None and response.raw.generation.response_ids
 
 

@@ -12,17 +12,18 @@ ROOT = Path(__file__).resolve().parents[2] / "integrations" / "llama-index"
 
 PUBLIC_API = [
     "DECISION_KEY",
+    "SCORE_ERROR_KEY",
+    "SCORE_KEY",
     "GuardedQueryEngine",
     "LLMCallScore",
     "OfflineMiniLMEmbedding",
     "ScoredCompletion",
     "SemGradEvaluator",
     "SemGradLLM",
-    "UNCERTAINTY_KEY",
     "UncertaintyEventHandler",
     "answer_prompt",
-    "score_summary",
-    "uncertainty_of",
+    "score_from_response",
+    "score_metadata",
 ]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.response.schema import Response
-from llama_index.llms.semgrad_guard import GuardedQueryEngine, SemGradLLM
+from llama_index.llms.semgrad_guard import GuardedQueryEngine, SemGradLLM, score_from_response
 
 from semgrad_guard import AbstainedError, ConfigError, EscalatedError, GuardOutcome
 from semgrad_guard.policy import AuditTrail, EscalateAction, Guard, PolicyConfig, load_policy
@@ -34,7 +34,7 @@ def build(scenario: Scenario, main_index: VectorStoreIndex, other_index: VectorS
 def check(scenario: Scenario, response: Response, llm: ScriptedLLM, scorer: ScriptedScorer,
           guard: Guard) -> None:
     expected = scenario.expected
-    decision = meta(response)["guard"]
+    decision = meta(response)["guard_decision"]
     assert response.response == expected.answer
     assert decision["action"] == expected.action
     assert decision["passed"] is expected.passed
@@ -61,10 +61,12 @@ def check(scenario: Scenario, response: Response, llm: ScriptedLLM, scorer: Scri
     assert all(call[0] == "text" for call in scorer.calls)
     chosen = decision["attempts"][expected.best]
     assert [n.node.get_content() for n in response.source_nodes] == chosen["context"]
-    uncertainty = meta(response)["uncertainty"]
+    score = meta(response)["semgrad"]
     if isinstance(scenario.scores[expected.best], float):
-        assert uncertainty["score"] == pytest.approx(scenario.scores[expected.best])
-        assert uncertainty["retokenized"] is True
+        assert score["value"] == pytest.approx(scenario.scores[expected.best])
+        assert score["retokenized"] is True
+    else:
+        assert score is None and "scripted scoring failure" in meta(response)["semgrad_error"]
     queue = guard.review_queue
     if expected.case:
         assert isinstance(queue, RecordingReviewQueue) and len(queue.cases) == 1
@@ -106,7 +108,7 @@ def test_the_shared_policy_file_drives_the_chain_by_name(main_index: VectorStore
         main_index.as_retriever(similarity_top_k=4), guard, llm=llm, chain_name="rag",
         retrievers={"bm25": other_index.as_retriever(), "dense-large": main_index.as_retriever()})
     response = as_response(engine.query("Which record does the archive hold?"))
-    decision = meta(response)["guard"]
+    decision = meta(response)["guard_decision"]
     assert decision["chain"] == "rag"
     assert decision["action"] == "escalate" and len(queue.cases) == 1
     assert [(a["k"], a["retriever"]) for a in decision["attempts"]] == [
@@ -157,10 +159,12 @@ def test_answers_of_a_semgrad_llm_keep_their_exact_score(tiny_llm: SemGradLLM,
     assert scorer.calls == []
     call = tiny_llm.last_call
     assert call is not None and call.score is not None
-    assert meta(response)["guard"]["action"] == "pass"
+    assert meta(response)["guard_decision"]["action"] == "pass"
     assert response.response == call.text
-    assert meta(response)["uncertainty"]["score"] == call.score.value
-    assert meta(response)["uncertainty"]["retokenized"] is False
+    assert meta(response)["semgrad"]["value"] == call.score.value
+    assert meta(response)["semgrad"]["retokenized"] is False
+    read_back = score_from_response(response)
+    assert read_back is not None and read_back.scores == call.score.scores
 
 
 def test_a_policy_builds_its_guard_on_the_llm_scorer(tiny_llm: SemGradLLM,
@@ -171,6 +175,6 @@ def test_a_policy_builds_its_guard_on_the_llm_scorer(tiny_llm: SemGradLLM,
                                            similarity_top_k=1)
     assert engine.guard.scorer is tiny_llm.scorer
     response = as_response(engine.query("Which record does the archive hold?"))
-    assert meta(response)["guard"]["action"] == "abstain"
+    assert meta(response)["guard_decision"]["action"] == "abstain"
     call = tiny_llm.last_call
-    assert call is not None and meta(response)["guard"]["chosen_answer"] == call.text
+    assert call is not None and meta(response)["guard_decision"]["chosen_answer"] == call.text

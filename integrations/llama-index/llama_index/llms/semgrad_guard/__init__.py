@@ -10,7 +10,7 @@
 
 >>> from llama_index.llms.semgrad_guard import SemGradLLM
 >>> llm = SemGradLLM(max_new_tokens=16)
->>> llm.complete("What is the chemical symbol of gold?").additional_kwargs["uncertainty"]["method"]
+>>> llm.complete("What is the chemical symbol of gold?").additional_kwargs["semgrad"]["method"]
 'semgrad'
 """
 
@@ -21,16 +21,18 @@ from .event_handler import LLMCallScore, UncertaintyEventHandler
 from .query_engine import GuardedQueryEngine
 from .scores import (
     DECISION_KEY,
-    UNCERTAINTY_KEY,
+    SCORE_ERROR_KEY,
+    SCORE_KEY,
     ScoredCompletion,
     answer_prompt,
-    score_summary,
-    uncertainty_of,
+    score_from_response,
+    score_metadata,
 )
 
 __all__ = [
     "DECISION_KEY",
-    "UNCERTAINTY_KEY",
+    "SCORE_ERROR_KEY",
+    "SCORE_KEY",
     "GuardedQueryEngine",
     "LLMCallScore",
     "OfflineMiniLMEmbedding",
@@ -39,6 +41,6 @@ __all__ = [
     "SemGradLLM",
     "UncertaintyEventHandler",
     "answer_prompt",
-    "score_summary",
-    "uncertainty_of",
+    "score_from_response",
+    "score_metadata",
 ]

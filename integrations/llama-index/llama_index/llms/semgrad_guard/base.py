@@ -27,7 +27,7 @@ from llama_index.core.llms.llm import LLM
 from semgrad_guard import ConfigError, LocalModel, ScoringError, SemGradScorer
 from semgrad_guard.model.prompts import Prompt
 
-from .scores import UNCERTAINTY_KEY, ScoredCompletion
+from .scores import ScoredCompletion
 
 
 class SemGradLLM(LLM):
@@ -36,21 +36,23 @@ class SemGradLLM(LLM):
 
     The model generates, and the score is computed on the exact prompt and response ids
     of that generation (never re-tokenised). Each response carries the score twice:
-    ``response.additional_kwargs["uncertainty"]`` holds plain data (``score``,
-    ``method``, ``scores``, ``retokenized``, ``stop_reason``, ``error``) and
-    ``response.raw`` is the :class:`ScoredCompletion` (the :class:`Generation` and the
-    :class:`UncertaintyScore`). A streamed answer carries it on its last chunk. The
+    ``response.additional_kwargs`` holds plain data, laid out as the LangChain
+    integration's ``response_metadata`` (``semgrad``: the score without its ids;
+    ``prompt_ids``, ``response_ids``, ``stop_reason``), and ``response.raw`` is the
+    :class:`ScoredCompletion` (the :class:`Generation` and the
+    :class:`UncertaintyScore`). A streamed answer carries them on its last chunk. The
     async methods run generation and scoring in a worker thread, off the event loop.
 
     An answer that cannot be scored (e.g. over the context window) is still returned,
-    with ``score`` ``None`` and ``error`` set, so that the policy's failure mode decides.
+    with ``semgrad`` ``None`` and ``semgrad_error`` saying why, so that the policy's
+    failure mode decides.
 
-    >>> from llama_index.llms.semgrad_guard import SemGradLLM
+    >>> from llama_index.llms.semgrad_guard import SemGradLLM, score_from_response
     >>> llm = SemGradLLM(max_new_tokens=16)          # the offline default model
     >>> response = llm.complete("What is the chemical symbol of gold?")
-    >>> response.additional_kwargs["uncertainty"]["score"] > 0
+    >>> response.additional_kwargs["semgrad"]["value"] > 0
     True
-    >>> response.raw.generation.response_ids == response.raw.score.response_ids
+    >>> score_from_response(response).response_ids == response.raw.generation.response_ids
     True
     """
 
@@ -179,13 +181,13 @@ class SemGradLLM(LLM):
     @staticmethod
     def _completion(call: ScoredCompletion, delta: str | None = None) -> CompletionResponse:
         return CompletionResponse(text=call.text, delta=delta, raw=call,
-                                  additional_kwargs={UNCERTAINTY_KEY: call.metadata()})
+                                  additional_kwargs=call.metadata())
 
     @staticmethod
     def _chat(call: ScoredCompletion, delta: str | None = None) -> ChatResponse:
         message = ChatMessage(role=MessageRole.ASSISTANT, content=call.text)
         return ChatResponse(message=message, delta=delta, raw=call,
-                            additional_kwargs={UNCERTAINTY_KEY: call.metadata()})
+                            additional_kwargs=call.metadata())
 
     # -- sync ---------------------------------------------------------------------------------------
     @llm_completion_callback()

@@ -26,7 +26,7 @@ from llama_index.core.instrumentation.events.llm import (
 
 from semgrad_guard.model.prompts import Prompt
 
-from .scores import UNCERTAINTY_KEY, score_summary
+from .scores import SCORE_ERROR_KEY, SCORE_KEY, score_metadata
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,12 @@ class UncertaintyEventHandler(BaseEventHandler):
     ``retokenized``), else recorded unscored. The handler only observes: LlamaIndex
     drops any exception a handler raises, so use :class:`GuardedQueryEngine` to act.
 
-    >>> from llama_index.core.instrumentation import get_dispatcher
-    >>> handler = UncertaintyEventHandler()
-    >>> get_dispatcher().add_event_handler(handler)
-    >>> handler.records
-    []
-
-    ``attach()`` does the same and ``detach()`` removes the handler again.
+    >>> from llama_index.llms.semgrad_guard import SemGradLLM
+    >>> handler = UncertaintyEventHandler().attach()     # on the root dispatcher
+    >>> _ = SemGradLLM(max_new_tokens=8).complete("What is the chemical symbol of gold?")
+    >>> [(r.kind, r.source, r.score > 0) for r in handler.records]
+    [('completion', 'llm', True)]
+    >>> handler.detach()
     """
 
     scorer: Any = Field(default=None, exclude=True,
@@ -135,29 +134,30 @@ class UncertaintyEventHandler(BaseEventHandler):
     def _record(self, kind: str, event: BaseEvent, text: str, extra: dict[str, Any]) -> None:
         with self._lock:
             prompt = self._prompts.pop(event.span_id, None) if event.span_id else None
-        data = extra.get(UNCERTAINTY_KEY)
-        source = "llm"
-        if not isinstance(data, dict):
+        if SCORE_KEY in extra:  # a SemGradLLM answer: its own score, or why it has none
+            source, data, error = "llm", extra[SCORE_KEY], extra.get(SCORE_ERROR_KEY)
+        else:
             source = "handler"
-            data = self._rescore(prompt, text)
+            data, error = self._rescore(prompt, text)
+        data = data if isinstance(data, dict) else {}
         record = LLMCallScore(kind=kind, span_id=event.span_id, text=text,
-                              score=data.get("score"), method=data.get("method"),
+                              score=data.get("value"), method=data.get("method"),
                               scores=dict(data.get("scores") or {}),
                               retokenized=data.get("retokenized"), source=source,
-                              model=data.get("model"), error=data.get("error"))
+                              model=data.get("model"), error=error)
         with self._lock:
             self._records.append(record)
             del self._records[:-self.max_records]
         if self.on_record is not None:
             self.on_record(record)
 
-    def _rescore(self, prompt: Prompt | None, text: str) -> dict[str, Any]:
+    def _rescore(self, prompt: Prompt | None, text: str) -> tuple[dict[str, Any] | None,
+                                                                   str | None]:
         if self.scorer is None:
-            return score_summary(None, error="the LLM gives no score and the handler has "
-                                             "no scorer")
+            return None, "the LLM gives no score and the handler has no scorer"
         if prompt is None or not text.strip():
-            return score_summary(None, error="no prompt or an empty answer to score")
+            return None, "no prompt or an empty answer to score"
         try:
-            return score_summary(self.scorer.score_text(prompt, text))
+            return score_metadata(self.scorer.score_text(prompt, text)), None
         except Exception as exc:  # recorded: observing must not hide why a score is missing
-            return score_summary(None, error=f"{type(exc).__name__}: {exc}")
+            return None, f"{type(exc).__name__}: {exc}"

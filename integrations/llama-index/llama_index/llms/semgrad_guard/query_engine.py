@@ -31,7 +31,7 @@ from semgrad_guard.policy import (
 )
 
 from .base import SemGradLLM
-from .scores import DECISION_KEY, UNCERTAINTY_KEY, answer_prompt, score_summary
+from .scores import DECISION_KEY, SCORE_ERROR_KEY, SCORE_KEY, answer_prompt, score_metadata
 
 
 class GuardedQueryEngine(BaseQueryEngine):
@@ -50,11 +50,15 @@ class GuardedQueryEngine(BaseQueryEngine):
       :class:`~semgrad_guard.AbstainedError` / :class:`~semgrad_guard.EscalatedError`
       raised, carrying the decision); an escalation submits a review case.
 
-    The response's ``metadata["guard"]`` is the decision (``GuardDecision.to_dict()``)
-    and ``metadata["uncertainty"]`` the chosen attempt's score; ``source_nodes`` are the
-    chosen attempt's. Answers are never streamed: the guard decides on whole answers.
+    The response's ``metadata["guard_decision"]`` is the decision
+    (``GuardDecision.to_dict()``) and ``metadata["semgrad"]`` the chosen attempt's score
+    (``None`` when it could not be computed; ``semgrad_error`` says why), as the
+    LangChain integration returns them; ``source_nodes`` are the chosen attempt's.
+    Answers are never streamed: the guard decides on whole answers.
 
     >>> from llama_index.core import Document, VectorStoreIndex
+    >>> from llama_index.llms.semgrad_guard import OfflineMiniLMEmbedding
+    >>> from semgrad_guard.policy import PolicyConfig
     >>> llm = SemGradLLM(max_new_tokens=24)
     >>> index = VectorStoreIndex.from_documents(
     ...     [Document(text="Water boils at 100 degrees Celsius at sea level.")],
@@ -63,7 +67,7 @@ class GuardedQueryEngine(BaseQueryEngine):
     ...     "threshold": {"max_score": 1e-3}, "actions": ["abstain"]}})
     >>> engine = GuardedQueryEngine.from_index(index, policy, llm=llm, chain_name="faq")
     >>> response = engine.query("At what temperature does water boil?")
-    >>> response.metadata["guard"]["action"]
+    >>> response.metadata["guard_decision"]["action"]
     'pass'
     """
 
@@ -185,8 +189,10 @@ class GuardedQueryEngine(BaseQueryEngine):
     def _response(decision: GuardDecision) -> Response:
         chosen = decision.raw
         nodes = list(chosen.source_nodes) if isinstance(chosen, Response) else []
-        error = None if decision.chosen is None else decision.chosen.error
-        return Response(response=decision.answer, source_nodes=nodes, metadata={
+        metadata: dict[str, Any] = {
+            SCORE_KEY: None if decision.score is None else score_metadata(decision.score),
             DECISION_KEY: decision.to_dict(),
-            UNCERTAINTY_KEY: score_summary(decision.score, error=error),
-        })
+        }
+        if decision.chosen is not None and decision.chosen.error is not None:
+            metadata[SCORE_ERROR_KEY] = decision.chosen.error
+        return Response(response=decision.answer, source_nodes=nodes, metadata=metadata)

@@ -1,8 +1,21 @@
-"""How a score travels through LlamaIndex: on LLM responses, on query-engine responses."""
+"""How a score travels through LlamaIndex, laid out as the LangChain integration lays it
+out in ``response_metadata``.
+
+An LLM response's ``additional_kwargs`` holds:
+
+- ``semgrad``: the score (:meth:`UncertaintyScore.to_dict` without the ids; its
+  ``value`` is **higher = more uncertain**), or ``None`` with ``semgrad_error`` saying
+  why it could not be computed;
+- ``prompt_ids`` / ``response_ids`` / ``stop_reason``: the exact generation.
+
+A guarded query engine's ``Response.metadata`` holds ``semgrad`` (the chosen attempt's
+score) and ``guard_decision`` (:meth:`GuardDecision.to_dict`).
+:func:`score_from_response` reads the score back from either.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,35 +24,19 @@ from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT_TMPL
 from semgrad_guard import Generation, UncertaintyScore
 from semgrad_guard.model.prompts import Prompt
 
-#: The key of the score in an LLM response's ``additional_kwargs`` and in a query
-#: engine response's ``metadata``.
-UNCERTAINTY_KEY = "uncertainty"
-#: The key of the guard's decision in a query engine response's ``metadata``.
-DECISION_KEY = "guard"
+#: The key of the score in LLM responses and guarded query-engine responses.
+SCORE_KEY = "semgrad"
+#: The key saying why an answer has no score.
+SCORE_ERROR_KEY = "semgrad_error"
+#: The key of the guard's decision in a guarded query-engine response.
+DECISION_KEY = "guard_decision"
 
 
-def score_summary(score: UncertaintyScore | None, *, error: str | None = None,
-                  generation: Generation | None = None) -> dict[str, Any]:
-    """A score as plain data (no token ids), for response metadata and logs.
-
-    ``score`` is the headline value (**higher = more uncertain**), ``None`` when the
-    answer could not be scored (``error`` says why).
-
-    >>> score_summary(None, error="EmptyResponseError: empty response")["score"] is None
-    True
-    """
-    data: dict[str, Any] = {
-        "score": None, "method": None, "scores": {}, "retokenized": None,
-        "direction": "higher_is_more_uncertain", "model": None, "anchor_source": None,
-        "profile_id": None, "error": error,
-    }
-    if score is not None:
-        data.update(score=score.value, method=score.method, scores=dict(score.scores),
-                    retokenized=score.retokenized, model=score.model,
-                    anchor_source=score.anchor_source, profile_id=score.profile_id)
-    if generation is not None:
-        data.update(stop_reason=generation.stop_reason,
-                    response_tokens=len(generation.response_ids))
+def score_metadata(score: UncertaintyScore) -> dict[str, Any]:
+    """The score as response metadata holds it: ``to_dict()`` without the ids."""
+    data = score.to_dict()
+    data.pop("prompt_ids")
+    data.pop("response_ids")
     return data
 
 
@@ -60,21 +57,36 @@ class ScoredCompletion:
         return self.generation.text
 
     def metadata(self) -> dict[str, Any]:
-        """The score as plain data, as put in ``additional_kwargs["uncertainty"]``."""
-        return score_summary(self.score, error=self.error, generation=self.generation)
+        """What the LLM puts in a response's ``additional_kwargs``."""
+        data: dict[str, Any] = {
+            SCORE_KEY: None if self.score is None else score_metadata(self.score),
+            "prompt_ids": list(self.generation.prompt_ids),
+            "response_ids": list(self.generation.response_ids),
+            "stop_reason": self.generation.stop_reason,
+        }
+        if self.error is not None:
+            data[SCORE_ERROR_KEY] = self.error
+        return data
 
 
-def uncertainty_of(response: Any) -> dict[str, Any] | None:
-    """The score data carried by an LLM response or a query engine response, if any.
+def score_from_response(response: Any) -> UncertaintyScore | None:
+    """The score an LLM response or a guarded query-engine response carries, or ``None``.
 
     >>> from llama_index.core.base.response.schema import Response
-    >>> uncertainty_of(Response("Au", metadata={"uncertainty": {"score": 0.1}}))
-    {'score': 0.1}
+    >>> score_from_response(Response("Au")) is None
+    True
     """
+    raw = getattr(response, "raw", None)
+    if isinstance(raw, ScoredCompletion):
+        return raw.score
     for attr in ("additional_kwargs", "metadata"):
-        data = getattr(response, attr, None)
-        if isinstance(data, dict) and isinstance(data.get(UNCERTAINTY_KEY), dict):
-            return data[UNCERTAINTY_KEY]  # type: ignore[no-any-return]
+        holder = getattr(response, attr, None)
+        if isinstance(holder, Mapping) and isinstance(holder.get(SCORE_KEY), Mapping):
+            fields = dict(holder[SCORE_KEY])
+            fields["layers"] = tuple(fields.get("layers", ()))
+            fields["prompt_ids"] = tuple(holder.get("prompt_ids") or ())
+            fields["response_ids"] = tuple(holder.get("response_ids") or ())
+            return UncertaintyScore(**fields)
     return None
 
 
