@@ -21,9 +21,9 @@ from langchain_core.runnables import (
 )
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_semgrad_guard import ATTEMPT_KEY, GuardedChain, guard_chain, widen_retrieval
+
 from semgrad_guard.errors import AbstainedError, ConfigError
 from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
-
 from tests.behaviours import SCENARIOS, Scenario, ScriptedScorer
 
 PROMPT = ChatPromptTemplate.from_messages([
@@ -38,7 +38,7 @@ class RagFixture:
         store = InMemoryVectorStore(DeterministicFakeEmbedding(size=16))
         store.add_texts([f"Passage {i} about France and its cities." for i in range(24)])
         dense = widen_retrieval(store.as_retriever(search_kwargs={"k": chain_k}))
-        bm25 = RunnableLambda(lambda query: [Document("A bm25 passage about Paris.")])
+        bm25: Runnable[Any, Any] = RunnableLambda(lambda query: [Document("A bm25 passage about Paris.")])
         self.retriever = dense.configurable_alternatives(
             ConfigurableField(id="retriever"), default_key="dense", bm25=bm25)
         self.seen: list[dict[str, Any]] = []
@@ -130,7 +130,7 @@ async def test_astream_yields_the_decided_answer_once() -> None:
 def test_batch_decides_each_input_and_audits_each() -> None:
     policy = {"version": 1, "default": {"threshold": {"max_score": 0.5},
                                         "actions": [{"type": "abstain", "message": "No."}]}}
-    chain = RunnableLambda(lambda q: f"answer to {q}")
+    chain: Runnable[Any, str] = RunnableLambda(lambda q: f"answer to {q}")
     scores = {"q-pass": 0.1, "q-abstain": 0.9}
 
     class ByQuestion(ScriptedScorer):
@@ -168,7 +168,7 @@ def test_message_output_keeps_its_type_and_carries_the_decision() -> None:
 
 def test_dict_output_gets_the_answer_under_its_key() -> None:
     policy = {"version": 1, "default": {"threshold": {"max_score": 0.5}}}
-    chain = RunnableLambda(lambda d: {"answer": "Paris", "sources": ["atlas"]})
+    chain: Runnable[Any, Any] = RunnableLambda(lambda d: {"answer": "Paris", "sources": ["atlas"]})
     guarded = guard_chain(chain, policy, scorer=ScriptedScorer([0.2]))
     out = guarded.invoke({"question": "Capital of France?", "lang": "en"})
     assert out["answer"] == "Paris" and out["sources"] == ["atlas"]

@@ -87,7 +87,7 @@ def _turns(*calls: dict[str, Any]) -> list[AIMessage]:
 
 
 CONFIG: Any = {"configurable": {"thread_id": "t1"}}
-ASK = {"messages": [{"role": "user", "content": "Email bob and look up the weather."}]}
+ASK: Any = {"messages": [{"role": "user", "content": "Email bob and look up the weather."}]}
 
 
 def _tool_messages(result: dict[str, Any]) -> list[ToolMessage]:

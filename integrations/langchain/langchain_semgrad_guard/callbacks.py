@@ -167,24 +167,32 @@ def score_captured(captured: CapturedGeneration, scorer: Any | None
     return retokenized_score(scorer, captured.prompt, captured.text), "retokenized"
 
 
-def retokenized_score(scorer: Any, prompt: Prompt, text: str) -> UncertaintyScore:
-    """Score an answer known only as text. Chat messages go through the chat template;
-    a prompt text (a text LLM such as ``HuggingFacePipeline``) is tokenised as it is,
-    the way the pipeline tokenised it. Text pipelines that echo the prompt are handled."""
-    model: LocalModel | None = getattr(scorer, "model", None)
+def strip_echo(prompt: Prompt, text: str, model: LocalModel | None) -> str:
+    """The answer without the prompt, for pipelines that return the prompt too
+    (``HuggingFacePipeline`` does unless built with ``return_full_text=False``)."""
     if isinstance(prompt, str):
-        answer = text[len(prompt):] if text.startswith(prompt) else text
-        if model is None:
-            return scorer.score_text(prompt, answer.strip())  # type: ignore[no-any-return]
+        echoed = prompt
+    elif model is not None:
+        echoed = model.prompt_format.render(model.tokenizer, prompt)
+    else:
+        return text
+    return text[len(echoed):].strip() if text.startswith(echoed) else text
+
+
+def retokenized_score(scorer: Any, prompt: Prompt, text: str) -> UncertaintyScore:
+    """Score an answer known only as text, flagged ``retokenized``.
+
+    Chat messages go through the chat template; a prompt text (a text LLM such as
+    ``HuggingFacePipeline``) is tokenised as it is, the way the pipeline tokenised it.
+    """
+    model: LocalModel | None = getattr(scorer, "model", None)
+    answer = strip_echo(prompt, text, model)
+    if isinstance(prompt, str) and model is not None:
         tokenizer = model.tokenizer
         prompt_ids = list(tokenizer(prompt)["input_ids"])
         response_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
         return scorer.score(prompt_ids, response_ids, retokenized=True)  # type: ignore[no-any-return]
-    if model is not None:
-        rendered = model.prompt_format.render(model.tokenizer, prompt)
-        if text.startswith(rendered):  # ChatHuggingFace over a pipeline echoing its prompt
-            text = text[len(rendered):]
-    return scorer.score_text(prompt, text.strip())  # type: ignore[no-any-return]
+    return scorer.score_text(prompt, answer)  # type: ignore[no-any-return]
 
 
 class SemGradCallbackHandler(GenerationTracker):
@@ -285,8 +293,11 @@ class SemGradCallbackHandler(GenerationTracker):
             passed = rule.threshold.passes(value)
         else:
             passed = None if threshold is None else value <= threshold
+        text = captured.text
+        if source == "retokenized":
+            text = strip_echo(captured.prompt, text, getattr(self.scorer, "model", None))
         return ScoredGeneration(
-            run_id=captured.run_id, question=captured.question, text=captured.text, score=score,
+            run_id=captured.run_id, question=captured.question, text=text, score=score,
             method=method, value=value, threshold=threshold, passed=passed,
             retokenized=bool(score.retokenized) if score is not None else False, source=source,
             error=error, rule=None if rule is None else rule.name)

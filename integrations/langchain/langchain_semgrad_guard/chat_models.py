@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from semgrad_guard import Generation, LocalModel, SemGradScorer, UncertaintyScore
 from semgrad_guard.errors import ScoringError
+from semgrad_guard.policy import Scorer
 
 from .messages import SCORE_ERROR_KEY, SCORE_KEY, score_metadata, to_chat_messages
 from .tool_calls import (
@@ -66,9 +67,10 @@ class ChatSemGrad(BaseChatModel):
 
     model: LocalModel = Field(
         exclude=True, description="The local model (semgrad_guard.LocalModel) that generates.")
-    scorer: SemGradScorer | None = Field(
+    scorer: Scorer | None = Field(
         default=None, exclude=True,
-        description="Scores each answer; built from `model` with `method` when not given.")
+        description="Scores each answer (a SemGradScorer, or any object with "
+                    "score_generation); built from `model` with `method` when not given.")
     method: str = Field(
         default="semgrad", description="The score `scorer` headlines when it is built here.")
     score_answers: bool = Field(

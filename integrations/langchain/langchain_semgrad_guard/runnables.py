@@ -61,7 +61,7 @@ ChainFactory = Callable[[Attempt], Runnable[Any, Any]]
 
 
 def widen_retrieval(retriever: RunnableSerializable[Any, Any], *,
-                    field_id: str = "search_kwargs") -> Runnable[Any, Any]:
+                    field_id: str = "search_kwargs") -> RunnableSerializable[Any, Any]:
     """Make a retriever's ``search_kwargs`` configurable, so that a guarded chain can
     retry it with a larger ``k``.
 

@@ -32,6 +32,7 @@ DEFAULT_TOOL_PROMPT = (
     "<arguments as a JSON object>}}</tool_call>. If no tool is needed, answer in plain text."
 )
 
+_DECODER = json.JSONDecoder()
 _CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 
 
@@ -88,7 +89,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
     for match in _CALL.finditer(text):
         raw = match.group(1).strip()
         try:
-            payload = json.loads(raw)
+            # raw_decode: an answer cut off inside the closing tag still parses.
+            payload, _ = _DECODER.raw_decode(raw)
         except json.JSONDecodeError as exc:
             invalid.append(invalid_tool_call(name=None, args=raw, id=_new_id(),
                                              error=f"tool call is not valid JSON: {exc}"))

@@ -1,0 +1,142 @@
+"""ChatSemGrad on the real default model: exact ids and the score in response_metadata,
+through invoke, ainvoke, stream, astream and bound tools."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.tools import tool
+from langchain_semgrad_guard import ChatSemGrad, parse_tool_calls, score_from_metadata
+
+from semgrad_guard.errors import ScoringError
+from tests.behaviours import ScriptedScorer
+
+pytestmark = pytest.mark.real_model
+
+QUESTION = [SystemMessage("Answer in a few words."),
+            HumanMessage("What is the chemical symbol of gold?")]
+
+
+@pytest.fixture(scope="module")
+def answer(chat: ChatSemGrad) -> AIMessage:
+    return chat.invoke(QUESTION)  # type: ignore[return-value]
+
+
+def test_invoke_carries_the_exact_ids_and_their_score(chat: ChatSemGrad,
+                                                      answer: AIMessage) -> None:
+    meta = answer.response_metadata
+    prompt = [{"role": "system", "content": "Answer in a few words."},
+              {"role": "user", "content": "What is the chemical symbol of gold?"}]
+    assert meta["prompt_ids"] == chat.model.prompt_ids(prompt)
+    assert chat.model.tokenizer.decode(meta["response_ids"], skip_special_tokens=True
+                                       ).strip() == answer.content
+    assert meta["finish_reason"] in ("stop", "length")
+    score = score_from_metadata(meta)
+    assert score is not None and not score.retokenized
+    assert score.direction == "higher_is_more_uncertain"
+    # The carried score is the score of exactly those ids.
+    assert chat.scorer is not None
+    again = chat.scorer.score(meta["prompt_ids"], meta["response_ids"])  # type: ignore[attr-defined]
+    assert score.value == pytest.approx(again.value, rel=1e-5)
+    assert answer.usage_metadata is not None
+    assert answer.usage_metadata["output_tokens"] == len(meta["response_ids"])
+
+
+@pytest.mark.asyncio
+async def test_ainvoke_and_astream_keep_the_event_loop_free(chat: ChatSemGrad,
+                                                            answer: AIMessage) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        result = await chat.ainvoke(QUESTION)
+        chunks = [c async for c in chat.astream(QUESTION)]
+    finally:
+        ticker.cancel()
+    assert ticks > 10  # the loop kept running while the model generated and scored
+    assert result.content == answer.content
+    assert result.response_metadata["response_ids"] == answer.response_metadata["response_ids"]
+    assert "".join(str(c.content) for c in chunks) == answer.content
+    assert chunks[-1].response_metadata["semgrad"]["value"] == pytest.approx(
+        answer.response_metadata["semgrad"]["value"], rel=1e-5)
+
+
+def test_stream_sends_text_first_and_the_score_with_the_final_chunk(
+        chat: ChatSemGrad, answer: AIMessage) -> None:
+    chunks = list(chat.stream(QUESTION))
+    assert len(chunks) > 2
+    assert all("semgrad" not in c.response_metadata for c in chunks[:-1])
+    assert chunks[-1].chunk_position == "last"
+    merged: AIMessageChunk = chunks[0]
+    for c in chunks[1:]:
+        merged = merged + c
+    assert merged.content == answer.content
+    assert merged.response_metadata["response_ids"] == answer.response_metadata["response_ids"]
+    assert merged.response_metadata["semgrad"]["value"] == pytest.approx(
+        answer.response_metadata["semgrad"]["value"], rel=1e-5)
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Get the current weather in a city."""
+    return "sunny"
+
+
+DEMO = [HumanMessage("What is the weather in Rome?"),
+        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Rome"},
+                                   "id": "demo-1"}])]
+
+
+def test_bound_tools_reach_the_prompt_and_tool_calls_come_back(chat: ChatSemGrad) -> None:
+    model = ChatSemGrad(model=chat.model, scorer=chat.scorer, max_new_tokens=32,
+                        tool_examples=DEMO)
+    reply = model.bind_tools([get_weather]).invoke("What is the weather in Paris?")
+    assert isinstance(reply, AIMessage)
+    prompt = chat.model.tokenizer.decode(reply.response_metadata["prompt_ids"])
+    assert "<tools>" in prompt and '"name": "get_weather"' in prompt
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
+        ("get_weather", {"city": "Paris"})]
+    assert reply.response_metadata["finish_reason"] == "tool_calls"
+    assert reply.response_metadata["semgrad"] is not None
+    streamed = list(model.bind_tools([get_weather]).stream("What is the weather in Paris?"))
+    last = streamed[-1]
+    assert isinstance(last, AIMessageChunk)
+    assert [c["name"] for c in last.tool_call_chunks] == ["get_weather"]
+
+
+def test_an_answer_that_cannot_be_scored_says_why(chat: ChatSemGrad) -> None:
+    model = ChatSemGrad(model=chat.model, scorer=ScriptedScorer([ScoringError("no grad")]),
+                        max_new_tokens=2)
+    reply = model.invoke("Hi")
+    assert reply.response_metadata["semgrad"] is None
+    assert reply.response_metadata["semgrad_error"] == "ScoringError: no grad"
+
+
+@pytest.mark.parametrize(("text", "names", "n_invalid"), [
+    ('<tool_call>{"name": "a", "arguments": {"x": 1}}</tool_call>', ["a"], 0),
+    ('<tool_call>[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "{}"}]'
+     '</tool_call>', ["a", "b"], 0),
+    ('<tool_call>{"name": "a", "arguments": {"x": ', [], 1),
+    ('<tool_call>{"name": "a", "arguments": {"x": 1}}</', ["a"], 0),
+    ('<tool_call>{"arguments": {}}</tool_call>', [], 1),
+    ("No tools needed.", [], 0),
+])
+def test_tool_calls_are_read_in_the_hermes_format(text: str, names: list[str],
+                                                  n_invalid: int) -> None:
+    _, calls, invalid = parse_tool_calls(text)
+    assert [c["name"] for c in calls] == names
+    assert len(invalid) == n_invalid
+
+
+def test_unknown_fields_are_rejected(chat: ChatSemGrad) -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        ChatSemGrad(model=chat.model, max_tokens=3)  # type: ignore[call-arg]
+
