@@ -1,0 +1,87 @@
+"""A benchmark run on a tiny random model: records, resuming, summary files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from semgrad_guard.errors import ConfigError
+from semgrad_guard.evaluation.datasets import QAItem
+from semgrad_guard.evaluation.judges import ContainmentJudge
+from semgrad_guard.evaluation.report import summarize
+from semgrad_guard.evaluation.runner import BenchmarkRun, RunConfig, read_records
+from tests.core.tiny import tiny_local_model
+from tests.evaluation.fakes import HashEncoder
+
+ITEMS = [QAItem("what is the color of the sky ?", ["blue"], [], 300 + i) for i in range(2)] + [
+    QAItem("who wrote the sun ?", ["moon"], [], 302),
+    QAItem("how many cat ?", ["one"], [], 303),
+    QAItem("where is paris ?", ["country"], [], 304),
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_profiles(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMGRAD_GUARD_CACHE", str(tmp_path / "cache"))
+
+
+def _run(out_dir, max_batches=None, **config):
+    lm = tiny_local_model()
+    cfg = RunConfig(dataset="tiny", split="evaluation", model="tiny-llama", max_new_tokens=6,
+                    sample_max_new_tokens=4, batch_size=2, **config)
+    return BenchmarkRun(lm, ITEMS, ContainmentJudge(), cfg, out_dir, encoder=HashEncoder(),
+                        progress=False).run(max_batches=max_batches)
+
+
+def _table(records):
+    """Everything but the wall-clock times."""
+    return [{k: v for k, v in r.items() if k != "times"} for r in records]
+
+
+def test_interrupted_run_resumes_to_the_same_table(tmp_path):
+    whole = _run(tmp_path / "whole")
+    partial = _run(tmp_path / "resumed", max_batches=1)
+    assert [r["index"] for r in partial] == [300, 301]
+    # A run killed mid-write leaves a torn last line; it is dropped and redone.
+    with (tmp_path / "resumed" / "answers.jsonl").open("a") as f:
+        f.write('{"index": 302, "quest')
+    lines = (tmp_path / "resumed" / "answers.jsonl").read_text().splitlines()
+    (tmp_path / "resumed" / "answers.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    resumed = _run(tmp_path / "resumed")
+    assert [r["index"] for r in resumed] == [300, 301, 302, 303, 304]
+    assert _table(resumed) == _table(whole)
+
+
+def test_records_hold_every_method_and_its_time(tmp_path):
+    record = _run(tmp_path / "run", max_batches=1)[0]
+    expected = {"semgrad_default", "hybridgrad_default", "nll", "nll_per_token",
+                "mean_entropy", "max_prob", "p_true", "semantic_entropy_k5",
+                "semantic_entropy_k10", "lexical_similarity_k5", "lexical_similarity_k10",
+                "eigenscore_k5", "eigenscore_k10"}
+    assert set(record["scores"]) == expected  # no cached profile: default anchor only
+    assert expected <= set(record["times"]) and record["times"]["generation"] > 0
+    assert len(record["samples"]) == 10
+    assert isinstance(record["correct"], bool)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    _run(tmp_path / "run", max_batches=1, methods=("likelihood",))
+    with pytest.raises(ConfigError, match="other settings"):
+        _run(tmp_path / "run", methods=("likelihood", "p_true"))
+
+
+def test_summary_files(tmp_path):
+    _run(tmp_path / "run", methods=("semgrad", "likelihood"))
+    records = read_records(tmp_path / "run")
+    # Make both classes present whatever the random model answered.
+    for i, r in enumerate(records):
+        r["correct"] = i % 2 == 0
+    (tmp_path / "run" / "answers.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    rows = summarize(tmp_path / "run", resamples=20, plots=True)
+    assert {r["method"] for r in rows} >= {"semgrad_default", "nll"}
+    for name in ("summary.csv", "summary.md", "summary.json", "answers.csv", "roc.png",
+                 "risk_coverage.png"):
+        assert (tmp_path / "run" / name).is_file()
+    assert all(r["cost_vs_generation"] > 0 for r in rows)
