@@ -112,16 +112,23 @@ class Guard:
     (``"default"`` covers the rest). ``audit`` records every decision;
     ``review_queue`` receives escalations (else the queue URL the rule names).
 
-    >>> from semgrad_guard.policy import PolicyConfig, AttemptResult
-    >>> from tests.behaviours import ScriptedScorer
+    ``attempt_fn`` runs the chain once for an :class:`Attempt` (its ``k``, ``query`` and
+    ``retriever`` say how to retrieve) and returns an :class:`AttemptResult`; give the
+    generation when the chain has it, so the score uses the exact ids.
+
+    >>> from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
+    >>> from semgrad_guard.policy import AttemptResult, PolicyConfig
     >>> policy = PolicyConfig.from_dict({"version": 1, "default": {
-    ...     "threshold": {"max_score": 0.5},
+    ...     "threshold": {"max_score": 0.02},
     ...     "actions": [{"type": "retry_with_retrieval", "k_schedule": [8]}, "abstain"]}})
-    >>> guard = Guard(policy, scorer=ScriptedScorer([0.9, 0.2]))
-    >>> decision = guard.run("Who wrote Hamlet?",
-    ...                      lambda a: AttemptResult(f"Shakespeare (k={a.k})"))
-    >>> decision.action, decision.answer, [r.attempt.k for r in decision.attempts]
-    ('pass', 'Shakespeare (k=8)', [None, 8])
+    >>> lm = LocalModel.load()
+    >>> guard = Guard(policy, scorer=SemGradScorer(lm))
+    >>> def answer(attempt):
+    ...     generation = lm.generate(qa_prompt(attempt.query))
+    ...     return AttemptResult(generation.text, generation=generation)
+    >>> decision = guard.run("What is the chemical symbol of gold?", answer)
+    >>> decision.action in ("pass", "abstain"), len(decision.attempts) <= 2
+    (True, True)
     """
 
     def __init__(self, policy: PolicyConfig, scorer: Scorer | Mapping[str, Scorer] | None = None,

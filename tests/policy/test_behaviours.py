@@ -67,6 +67,7 @@ def check_decision(scenario: Scenario, decision: GuardDecision, chain: ScriptedC
         assert fields["score"] == pytest.approx(scenario.scores[expected.best])
     else:
         assert decision.case_id is None
+    assert guard.audit is not None
     records = guard.audit.records()
     assert [r.action for r in records] == [expected.action]
     assert records[0].answer == expected.answer
