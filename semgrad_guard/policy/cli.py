@@ -306,8 +306,18 @@ def set_threshold(document: Any, chain: str, threshold: dict[str, Any], score: s
         if target is None:
             target = {"name": chain}
             chains.append(target)
-    target["score"] = score
-    target["threshold"] = threshold
+    inherited = default.get("score", "semgrad") if target is not default else "semgrad"
+    if target.get("score", inherited) != score:
+        target["score"] = score
+    current = target.get("threshold")
+    if hasattr(current, "items"):
+        # Edit the mapping in place so that the comments around it stay where they are.
+        for key in [k for k in current if k not in threshold]:
+            del current[key]
+        for key, value in threshold.items():
+            current[key] = value
+    else:
+        target["threshold"] = threshold
     return document
 
 

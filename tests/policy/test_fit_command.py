@@ -42,6 +42,8 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
     text = policy.read_text()
     assert "# semgrad-guard policy file." in text  # comments kept
     assert "A specialist will review this answer" in text
+    assert "# A calibrated probability of error instead of a raw score" in text
+    assert text.count("score: semgrad") == 2, "no score key is added where it is inherited"
     fitted = load_policy(policy)
     rag = fitted.chain("rag")
     assert rag.threshold.max_score == 0.4 and rag.threshold.max_error_probability is None
