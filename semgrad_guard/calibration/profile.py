@@ -107,18 +107,32 @@ class ModelProfile:
         return cls.from_json(Path(path).read_text(), source=str(path))
 
 
-class ProfileStore:
-    """Profiles cached by model and template fingerprint (``<cache>/profiles``)."""
+#: Profiles calibrated by the project and shipped with the package (the default model's).
+BUILTIN_PROFILES = Path(__file__).parent / "profiles"
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+
+class ProfileStore:
+    """Profiles cached by model and template fingerprint (``<cache>/profiles``).
+
+    A profile the user calibrated wins; otherwise the profiles shipped with the package
+    (the default model's, calibrated with ``semgrad-guard calibrate``) are used, so the
+    default model scores with the same anchor on every machine.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None,
+                 builtin: bool = True) -> None:
         self.root = Path(root) if root else cache_dir() / "profiles"
+        self.builtin = builtin
 
     def path_for(self, model_fp: str, template_fp: str) -> Path:
         return self.root / f"{model_fp}-{template_fp}.json"
 
     def find(self, model_fp: str, template_fp: str) -> ModelProfile | None:
-        path = self.path_for(model_fp, template_fp)
-        return ModelProfile.load(path) if path.is_file() else None
+        for folder in (self.root, BUILTIN_PROFILES) if self.builtin else (self.root,):
+            path = folder / f"{model_fp}-{template_fp}.json"
+            if path.is_file():
+                return ModelProfile.load(path)
+        return None
 
     def save(self, profile: ModelProfile) -> Path:
         return profile.save(self.path_for(profile.model_fingerprint, profile.template_fingerprint))

@@ -65,3 +65,11 @@ def test_calibrated_profile_round_trips(default_lm: LocalModel, tmp_path) -> Non
     score = scorer.score_text(qa_prompt("Who wrote Hamlet?"), "Shakespeare")
     assert score.profile_id == profile.profile_id
     assert score.anchor_offset == profile.anchor_offset
+
+
+def test_default_model_uses_the_shipped_profile(default_lm: LocalModel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scorer = SemGradScorer(default_lm, profile_store=ProfileStore(tmp_path))
+    assert scorer.anchor.source == "profile"
+    assert scorer.anchor.offset == -1 and scorer.anchor.layers == tuple(range(15, 30))
+    assert SemGradScorer(default_lm, profile_store=ProfileStore(tmp_path, builtin=False)
+                         ).anchor.source == "default"
