@@ -46,7 +46,7 @@ DEFAULT_ABSTAIN_MESSAGE = "I am not confident enough in an answer to this questi
 #: What the chain returns while a case waits for a human reviewer.
 DEFAULT_PENDING_MESSAGE = ("This question has been passed to a human reviewer; "
                            "an answer will follow once it is reviewed.")
-#: Upper bound on the extra attempts of one retry action: retries are always bounded.
+#: Upper bound on the extra attempts of a rule (all its retry actions together).
 MAX_RETRY_ATTEMPTS = 10
 #: The only version of the policy file format.
 POLICY_VERSION = 1
@@ -341,6 +341,9 @@ class ChainPolicy(_Strict):
             if isinstance(action, _TERMINAL):
                 raise ValueError(f"action {i} ({action.type}) ends the walk, so the actions "
                                  f"after it could never run; put it last")
+        if self.retry_budget > MAX_RETRY_ATTEMPTS:
+            raise ValueError(f"the retry actions add up to {self.retry_budget} attempts; at "
+                             f"most {MAX_RETRY_ATTEMPTS} are allowed per rule")
         return self
 
     def matches(self, run_name: str | None, tags: Sequence[str],

@@ -118,6 +118,8 @@ def test_a_bad_file_names_the_file_the_key_the_value_and_the_allowed_values(
     (policy(actions=[]), "default.actions"),
     (policy(actions=[{"type": "retry_with_retrieval", "attempts": 11}]),
      "attempts: got 11: Input should be less than or equal to 10"),
+    (policy(actions=[{"type": "retry_with_retrieval", "attempts": 6}] * 2),
+     "the retry actions add up to 12 attempts; at most 10"),
     (policy(actions=[{"type": "retry_with_retrieval", "attempts": 3, "k_schedule": [8]}]),
      "k_schedule has 1 depths for 3 attempts"),
     (policy(actions=[{"type": "retry_with_retrieval", "k_schedule": [8], "base_k": 4}]),
