@@ -50,6 +50,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.set_defaults(func=run_benchmark)
 
+    a = subparsers.add_parser(
+        "benchmark-analysis", help="anchor sweep and re-judging of a finished benchmark run",
+        description="Re-score a run's stored answers with SemGrad at every anchor offset of "
+                    "the template tail, and recompute every AUROC under another judge; "
+                    "writes analysis.json and analysis.md into the run folder.")
+    a.add_argument("--output", required=True, help="results folder of a benchmark run")
+    a.add_argument("--offsets", default="-1,-2,-3,-4,-5,-6",
+                   help="anchor offsets to sweep (default -1..-6)")
+    a.add_argument("--rejudge", default="containment,embedding",
+                   help="judges to recompute the labels with (default: both)")
+    a.add_argument("--limit", type=int, help="first N answers of the run")
+    a.add_argument("--threads", type=int)
+    a.set_defaults(func=run_analysis)
+
 
 def _judge(args: argparse.Namespace, name: str) -> CorrectnessJudge:
     if args.judge == "containment":
@@ -90,4 +104,50 @@ def run_benchmark(args: argparse.Namespace) -> int:
     rows = summarize(args.output, args.calibration_run, resamples=args.bootstrap)
     if rows:
         print((Path(args.output) / "summary.md").read_text())
+    return 0
+
+
+def run_analysis(args: argparse.Namespace) -> int:
+    import json
+
+    from .analysis import anchor_sweep, rejudge
+    from .report import method_names
+    from .runner import read_records
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = Path(args.output)
+    records = read_records(out)[: args.limit]
+    if not records:
+        raise ConfigError(f"no answers in {out}")
+    config = json.loads((out / "run.json").read_text())
+    methods = method_names(records)
+    result: dict[str, object] = {"answers": len(records)}
+    judges: dict[str, CorrectnessJudge] = {"containment": ContainmentJudge(),
+                                           "embedding": EmbeddingJudge()}
+    result["rejudge"] = [rejudge(records, judges[name.strip()], methods)
+                         for name in args.rejudge.split(",") if name.strip()]
+    offsets = [int(k) for k in args.offsets.split(",") if k.strip()]
+    if offsets:
+        import torch
+
+        from ..model.local_model import LocalModel
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        lm = LocalModel.load(None if config["model"] == "SmolLM2-135M-Instruct"
+                             else config["model"],
+                             prompt_format=config.get("extra", {}).get("prompt_format", "auto"))
+        result["anchor_sweep"] = anchor_sweep(lm, records, offsets)
+    (out / "analysis.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Analysis of {config['dataset']} / {config['split']} ({len(records)} answers)", ""]
+    for r in result.get("anchor_sweep", []):  # type: ignore[attr-defined]
+        lines.append(f"- SemGrad at offset {r['offset']} ({r['token']!r}), layers "
+                     f"{r['layers'][0]}..{r['layers'][-1]}: AUROC {r['auroc']:.3f}")
+    for j in result["rejudge"]:  # type: ignore[attr-defined]
+        best = sorted(j["auroc"].items(), key=lambda kv: -kv[1])
+        lines.append(f"- judge {j['judge']}: {j['wrong_share']:.0%} wrong, agrees with the "
+                     f"run's judge on {j['agreement_with_run_judge']:.0%}; AUROC " +
+                     ", ".join(f"{m} {v:.3f}" for m, v in best))
+    (out / "analysis.md").write_text("\n".join(lines) + "\n")
+    print((out / "analysis.md").read_text())
     return 0
