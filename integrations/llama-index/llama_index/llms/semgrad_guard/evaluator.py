@@ -9,8 +9,8 @@ from typing import Any
 from llama_index.core.evaluation.base import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 
-from semgrad_guard import ConfigError, ScoringError, SemGradScorer, UncertaintyScore
-from semgrad_guard.policy import ChainPolicy, PolicyConfig, Threshold, load_policy
+from semgrad_guard import ConfigError, ScoringError, UncertaintyScore
+from semgrad_guard.policy import ChainPolicy, PolicyConfig, Scorer, Threshold, load_policy
 
 from .base import SemGradLLM
 from .scores import answer_prompt
@@ -46,7 +46,7 @@ class SemGradEvaluator(BaseEvaluator):
         engine = RetryQueryEngine(index.as_query_engine(llm=llm), evaluator, max_retries=2)
     """
 
-    def __init__(self, llm: SemGradLLM | None = None, *, scorer: SemGradScorer | None = None,
+    def __init__(self, llm: SemGradLLM | None = None, *, scorer: Scorer | None = None,
                  max_score: float | None = None, threshold: Threshold | None = None,
                  method: str = "semgrad", fail_open: bool = False) -> None:
         if llm is None and scorer is None:
@@ -63,7 +63,7 @@ class SemGradEvaluator(BaseEvaluator):
 
     @classmethod
     def from_policy(cls, policy: PolicyConfig | str, chain_name: str, *,
-                    llm: SemGradLLM | None = None, scorer: SemGradScorer | None = None,
+                    llm: SemGradLLM | None = None, scorer: Scorer | None = None,
                     tags: Sequence[str] = (), metadata: dict[str, Any] | None = None
                     ) -> SemGradEvaluator:
         """The evaluator for the rule a policy gives the chain ``chain_name``: its score,

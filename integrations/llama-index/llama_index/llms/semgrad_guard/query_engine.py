@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -15,7 +15,7 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.llms.llm import LLM
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.response_synthesizers import BaseSynthesizer, get_response_synthesizer
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 from llama_index.core.settings import Settings
 
 from semgrad_guard import ConfigError
@@ -167,6 +167,14 @@ class GuardedQueryEngine(BaseQueryEngine):
         return self._result(query, nodes, await self._synthesizer.asynthesize(query, nodes))
 
     # -- the query --------------------------------------------------------------------------------
+    def query(self, str_or_query_bundle: QueryType) -> Response:
+        """Answer under the policy; always a whole :class:`Response` (never streamed)."""
+        return cast(Response, super().query(str_or_query_bundle))
+
+    async def aquery(self, str_or_query_bundle: QueryType) -> Response:
+        """The async twin of :meth:`query`."""
+        return cast(Response, await super().aquery(str_or_query_bundle))
+
     def _chain_k(self) -> int | None:
         k = getattr(self._retriever, "similarity_top_k", None)
         return k if isinstance(k, int) else None
