@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 import tomllib
 from pathlib import Path
 
 import llama_index.core
 import llama_index.llms.semgrad_guard as package
+from llama_index.llms.semgrad_guard import scores
 
 ROOT = Path(__file__).resolve().parents[2] / "integrations" / "llama-index"
 
@@ -49,3 +51,8 @@ def test_distribution_follows_the_llama_index_convention() -> None:
     assert meta["tool"]["llamahub"]["import_path"] == "llama_index.llms.semgrad_guard"
     assert any(d.startswith("llama-index-core") for d in meta["project"]["dependencies"])
     assert set(meta["tool"]["llamahub"]["class_authors"]) <= set(PUBLIC_API)
+
+
+def test_docstring_examples_that_need_no_model_run() -> None:
+    failed, attempted = doctest.testmod(scores)
+    assert attempted >= 2 and failed == 0

@@ -130,6 +130,8 @@ class UncertaintyEventHandler(BaseEventHandler):
         if self.scorer is not None and event.span_id is not None:
             with self._lock:
                 self._prompts[event.span_id] = prompt
+                while len(self._prompts) > self.max_records:  # calls that never ended
+                    del self._prompts[next(iter(self._prompts))]
 
     def _record(self, kind: str, event: BaseEvent, text: str, extra: dict[str, Any]) -> None:
         with self._lock:
