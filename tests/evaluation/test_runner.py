@@ -85,3 +85,16 @@ def test_summary_files(tmp_path):
                  "risk_coverage.png"):
         assert (tmp_path / "run" / name).is_file()
     assert all(r["cost_vs_generation"] > 0 for r in rows)
+
+
+def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
+    from semgrad_guard.evaluation.analysis import anchor_sweep, rejudge
+
+    records = _run(tmp_path / "run", methods=("semgrad", "likelihood"))
+    for i, r in enumerate(records):
+        r["correct"] = i % 2 == 0
+    rows = anchor_sweep(tiny_local_model(), records, [-1, -2])
+    assert [r["offset"] for r in rows] == [-1, -2]
+    assert all(0.0 <= r["auroc"] <= 1.0 for r in rows)
+    again = rejudge(records, ContainmentJudge(), ["nll"])
+    assert again["judge"] == "containment" and set(again["auroc"]) == {"nll"}
