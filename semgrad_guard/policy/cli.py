@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,13 +100,13 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
     settings = {"data": str(args.data), "split": args.split, "limit": args.limit,
                 "model": args.model or "default", "profile": profile,
                 "max_new_tokens": args.max_new_tokens}
-    labelled = _cached_answers(args.answers, settings)
-    if labelled is None:
-        labelled = label_answers(args.data, split=args.split, limit=args.limit,
-                                 model=args.model, profile=profile, batch_size=args.batch_size,
-                                 max_new_tokens=args.max_new_tokens)
-        if args.answers:
-            _save_answers(args.answers, settings, labelled)
+    done = _saved_answers(args.answers, settings) if args.answers else []
+    if args.answers and not done:
+        _start_answers_file(args.answers, settings)
+    labelled = label_answers(
+        args.data, split=args.split, limit=args.limit, model=args.model, profile=profile,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, done=done,
+        on_batch=(lambda rows: _append_answers(args.answers, rows)) if args.answers else None)
     missing = [r.index for r in labelled if args.score not in r.scores]
     if missing:
         raise CalibrationError(f"score {args.score!r} was not computed for question "
@@ -159,8 +159,14 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
 def label_answers(data: str, *, split: str = "calibration", limit: int | None = None,
                   model: str | None = None, profile: str = "auto",
                   batch_size: int = 8, max_new_tokens: int = 32, lm: Any = None,
-                  scorer: Any = None, judge: Any = None) -> list[LabelledScore]:
-    """Greedy answers to the labelled questions, with every score and their correctness."""
+                  scorer: Any = None, judge: Any = None, done: Sequence[LabelledScore] = (),
+                  on_batch: Callable[[list[LabelledScore]], None] | None = None
+                  ) -> list[LabelledScore]:
+    """Greedy answers to the labelled questions, with every score and their correctness.
+
+    Questions already in ``done`` (by line index) are not asked again; ``on_batch``
+    receives each new batch as soon as it is labelled (to save progress).
+    """
     from tqdm import tqdm
 
     from ..evaluation.datasets import dataset_name, load_qa
@@ -172,6 +178,14 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
     items = load_qa(data, split=split, limit=limit)  # type: ignore[arg-type]
     if not items:
         raise CalibrationError(f"dataset {data!r} has no questions in split {split!r}")
+    wanted = {item.index for item in items}
+    previous = [row for row in done if row.index in wanted]
+    known = {row.index for row in previous}
+    items = [item for item in items if item.index not in known]
+    if not items:
+        return sorted(previous, key=lambda row: row.index)
+    if previous:
+        print(f"{len(previous)} labelled answers reused, {len(items)} to go", file=sys.stderr)
     if lm is None:
         lm = LocalModel.load(model)
     if scorer is None:
@@ -190,40 +204,55 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
             scored = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
             t2 = time.perf_counter()
             generating, scoring = generating + t1 - t0, scoring + t2 - t1
-            for item, generation, s in zip(chunk, generations, scored, strict=True):
-                results.append(LabelledScore(
-                    item.index, item.question, generation.text, dict(s.scores),
-                    bool(judge.is_correct(generation.text, item.answers)),
-                    generation.stop_reason))
+            batch = [LabelledScore(item.index, item.question, generation.text, dict(s.scores),
+                                   bool(judge.is_correct(generation.text, item.answers)),
+                                   generation.stop_reason)
+                     for item, generation, s in zip(chunk, generations, scored, strict=True)]
+            results.extend(batch)
+            if on_batch is not None:
+                on_batch(batch)
             bar.update(len(chunk))
     n = len(results)
     print(f"{n} questions: generation {generating / n:.2f} s and scoring {scoring / n:.2f} s "
           f"per question", file=sys.stderr)
-    return results
+    return sorted([*previous, *results], key=lambda row: row.index)
 
 
-def _cached_answers(path: str | None, settings: dict[str, Any]) -> list[LabelledScore] | None:
-    if not path or not Path(path).is_file():
-        return None
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+def _saved_answers(path: str, settings: dict[str, Any]) -> list[LabelledScore]:
+    """The labelled answers saved at ``path`` with these settings (none if others)."""
+    file = Path(path)
+    if not file.is_file():
+        return []
+    lines = file.read_text(encoding="utf-8").splitlines()
     try:
         header = json.loads(lines[0]) if lines else {}
         if header.get("settings") != settings:
-            print(f"{path} was made with other settings; generating again", file=sys.stderr)
-            return None
-        rows = [json.loads(line) for line in lines[1:] if line.strip()]
-        return [LabelledScore(**row) for row in rows]
-    except (json.JSONDecodeError, TypeError) as exc:
+            print(f"{path} was made with other settings; answering again", file=sys.stderr)
+            return []
+        # A run cut short may leave half a line at the end: drop it.
+        rows = []
+        for line in lines[1:]:
+            try:
+                rows.append(LabelledScore(**json.loads(line)))
+            except json.JSONDecodeError:
+                continue
+        return rows
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a labelled-answers file ({exc})") from exc
 
 
-def _save_answers(path: str, settings: dict[str, Any], rows: list[LabelledScore]) -> None:
+def _start_answers_file(path: str, settings: dict[str, Any]) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"settings": settings}) + "\n")
+    out.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
+
+
+def _append_answers(path: str, rows: list[LabelledScore]) -> None:
+    with Path(path).open("a", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(asdict(row)) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _round(value: float) -> float:

@@ -97,3 +97,34 @@ def test_fit_errors_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 2
     assert "no threshold keeps the error rate at or under 0" in capsys.readouterr().err
     assert load_policy(policy).default.threshold.max_score == 1.0
+
+
+class EchoModel:
+    """A model stand-in: answers every question with its first word."""
+
+    def generate_batch(self, prompts, max_new_tokens=32):  # type: ignore[no-untyped-def]
+        from semgrad_guard.model.generation import Generation
+
+        return [Generation((1,), (2,), p[0]["content"].split("\n")[1].split()[0], "eos")
+                for p in prompts]
+
+
+class ConstantScorer:
+    def score_batch(self, pairs):  # type: ignore[no-untyped-def]
+        from tests.behaviours import make_score
+
+        return [make_score(0.5) for _ in pairs]
+
+
+def test_labelling_resumes_from_saved_answers_and_reports_each_batch() -> None:
+    from semgrad_guard.policy.cli import LabelledScore, label_answers
+
+    done = [LabelledScore(1, "saved", "x", {"semgrad": 0.1}, True)]
+    batches: list[list[LabelledScore]] = []
+    rows = label_answers("sciq", limit=3, lm=EchoModel(), scorer=ConstantScorer(),
+                         judge=type("Judge", (), {"is_correct": lambda self, a, g: False})(),
+                         batch_size=1, done=done, on_batch=batches.append)
+    assert [r.index for r in rows] == [0, 1, 2]
+    assert rows[1] is done[0], "a saved answer is not asked again"
+    assert [[r.index for r in b] for b in batches] == [[0], [2]]
+    assert rows[0].scores["semgrad"] == 0.5 and rows[0].correct is False
