@@ -56,8 +56,9 @@ def add_combined_scores(records: list[dict[str, Any]], calibration: Sequence[dic
         fit = CombinedScore.fit(usable, features)
         for record, value in zip(records, fit.score(records), strict=True):
             record["scores"][name] = value
-            cost = "semgrad_default" if "semgrad" not in features else "semgrad"
-            record["times"][name] = record["times"].get(cost, record["times"].get("nll", 0.0))
+            # The likelihood features need the forward pass; SemGrad the backward too.
+            cost = "semgrad" if "semgrad" in features else "nll"
+            record["times"][name] = record["times"][cost]
         fits[name] = fit.to_dict()
     return fits
 
