@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,3 +14,17 @@ def chat(default_lm: Any, default_scorer: Any) -> Any:
     from langchain_semgrad_guard import ChatSemGrad
 
     return ChatSemGrad(model=default_lm, scorer=default_scorer, max_new_tokens=12)
+
+
+@pytest.fixture(autouse=True, scope="package")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread while these tests run: on a CPU shared with other jobs, torch's
+    thread pool spins against them and runs the tiny model several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

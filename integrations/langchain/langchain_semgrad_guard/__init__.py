@@ -9,7 +9,7 @@ SemGrad, a scoring callback handler, policy-guarded chains and agent middleware.
 True
 """
 
-from .callbacks import CapturedGeneration, ScoredGeneration, SemGradCallbackHandler
+from .callbacks import ScoredGeneration, SemGradCallbackHandler
 from .chat_models import ChatSemGrad
 from .messages import score_from_metadata
 from .middleware import (
@@ -26,7 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ATTEMPT_KEY",
     "DEFAULT_TOOL_PROMPT",
-    "CapturedGeneration",
     "ChatSemGrad",
     "GuardedChain",
     "ScoredGeneration",

@@ -19,7 +19,6 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel, ConfigDict, Field
-
 from semgrad_guard import LocalModel, SemGradScorer, UncertaintyScore
 from semgrad_guard.errors import ConfigError, ScoringError, UncertainAnswerError
 from semgrad_guard.policy import Attempt, AttemptRecord, AuditTrail, Guard, GuardDecision
@@ -62,7 +61,14 @@ class CapturedGeneration(BaseModel):
 
 
 class ScoredGeneration(BaseModel):
-    """A generation the handler scored. **Higher score = more uncertain.**"""
+    """A generation the handler scored. **Higher score = more uncertain.**
+
+    >>> ScoredGeneration(run_id="r1", question="Capital of France?", text="Paris", score=None,
+    ...                  method="semgrad", value=None, threshold=1e-5, passed=False,
+    ...                  retokenized=False, source="response_metadata",
+    ...                  error="ScoringError: empty response").to_dict()["passed"]
+    False
+    """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 

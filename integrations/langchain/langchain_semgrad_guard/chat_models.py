@@ -21,7 +21,6 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, model_validator
-
 from semgrad_guard import Generation, LocalModel, SemGradScorer, UncertaintyScore
 from semgrad_guard.errors import ScoringError
 from semgrad_guard.policy import Scorer

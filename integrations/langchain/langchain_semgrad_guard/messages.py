@@ -28,7 +28,6 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-
 from semgrad_guard import Generation, UncertaintyScore
 from semgrad_guard.errors import ConfigError
 

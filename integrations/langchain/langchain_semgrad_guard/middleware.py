@@ -36,7 +36,6 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Interrupt, interrupt
-
 from semgrad_guard import UncertaintyScore
 from semgrad_guard.errors import ConfigError
 from semgrad_guard.policy import Guard, GuardDecision
@@ -141,10 +140,12 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
                 gates[str(call["id"])] = {"name": call["name"], "action": "allow",
                                           "reason": "tool not gated", "case_id": None}
                 continue
+            rule = self.guard.rule_for(**self._tool_rule_args(call["name"], call["id"]))
             gates[str(call["id"])] = {
                 "name": call["name"], "args": call["args"], "action": _GATES[decision.action],
                 "rule": decision.chain, "reason": decision.reason, "case_id": decision.case_id,
-                "message": decision.answer, "value": decision.value}
+                "message": decision.answer, "value": decision.value, "method": rule.score,
+                "threshold": rule.threshold.max_score}
         return {
             "method": None if score is None else score.method,
             "value": None if score is None else score.value,
@@ -241,9 +242,13 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
 
     def _blocked(self, request: ToolCallRequest, gate: Mapping[str, Any]) -> ToolMessage:
         call = request.tool_call
+        value, threshold = gate.get("value"), gate.get("threshold")
+        why = "its score could not be computed" if value is None else (
+            f"{gate.get('method') or 'score'} {value:.3g}"
+            + ("" if threshold is None else f" is over the threshold {threshold:.3g}"))
         return ToolMessage(
             content=(f"The tool call {call['name']} was blocked: the model was not certain "
-                     f"enough of it ({gate.get('reason')}). {gate.get('message') or ''}").strip(),
+                     f"enough of it ({why}). {gate.get('message') or ''}").strip(),
             name=call["name"], tool_call_id=call["id"], status="error")
 
     def _review(self, request: ToolCallRequest, gate: Mapping[str, Any]
@@ -408,6 +413,16 @@ def resume_from_review(interrupts: Sequence[Interrupt], queue: Any) -> Command[A
 
     ``interrupts`` is the paused run's ``result["__interrupt__"]`` (or
     ``agent.get_state(config).interrupts``).
+
+    >>> from langgraph.types import Interrupt
+    >>> from semgrad_guard.review import open_review_queue
+    >>> queue = open_review_queue("sqlite:///:memory:")
+    >>> case = queue.submit(chain="send_email", question="Email Sam", answer="{}", score=0.9)
+    >>> _ = queue.reject(case.id, reviewer="ann", reason="no such address")
+    >>> paused = [Interrupt(value={"type": INTERRUPT_TYPE, "case_id": case.id,
+    ...                            "name": "send_email"}, id="i-1")]
+    >>> resume_from_review(paused, queue).resume
+    {'i-1': {'type': 'reject', 'message': 'no such address'}}
     """
     answers: dict[str, Any] = {}
     for item in interrupts:

@@ -35,7 +35,6 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.config import ensure_config, patch_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-
 from semgrad_guard.errors import ConfigError, ScoringError
 from semgrad_guard.policy import (
     Attempt,

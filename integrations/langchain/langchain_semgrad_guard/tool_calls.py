@@ -53,10 +53,10 @@ def render_tool_prompt(tools: Sequence[Mapping[str, Any]], template: str = DEFAU
                        ) -> str:
     """The system-prompt text that describes ``tools`` (OpenAI format) to the model.
 
-    >>> print(render_tool_prompt([{"type": "function", "function": {"name": "now"}}])[:40])
+    >>> print(render_tool_prompt([{"type": "function", "function": {"name": "now"}}])[:49])
     You can call these tools:
     <tools>
-    {"na
+    {"name": "now"}
     """
     lines = "\n".join(json.dumps(sig, ensure_ascii=False) for sig in tool_signatures(tools))
     return template.format(tools=lines)
@@ -83,6 +83,13 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
     outside the ``<tool_call>`` tags; a call whose JSON cannot be read (for example an
     answer cut off by ``max_new_tokens``) becomes an invalid tool call carrying the raw
     text and the reason.
+
+    >>> _, calls, invalid = parse_tool_calls('<tool_call>[{"name": "a", "arguments": {}}, '
+    ...                                      '{"name": "b", "arguments": {"x": 1}}]</tool_call>')
+    >>> [(c["name"], c["args"]) for c in calls], invalid
+    ([('a', {}), ('b', {'x': 1})], [])
+    >>> parse_tool_calls('<tool_call>{"name": "a", "argum')[2][0]["error"][:25]
+    'tool call is not valid JS'
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []

@@ -1,0 +1,158 @@
+"""A guarded agent: a certain tool call runs, an uncertain one is blocked, an uncertain
+email waits for a human reviewer, whose edit is what runs.
+
+    python examples/langchain_agent.py
+
+Runs offline on the default model (SmolLM2-135M-Instruct) with ``create_agent``, two
+tools and ``SemGradMiddleware``: each model turn is scored once, the score is cached in
+agent state, and each tool call is decided by the policy rule named after its tool.
+The review queue is a SQLite file in a temporary folder; the "reviewer" here is the
+script itself, editing the case through the queue's API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+try:
+    import langchain_semgrad_guard  # noqa: F401
+except ImportError:  # a checkout without `pip install -e integrations/langchain`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integrations" / "langchain"))
+
+from langchain.agents import create_agent  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
+from langchain_core.tools import tool  # noqa: E402
+from langchain_semgrad_guard import ChatSemGrad, SemGradMiddleware, resume_from_review  # noqa: E402
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+
+from semgrad_guard import LocalModel, SemGradScorer  # noqa: E402
+from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig  # noqa: E402
+from semgrad_guard.review import open_review_queue  # noqa: E402
+
+#: Per-tool rules (a rule named after a tool decides that tool's calls): an uncertain
+#: renewal is blocked, an uncertain email goes to a reviewer. Thresholds are on SemGrad
+#: with the default anchor, chosen from the measured scores below.
+POLICY: dict[str, Any] = {
+    "version": 1,
+    "default": {"profile": "default", "threshold": {"max_score": 1.5e-6},
+                "actions": [{"type": "abstain", "message": "Not confident enough."}]},
+    "chains": [
+        {"name": "renew_loan", "actions": [{"type": "abstain",
+                                            "message": "Ask the user which book they mean."}]},
+        {"name": "send_email", "actions": [{"type": "escalate"}]},
+    ],
+}
+
+#: SemGrad of the model's tool-call turn for each request (greedy, default anchor,
+#: SmolLM2-135M-Instruct, the two demonstration turns below):
+#:
+#:   "Renew my loan of The Hobbit."        renew_loan(title="The Hobbit")   5.2e-7  right
+#:   "Please renew my loan of Emma."       renew_loan(title="Dune")         5.3e-6  wrong
+#:   "Send a note to Sam saying thanks."   send_email(to="Sam@example.com") 9.8e-6  invented
+#:
+#: 1.5e-6 is a factor 2.9 above the first and 3.5 below the second. The tiny model is
+#: unsure of most emails (a correct one to carol@example.org scored 8.0e-6), so this
+#: threshold sends nearly every email to a reviewer: strict, as a first deployment of a
+#: 135M model should be.
+REQUESTS = [
+    "Renew my loan of The Hobbit.",
+    "Please renew my loan of Emma.",
+    "Send a note to Sam saying thanks.",
+]
+
+SYSTEM = "You are the Harbor Lane Library assistant."
+
+
+@tool(return_direct=True)
+def renew_loan(title: str) -> str:
+    """Renew a borrowed book for three more weeks."""
+    return f"{title} is renewed until 12 June."
+
+
+@tool(return_direct=True)
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    return f"Email sent to {to}: {body!r}"
+
+
+#: Demonstrations of the tool-call format: a 135M model needs them.
+DEMONSTRATIONS = [
+    HumanMessage("Renew my loan of Dune."),
+    AIMessage("", tool_calls=[{"name": "renew_loan", "args": {"title": "Dune"}, "id": "d1"}]),
+    HumanMessage("Email ann@example.com that the book club meets on Friday."),
+    AIMessage("", tool_calls=[{"name": "send_email", "id": "d2", "args": {
+        "to": "ann@example.com", "body": "The book club meets on Friday."}}]),
+]
+
+
+def build_agent(model: LocalModel, review_url: str) -> tuple[Any, Guard]:
+    """The agent, its guard (policy, audit trail, review queue)."""
+    chat = ChatSemGrad(model=model, scorer=SemGradScorer(model, profile=None),
+                       max_new_tokens=48, tool_examples=DEMONSTRATIONS)
+    guard = Guard(PolicyConfig.from_dict(POLICY), audit=AuditTrail(),
+                  review_queue=open_review_queue(review_url))
+    agent = create_agent(chat, tools=[renew_loan, send_email], system_prompt=SYSTEM,
+                         middleware=[SemGradMiddleware(guard)], checkpointer=InMemorySaver())
+    return agent, guard
+
+
+def run(agent: Any, guard: Guard, request: str, thread: str) -> dict[str, Any]:
+    """One request; an escalation is decided by the reviewer (here: an edit)."""
+    config: Any = {"configurable": {"thread_id": thread}}
+    result = agent.invoke({"messages": [{"role": "user", "content": request}]}, config)
+    row: dict[str, Any] = {"request": request, "review": ""}
+    if "__interrupt__" in result:
+        interrupts = result["__interrupt__"]
+        value = interrupts[0].value
+        queue = guard.review_queue
+        case = queue.get(value["case_id"])
+        # The reviewer fixes the recipient; the edited call is what runs.
+        args = {**value["args"], "to": "sam@harborlane.org"}
+        queue.edit(case.id, answer=json.dumps(args), reviewer="librarian")
+        row["review"] = f"case {case.id[:8]}: edited to={args['to']}"
+        result = agent.invoke(resume_from_review(interrupts, queue), config)
+    turn = next(m for m in result["messages"] if isinstance(m, AIMessage) and m.tool_calls)
+    gate = SemGradMiddleware.gate(result, turn.tool_calls[0]["id"]) or {}
+    call = turn.tool_calls[0]
+    outcome = next(m for m in reversed(result["messages"]) if isinstance(m, ToolMessage))
+    row.update(call=f"{call['name']}({', '.join(f'{k}={v!r}' for k, v in call['args'].items())})",
+               value=gate.get("value"), action=gate.get("action"),
+               result=str(outcome.content), status=outcome.status)
+    return row
+
+
+def main(model: LocalModel | None = None) -> list[dict[str, Any]]:
+    """Run the demo and print what happened to each request."""
+    start = time.perf_counter()
+    model = model or LocalModel.load()
+    with tempfile.TemporaryDirectory() as folder:
+        agent, guard = build_agent(model, f"sqlite:///{folder}/review.db")
+        rows = [run(agent, guard, request, f"demo-{i}") for i, request in enumerate(REQUESTS)]
+        audited = len(guard.audit) if guard.audit is not None else 0
+    for row in rows:
+        value = "-" if row["value"] is None else f"{row['value']:.1e}"
+        print(f"{row['request']}\n    model called  {row['call']}\n"
+              f"    semgrad       {value} (threshold {POLICY['default']['threshold']['max_score']:g}"
+              f", higher = more uncertain)\n    decision      {row['action']}"
+              + (f" -> reviewer: {row['review']}" if row["review"] else "")
+              + f"\n    tool message  [{row['status']}] {_short(row['result'])}\n")
+    print(f"{audited} decisions in the audit trail; {time.perf_counter() - start:.1f} s")
+    return rows
+
+
+def _short(text: str, width: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+if __name__ == "__main__":
+    main()
