@@ -31,6 +31,18 @@ def test_chat_semgrad_answers_arrive_scored_and_are_recorded(chat: ChatSemGrad) 
     assert [r.action for r in handler.audit.records()] == ["pass"]
 
 
+def test_unscored_answers_are_scored_from_their_exact_ids(chat: ChatSemGrad,
+                                                         default_scorer: Any) -> None:
+    unscored = ChatSemGrad(model=chat.model, score_answers=False, max_new_tokens=6)
+    handler = SemGradCallbackHandler(default_scorer, max_score=1.0)
+    reply = unscored.invoke(QUESTION, config={"callbacks": [handler]})
+    assert reply.response_metadata["semgrad"] is None
+    [record] = handler.records
+    assert record.source == "exact_ids" and record.retokenized is False
+    assert record.score is not None
+    assert list(record.score.response_ids) == reply.response_metadata["response_ids"]
+
+
 def test_strict_mode_raises_with_the_score(chat: ChatSemGrad) -> None:
     handler = SemGradCallbackHandler(max_score=1e-12, strict=True)
     assert handler.raise_error is True

@@ -111,7 +111,9 @@ class GuardedChain(Runnable[Any, Any]):
 
     The chain's score comes from its chat model's answer: a
     :class:`~langchain_semgrad_guard.ChatSemGrad` answer carries it (exact ids); other
-    models' answers are scored by the guard's scorer, re-tokenised. When the chain calls
+    models' answers are scored by the guard's scorer, re-tokenised. A carried score is
+    read under the rule's ``score`` method; its anchor is the one the chat model's scorer
+    uses (the rule's ``profile`` applies to the guard's own scorer). When the chain calls
     several models, the last answer to finish is the one judged.
 
     ``output`` shapes what the call returns: ``"answer"`` (the default) keeps the
