@@ -1,7 +1,7 @@
 """A guarded RAG chain: answers the documents support pass; the others are retried with
 wider retrieval and then abstained from.
 
-    python examples/langchain_rag.py
+    python examples/langchain_rag.py          # OMP_NUM_THREADS=1 on a busy, shared CPU
 
 Runs offline on the default model (SmolLM2-135M-Instruct) and the packaged MiniLM
 embeddings. The chain is an ordinary LCEL RAG chain (InMemoryVectorStore retriever,
