@@ -58,17 +58,26 @@ class ThresholdFit:
 
 @dataclass(frozen=True)
 class PlattFit:
-    """``p(wrong | score) = 1 / (1 + exp(-(coef * score + intercept)))``."""
+    """``p(wrong | score) = 1 / (1 + exp(-(coef * f(score) + intercept)))``, where ``f``
+    is the identity or, with ``transform="log"``, the natural logarithm."""
 
     coef: float
     intercept: float
     n: int
     n_wrong: int
     log_loss: float
+    transform: str = "identity"
 
     def error_probability(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The calibrated probability of error of each score."""
-        return _sigmoid(self.coef * np.asarray(scores, dtype=np.float64) + self.intercept)
+        x = np.asarray(scores, dtype=np.float64)
+        if self.transform == "log":
+            with np.errstate(divide="ignore"):
+                x = np.log(np.clip(x, 0.0, None))
+        with np.errstate(invalid="ignore"):
+            z = self.coef * x + self.intercept
+        # log(0) = -inf: the probability's limit, not NaN, when coef is 0.
+        return _sigmoid(np.nan_to_num(z, nan=self.intercept))
 
     def score_at(self, probability: float) -> float:
         """The score whose probability of error is ``probability`` (the inverse map)."""
@@ -77,7 +86,8 @@ class PlattFit:
         if self.coef == 0.0:
             raise CalibrationError("the calibration is flat (coef 0): no score maps to a "
                                    "probability")
-        return (math.log(probability / (1.0 - probability)) - self.intercept) / self.coef
+        x = (math.log(probability / (1.0 - probability)) - self.intercept) / self.coef
+        return math.exp(x) if self.transform == "log" else x
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,13 +194,15 @@ def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def fit_platt(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | npt.ArrayLike,
-              *, smoothing: bool = True) -> PlattFit:
+              *, smoothing: bool = True, transform: str = "identity") -> PlattFit:
     """Fit ``p(wrong | score)`` by logistic regression on the score (Platt scaling).
 
     With ``smoothing`` (Platt, 1999) the targets are ``(N_wrong + 1) / (N_wrong + 2)``
     for wrong answers and ``1 / (N_right + 2)`` for right ones instead of 1 and 0, so
     that separable data still gives a finite fit. The fit runs on standardised scores
-    (for conditioning) and is mapped back to raw scores.
+    (for conditioning) and is mapped back to raw scores. ``transform="log"`` fits on
+    the logarithm of the score instead, which suits heavy-tailed positive scores such as
+    gradient norms (a few very large values otherwise decide the slope).
 
     Two score values, wrong half the time at 0 and three times in four at 1, give
     ``intercept = logit(1/2) = 0`` and ``coef + intercept = logit(3/4) = ln 3``:
@@ -201,6 +213,13 @@ def fit_platt(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] |
     (0.0, 1.098612)
     """
     s, c = _labelled(scores, correct)
+    if transform not in ("identity", "log"):
+        raise CalibrationError(f"transform {transform!r} is not one of 'identity', 'log'")
+    if transform == "log":
+        if np.any(s <= 0):
+            raise CalibrationError("transform 'log' needs positive scores; "
+                                   f"{int((s <= 0).sum())} are zero or negative")
+        s = np.log(s)
     wrong = ~c
     n_wrong, n_right = int(wrong.sum()), int(c.sum())
     if smoothing:
@@ -232,7 +251,7 @@ def fit_platt(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] |
     p = np.clip(_sigmoid(design @ beta), 1e-15, 1 - 1e-15)
     loss = float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p)))
     return PlattFit(coef=coef, intercept=intercept, n=int(s.size), n_wrong=n_wrong,
-                    log_loss=loss)
+                    log_loss=loss, transform=transform)
 
 
 def threshold_for_error_probability(fit: PlattFit, max_error_probability: float) -> float:

@@ -57,6 +57,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--threshold-kind", default="score", choices=("score", "probability"),
                         help="write max_score, or max_error_probability at the fitted cut "
                              "(default: score)")
+    parser.add_argument("--transform", default="identity", choices=("identity", "log"),
+                        help="fit the error calibration on the score or on its logarithm "
+                             "(log suits heavy-tailed gradient scores; default: identity)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="questions generated together (default: 8)")
     parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
@@ -117,7 +120,7 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
         fit = threshold_for_error(scores, correct, args.target_error)
     else:
         fit = threshold_for_coverage(scores, args.target_coverage, correct)
-    platt = fit_platt(scores, correct)
+    platt = fit_platt(scores, correct, transform=args.transform)
     from ..evaluation.datasets import dataset_name
 
     model_name = args.model or "default"
@@ -133,7 +136,8 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
                 f"here, use --threshold-kind score")
         threshold["max_error_probability"] = _round(probability_at_cut)
     threshold["calibration"] = {
-        "method": "platt", "score": args.score, "coef": _round(platt.coef),
+        "method": "platt", "score": args.score, "transform": args.transform,
+        "coef": _round(platt.coef),
         "intercept": _round(platt.intercept), "n": platt.n,
         "data": f"{dataset_name(args.data)}:{args.split}", "model": model_name,
     }
@@ -266,7 +270,8 @@ def _report(args: argparse.Namespace, fit: Any, platt: Any, p_cut: float) -> str
         f"threshold {fit.threshold:.6g} ({fit.target} {fit.target_value:g}): passes "
         f"{fit.n_passed}/{fit.n} (coverage {fit.coverage:.3f}), error rate among passed "
         f"{fit.error_rate:.3f}",
-        f"calibration: p(wrong) = sigmoid({platt.coef:.6g} * score + {platt.intercept:.6g}); "
+        f"calibration: p(wrong) = sigmoid({platt.coef:.6g} * "
+        f"{'log(score)' if platt.transform == 'log' else 'score'} + {platt.intercept:.6g}); "
         f"p at the threshold {p_cut:.3f}",
     ]
     return "\n".join(lines)

@@ -91,10 +91,13 @@ class MatchRule(_Strict):
 
 
 class PlattCalibration(_Strict):
-    """A fitted probability of error: ``p = 1 / (1 + exp(-(coef * score + intercept)))``."""
+    """A fitted probability of error: ``p = 1 / (1 + exp(-(coef * f(score) + intercept)))``
+    with ``f`` the identity or the natural logarithm (``transform: log``)."""
 
     method: Literal["platt"] = Field("platt", description="Logistic regression on the score.")
     score: ScoreName = Field(description="The score the calibration was fitted on.")
+    transform: Literal["identity", "log"] = Field(
+        "identity", description="Applied to the score before the regression.")
     coef: float = Field(description="Slope on the raw score.")
     intercept: float = Field(description="Intercept.")
     n: int | None = Field(None, ge=1, description="Number of labelled answers it was fitted on.")
@@ -103,7 +106,12 @@ class PlattCalibration(_Strict):
 
     def error_probability(self, value: float) -> float:
         """The calibrated probability that an answer with this score is wrong."""
-        z = self.coef * value + self.intercept
+        x = value
+        if self.transform == "log":
+            if value <= 0 and self.coef != 0:  # log(0) = -inf: the probability's limit
+                return 0.0 if self.coef > 0 else 1.0
+            x = math.log(value) if value > 0 else 0.0
+        z = self.coef * x + self.intercept
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)

@@ -128,3 +128,15 @@ def test_labelling_resumes_from_saved_answers_and_reports_each_batch() -> None:
     assert rows[1] is done[0], "a saved answer is not asked again"
     assert [[r.index for r in b] for b in batches] == [[0], [2]]
     assert rows[0].scores["semgrad"] == 0.5 and rows[0].correct is False
+
+
+def test_fit_with_a_log_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault:\n  threshold: {max_score: 1.0}\n")
+    answers = saved_answers(tmp_path / "answers.jsonl")
+    assert main(["fit-thresholds", "--data", "sciq", "--policy", str(policy), "--chain",
+                 "default", "--target-error", "0.25", "--limit", "5", "--answers", str(answers),
+                 "--transform", "log"]) == 0
+    assert "sigmoid(" in capsys.readouterr().out
+    calibration = load_policy(policy).default.threshold.calibration
+    assert calibration is not None and calibration.transform == "log" and calibration.coef > 0

@@ -114,3 +114,36 @@ def test_platt_fit_is_finite_on_separable_data() -> None:
 def test_bad_input_is_a_calibration_error(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CalibrationError, match=message):
         call()
+
+
+def test_platt_fit_on_the_log_of_the_score() -> None:
+    # The grouped case above at scores 1 and e: on the log scale the points are 0 and 1,
+    # so intercept = logit(1/4) = -ln 3 and coef = 2 ln 3.
+    scores = [1.0] * 4 + [math.e] * 4
+    correct = [False, True, True, True, False, False, False, True]
+    fit = fit_platt(scores, correct, smoothing=False, transform="log")
+    assert fit.transform == "log"
+    assert fit.intercept == pytest.approx(-math.log(3), abs=1e-8)
+    assert fit.coef == pytest.approx(2 * math.log(3), abs=1e-8)
+    assert fit.error_probability([math.e])[0] == pytest.approx(0.75)
+    assert fit.score_at(0.5) == pytest.approx(math.exp(0.5), rel=1e-8)
+    assert fit.error_probability([0.0])[0] == 0.0  # log(0) = -inf, coef > 0
+    with pytest.raises(CalibrationError, match="needs positive scores; 1 are zero"):
+        fit_platt([0.0, 1.0], [True, False], transform="log")
+    with pytest.raises(CalibrationError, match="transform 'sqrt'"):
+        fit_platt([0.5, 1.0], [True, False], transform="sqrt")
+
+
+def test_the_policy_calibration_agrees_with_the_fit() -> None:
+    from semgrad_guard.policy import PlattCalibration
+
+    scores = [0.001, 0.002, 0.004, 0.02, 0.03, 0.05]
+    correct = [True, True, False, True, False, False]
+    for transform in ("identity", "log"):
+        fit = fit_platt(scores, correct, transform=transform)
+        stored = PlattCalibration.model_validate({
+            "score": "semgrad", "transform": transform, "coef": fit.coef,
+            "intercept": fit.intercept})
+        for value in scores:
+            assert stored.error_probability(value) == pytest.approx(
+                float(fit.error_probability([value])[0]), rel=1e-12)
