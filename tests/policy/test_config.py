@@ -27,7 +27,8 @@ def test_the_example_file_loads() -> None:
     rag = p.chain("rag")
     assert isinstance(rag.actions[0], RetryWithRetrievalAction)
     assert isinstance(rag.actions[1], EscalateAction)
-    assert rag.threshold.max_error_probability == 0.35
+    assert rag.threshold.max_error_probability is not None
+    assert rag.threshold.calibration is not None and rag.threshold.calibration.transform == "log"
     # keys the chain leaves out come from the default rule
     assert rag.on_score_failure == "fail_closed" and rag.score == "semgrad"
     assert p.chain("agent-tools").score == "hybridgrad"

@@ -32,6 +32,7 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(EXAMPLE.read_text())
+    before = load_policy(policy)
     answers = saved_answers(tmp_path / "answers.jsonl")
     code = main(["fit-thresholds", "--data", "sciq", "--policy", str(policy), "--chain", "rag",
                  "--target-error", "0.25", "--limit", "5", "--answers", str(answers)])
@@ -43,17 +44,19 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
     assert "# semgrad-guard policy file." in text  # comments kept
     assert "A specialist will review this answer" in text
     assert "# A calibrated probability of error instead of a raw score" in text
-    assert text.count("score: semgrad") == 2, "no score key is added where it is inherited"
+    assert "score: hybridgrad" in text
+    assert text.count("score: semgrad") == EXAMPLE.read_text().count("score: semgrad"), \
+        "no score key is added where it is inherited"
     fitted = load_policy(policy)
     rag = fitted.chain("rag")
     assert rag.threshold.max_score == 0.4 and rag.threshold.max_error_probability is None
     calibration = rag.threshold.calibration
     assert calibration is not None and calibration.coef > 0 and calibration.n == 5
-    assert calibration.data == "sciq:calibration"
+    assert calibration.data == "sciq:calibration" and calibration.transform == "identity"
     assert rag.threshold.fit is not None and rag.threshold.fit["coverage"] == 0.8
     # the other rules are untouched
-    assert fitted.default.threshold.max_score == 0.02
-    assert fitted.chain("agent-tools").threshold.max_score == 0.05
+    assert fitted.default == before.default
+    assert fitted.chain("agent-tools") == before.chain("agent-tools")
 
 
 def test_fit_for_coverage_as_a_probability_into_a_new_chain(tmp_path: Path) -> None:
