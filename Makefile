@@ -23,5 +23,4 @@ bench-speed: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed.py
 
 benchmark: setup
-	HF_HUB_OFFLINE=1 .venv/bin/semgrad-guard benchmark --dataset sciq --split evaluation --output benchmarks/results/sciq
-	HF_HUB_OFFLINE=1 .venv/bin/semgrad-guard benchmark --dataset truthfulqa --split evaluation --output benchmarks/results/truthfulqa
+	benchmarks/run_all.sh
