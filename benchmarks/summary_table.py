@@ -25,8 +25,9 @@ def main(root: str) -> None:
         f" | {d}: s / answer (x gen.)" for d, s in summaries.items()) + " |"
     lines = [head, "|---|" + "---|---|" * len(summaries)]
     rows = {d: {r["method"]: r for r in s["rows"]} for d, s in summaries.items()}
-    order = sorted(METHOD_LABELS, key=lambda m: -max(
-        (rows[d][m]["auroc"] for d in rows if m in rows[d]), default=-1))
+    # Best mean AUROC over the datasets first.
+    order = sorted(METHOD_LABELS, key=lambda m: -sum(
+        rows[d][m]["auroc"] if m in rows[d] else 0.0 for d in rows))
     for m in order:
         cells = []
         for d in summaries:

@@ -26,6 +26,7 @@ METHOD_LABELS: dict[str, str] = {
     "hybridgrad": "HybridGrad (calibrated anchor)",
     "semgrad_default": "SemGrad (default anchor)",
     "hybridgrad_default": "HybridGrad (default anchor)",
+    "semgrad_sum": "SemGrad x answer tokens (summed objective, post hoc)",
     "combined_semgrad_likelihood": "SemGrad + likelihood (logistic, ours)",
     "combined_likelihood": "likelihood only (logistic, control)",
     "nll": "NLL",
@@ -39,6 +40,7 @@ METHOD_LABELS: dict[str, str] = {
     "lexical_similarity_k10": "lexical similarity K=10 (1 - ROUGE-L)",
     "eigenscore_k5": "EigenScore-style K=5 (MiniLM embeddings)",
     "eigenscore_k10": "EigenScore-style K=10 (MiniLM embeddings)",
+    "answer_length": "answer length in tokens (trivial reference)",
 }
 
 TABLE_FIELDS = ("index", "question", "gold", "answer", "correct", "answer_tokens", "stop_reason")
@@ -61,6 +63,21 @@ def add_combined_scores(records: list[dict[str, Any]], calibration: Sequence[dic
             record["times"][name] = record["times"][cost]
         fits[name] = fit.to_dict()
     return fits
+
+
+def add_derived_scores(records: list[dict[str, Any]]) -> None:
+    """Scores computed from stored ones, at no extra cost.
+
+    ``semgrad_sum`` is SemGrad of the summed (not averaged) objective: ``J_sum = T * J``,
+    so its gradient is exactly ``T`` times SemGrad's. ``answer_length`` is the number of
+    answer tokens, a reference any score should beat.
+    """
+    for r in records:
+        r["scores"]["answer_length"] = float(r["answer_tokens"])
+        r["times"]["answer_length"] = 0.0
+        if "semgrad" in r["scores"]:
+            r["scores"]["semgrad_sum"] = r["scores"]["semgrad"] * r["answer_tokens"]
+            r["times"]["semgrad_sum"] = r["times"]["semgrad"]
 
 
 def method_names(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -96,6 +113,7 @@ def summarize(run_dir: str | os.PathLike[str], calibration_dir: str | os.PathLik
         calibration = read_records(calibration_dir)
         if calibration:
             fits = add_combined_scores(records, calibration)
+    add_derived_scores(records)
     methods = method_names(records)
     correct = [bool(r["correct"]) for r in records]
     generation = float(np.mean([r["times"]["generation"] for r in records]))
