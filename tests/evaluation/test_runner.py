@@ -84,7 +84,10 @@ def test_summary_files(tmp_path):
     for name in ("summary.csv", "summary.md", "summary.json", "answers.csv", "roc.png",
                  "risk_coverage.png"):
         assert (tmp_path / "run" / name).is_file()
-    assert all(r["cost_vs_generation"] > 0 for r in rows)
+    costs = {r["method"]: r["cost_vs_generation"] for r in rows}
+    assert costs["semgrad_default"] > costs["nll"] > 0
+    assert costs["answer_length"] == 0.0  # a free reference
+    assert "semgrad_sum" not in costs  # no calibrated anchor, so no calibrated SemGrad
 
 
 def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
