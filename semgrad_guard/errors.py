@@ -112,6 +112,11 @@ class GuardOutcome(SemGradGuardError):
         super().__init__(message)
         self.decision = decision
 
+    @property
+    def score(self) -> Any:
+        """The :class:`~semgrad_guard.UncertaintyScore` behind the decision, if any."""
+        return getattr(self.decision, "score", None)
+
 
 class UncertainAnswerError(GuardOutcome):
     """Strict mode: an answer's uncertainty was above its threshold."""

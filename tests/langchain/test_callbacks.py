@@ -50,6 +50,7 @@ def test_strict_mode_raises_with_the_score(chat: ChatSemGrad) -> None:
         chat.invoke(QUESTION, config={"callbacks": [handler]})
     decision = caught.value.decision
     assert decision.action == "abstain" and decision.score is not None
+    assert caught.value.score is decision.score
     assert decision.value == handler.records[0].value
     assert "threshold 1e-12" in str(caught.value)
 
