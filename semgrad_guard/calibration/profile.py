@@ -128,8 +128,9 @@ class ProfileStore:
         return self.root / f"{model_fp}-{template_fp}.json"
 
     def find(self, model_fp: str, template_fp: str) -> ModelProfile | None:
-        for folder in (self.root, BUILTIN_PROFILES) if self.builtin else (self.root,):
-            path = folder / f"{model_fp}-{template_fp}.json"
+        folders = (self.root, BUILTIN_PROFILES) if self.builtin else (self.root,)
+        for folder in folders:
+            path = folder / self.path_for(model_fp, template_fp).name
             if path.is_file():
                 return ModelProfile.load(path)
         return None

@@ -196,7 +196,7 @@ class Guard:
         """
         rule = self.rule_for(run_name, tags, metadata)
         process = _decide(question, rule, None, k, run_name, tuple(tags), dict(metadata or {}))
-        return self._drive(process, attempt_fn, rule, run_name, tags, metadata)
+        return self._drive(process, attempt_fn, run_name, tags, metadata)
 
     def check(self, question: str, answer: str, generation: Generation | None = None,
               score: UncertaintyScore | None = None, context: Sequence[str] = (),
@@ -209,11 +209,10 @@ class Guard:
                               context=list(context), raw=raw, prompt=prompt)
         process = _decide(question, rule, first, None, run_name, tuple(tags),
                           dict(metadata or {}))
-        return self._drive(process, None, rule, run_name, tags, metadata)
+        return self._drive(process, None, run_name, tags, metadata)
 
-    def _drive(self, process: _Process, attempt_fn: AttemptFn | None, rule: ChainPolicy,
-               run_name: str | None, tags: Sequence[str], metadata: Mapping[str, Any] | None
-               ) -> GuardDecision:
+    def _drive(self, process: _Process, attempt_fn: AttemptFn | None, run_name: str | None,
+               tags: Sequence[str], metadata: Mapping[str, Any] | None) -> GuardDecision:
         reply: Any = None
         while True:
             try:
