@@ -1,42 +1,59 @@
-"""Where SemGrad's scoring time goes: torch.profiler over a few score_batch calls.
+"""Where SemGrad's scoring time goes: torch.profiler over batched scoring of SciQ answers.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/profile_scoring.py \
-        benchmarks/results/smollm2-135m-instruct/sciq-calibration > benchmarks/profile_scoring.txt
+Generates greedy answers 16 at a time (as the benchmark does), then times SemGrad with and
+without PG, reusing generation's keys and values for the prompts and from the ids alone,
+and profiles the benchmark's calibrated pass (PG on, reusing the caches).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/profile_scoring.py > benchmarks/profile_scoring.txt
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from semgrad_guard import LocalModel, SemGradScorer
-from semgrad_guard.evaluation.runner import read_records
+from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
+from semgrad_guard.evaluation.datasets import load_qa
 
 
-def main(run_dir: str, answers: int = 16, threads: int = 1) -> None:
-    torch.set_num_threads(threads)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--answers", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     lm = LocalModel.load()
-    pairs = [(r["prompt_ids"], r["response_ids"]) for r in read_records(run_dir)[:answers]]
-    scorers = {"semgrad+hybridgrad (calibrated anchor, PG on)": SemGradScorer(lm, profile="auto"),
-               "semgrad only (PG off)": SemGradScorer(lm, profile="auto", hybrid=False)}
+    items = load_qa("sciq", split="evaluation", limit=args.answers)
+    start = time.perf_counter()
+    generations = lm.generate_batch([qa_prompt(i.question) for i in items], max_new_tokens=64)
+    generate = (time.perf_counter() - start) / len(items)
+    pairs = [(g.prompt_ids, g.response_ids) for g in generations]
+    print(f"## generate_batch: {generate:.3f} s per answer ({len(items)} answers, "
+          f"{args.threads} thread(s))")
+    scorers = {"PG on (HybridGrad and SemGrad)": SemGradScorer(lm, profile="auto"),
+               "PG off (SemGrad only)": SemGradScorer(lm, profile="auto", hybrid=False)}
     for name, scorer in scorers.items():
         scorer.score_batch(pairs[:2])  # warm-up
-        start = time.perf_counter()
-        results = scorer.score_batch(pairs)
-        wall = (time.perf_counter() - start) / len(pairs)
-        t = results[0].timings
-        print(f"## {name}: {wall:.3f} s per answer (batch {int(t['batch_size'])}); "
-              f"forward {t['forward']:.3f}, backward {t['backward']:.3f}, "
-              f"aggregate {t['aggregate']:.3f} s per answer")
-    scorer = scorers["semgrad+hybridgrad (calibrated anchor, PG on)"]
+        for mode, run in (("reusing generation's caches", lambda s=scorer: s.score_generations(
+                generations)), ("from ids", lambda s=scorer: s.score_batch(pairs))):
+            start = time.perf_counter()
+            results = run()
+            wall = (time.perf_counter() - start) / len(pairs)
+            part = {k: sum(r.timings[k] for r in results) / len(results)
+                    for k in ("forward", "backward", "aggregate")}
+            print(f"## {name}, {mode}: {wall:.3f} s per answer ({wall / generate:.2f}x "
+                  f"generation); forward {part['forward']:.3f}, backward "
+                  f"{part['backward']:.3f}, aggregate {part['aggregate']:.3f}")
+    scorer = scorers["PG on (HybridGrad and SemGrad)"]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function("score_batch"):
-            scorer.score_batch(pairs)
-    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
+        with record_function("score_generations"):
+            scorer.score_generations(generations)
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25,
+                                    max_name_column_width=60))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

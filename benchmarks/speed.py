@@ -6,7 +6,7 @@ does, and from the ids alone), their ratios to generation, the throughput of bat
 scoring at batch 1, 8 and 32, and peak memory. All figures come from one run, so the
 ratios are comparable even on a noisy machine.
 
-    python benchmarks/speed.py [--questions 32] [--json out.json]
+    python benchmarks/speed.py [--questions 32] [--device cpu|cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
 from semgrad_guard.evaluation.datasets import load_qa
+from semgrad_guard.model.clock import describe
 
 
 def peak_rss_mib() -> float:
@@ -32,10 +33,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    lm = LocalModel.load()
+    lm = LocalModel.load(device=args.device)
     rss_loaded = peak_rss_mib()
     semgrad = SemGradScorer(lm, hybrid=False)
     hybrid = SemGradScorer(lm, method="hybridgrad")
@@ -75,8 +77,24 @@ def main() -> None:
         throughput[batch] = len(work) / (time.perf_counter() - t0)
     rss_batched = peak_rss_mib()
 
+    # Batched, as the benchmark runs: generate 16 answers at a time, then score them all,
+    # reusing generation's keys and values or from the ids alone.
+    prompts = [qa_prompt(item.question) for item in items]
+    batched = {"generate": 0.0, "semgrad_cached": 0.0, "semgrad": 0.0}
+    for lo in tqdm(range(0, len(prompts), 16), desc="batched"):
+        t0 = time.perf_counter()
+        generations = lm.generate_batch(prompts[lo:lo + 16], max_new_tokens=args.max_new_tokens)
+        t1 = time.perf_counter()
+        semgrad.score_generations(generations)
+        t2 = time.perf_counter()
+        semgrad.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+        t3 = time.perf_counter()
+        batched["generate"] += t1 - t0
+        batched["semgrad_cached"] += t2 - t1
+        batched["semgrad"] += t3 - t2
+
     print(f"\ndefault model, {len(rows)} SciQ questions, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{describe(lm.device)}")
     print(f"median answer length: {statistics.median(r['tokens'] for r in rows)} tokens\n")
     print(f"{'step':<34}{'median s':>10}{'x generation':>14}")
     print(f"{'generate (greedy)':<34}{med['generate']:>10.3f}{1:>14.2f}")
@@ -86,17 +104,30 @@ def main() -> None:
     print(f"{'HybridGrad (+ baselines), from ids':<34}{med['hybridgrad']:>10.3f}"
           f"{ratio['hybridgrad']:>14.2f}")
     print("\n(x generation: median over answers of the per-answer ratio)\n")
+    per = {k: v / len(prompts) for k, v in batched.items()}
+    print(f"{'batched, 16 at a time':<34}{'s / answer':>10}{'x generation':>14}")
+    print(f"{'generate_batch (greedy)':<34}{per['generate']:>10.3f}{1:>14.2f}")
+    print(f"{'SemGrad, reusing the prompt caches':<34}{per['semgrad_cached']:>10.3f}"
+          f"{per['semgrad_cached'] / per['generate']:>14.2f}")
+    print(f"{'SemGrad, from ids':<34}{per['semgrad']:>10.3f}"
+          f"{per['semgrad'] / per['generate']:>14.2f}\n")
     print(f"{'batch':>6}{'answers/s':>12}")
     for batch, rate in throughput.items():
         print(f"{batch:>6}{rate:>12.2f}")
     print(f"\npeak RSS: {rss_loaded:.0f} MiB after load, {rss_single:.0f} MiB after "
           f"single scoring, {rss_batched:.0f} MiB after batch 32")
+    gpu_mib = None
+    if lm.device.type == "cuda":
+        gpu_mib = torch.cuda.max_memory_allocated(lm.device) / 2**20
+        print(f"peak GPU memory allocated: {gpu_mib:.0f} MiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"median_seconds": med, "ratio_to_generation": ratio,
+                       "batched_seconds_per_answer": per,
                        "answers_per_second": throughput,
                        "peak_rss_mib": {"loaded": rss_loaded, "single": rss_single,
                                         "batched": rss_batched},
+                       "peak_gpu_mib": gpu_mib, "hardware": describe(lm.device),
                        "questions": len(rows)}, f, indent=2)
 
 

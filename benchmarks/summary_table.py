@@ -1,6 +1,9 @@
 """Print the README's headline table from the committed summaries.
 
-    .venv/bin/python benchmarks/summary_table.py benchmarks/results/smollm2-135m-instruct
+    .venv/bin/python benchmarks/summary_table.py RESULTS [COST_RESULTS ...]
+
+AUROC comes from the run folders under RESULTS; each further folder adds a cost column
+(mean time per answer as a multiple of greedy generation) measured on its own hardware.
 """
 
 from __future__ import annotations
@@ -8,43 +11,62 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from semgrad_guard.evaluation.report import METHOD_LABELS
 
 DATASETS = ("sciq", "truthfulqa")
 
 
-def main(root: str) -> None:
+def load(root: str) -> dict[str, Any]:
     summaries = {}
     for name in DATASETS:
         path = Path(root) / f"{name}-evaluation" / "summary.json"
         if path.is_file():
             summaries[name] = json.loads(path.read_text())
-    head = "| method | " + " | ".join(
+    return summaries
+
+
+def by_method(summaries: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {d: {r["method"]: r for r in s["rows"]} for d, s in summaries.items()}
+
+
+def main(root: str, *cost_roots: str) -> None:
+    summaries = load(root)
+    rows = by_method(summaries)
+    costs = [(load(r), by_method(load(r))) for r in (root, *cost_roots)]
+    head = ["method"] + [
         f"{d}: AUROC [95% CI] (n={s['meta']['answers']}, {s['meta']['wrong_share']:.0%} wrong)"
-        f" | {d}: s / answer (x gen.)" for d, s in summaries.items()) + " |"
-    lines = [head, "|---|" + "---|---|" * len(summaries)]
-    rows = {d: {r["method"]: r for r in s["rows"]} for d, s in summaries.items()}
+        for d, s in summaries.items()]
+    for cost_summaries, _ in costs:
+        hardware = next(iter(cost_summaries.values()))["meta"].get("hardware", "CPU")
+        n = " / ".join(str(s["meta"]["answers"]) for s in cost_summaries.values())
+        head.append(f"x generation, {' / '.join(cost_summaries)} ({hardware}, n={n})")
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     # Best mean AUROC over the datasets first.
-    order = sorted(METHOD_LABELS, key=lambda m: -sum(
-        rows[d][m]["auroc"] if m in rows[d] else 0.0 for d in rows))
+    order = sorted((m for m in METHOD_LABELS if any(m in rows[d] for d in rows)),
+                   key=lambda m: -sum(rows[d][m]["auroc"] if m in rows[d] else 0.0
+                                      for d in rows))
     for m in order:
-        cells = []
+        cells = [METHOD_LABELS[m]]
         for d in summaries:
             r = rows[d].get(m)
-            if r is None:
-                cells += ["not run", "not run"]
-            else:
-                cells += [f"{r['auroc']:.3f} [{r['auroc_low']:.2f}, {r['auroc_high']:.2f}]",
-                          f"{r['seconds_per_answer']:.2f} ({r['cost_vs_generation']:.2f}x)"]
-        lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
-    gen = " / ".join(f"{d} {s['meta']['generation_seconds_per_answer']:.2f} s "
-                     f"({s['meta']['mean_answer_tokens']:.0f} tokens)"
-                     for d, s in summaries.items())
+            cells.append("not run" if r is None else
+                         f"{r['auroc']:.3f} [{r['auroc_low']:.2f}, {r['auroc_high']:.2f}]")
+        for cost_summaries, cost_rows in costs:
+            cells.append(" / ".join(
+                f"{cost_rows[d][m]['cost_vs_generation']:.2f}" if m in cost_rows[d] else "not run"
+                for d in cost_summaries))
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Greedy generation per answer: {gen}.")
+    for cost_summaries, _ in costs:
+        gen = " / ".join(f"{d} {s['meta']['generation_seconds_per_answer']:.3g} s "
+                         f"({s['meta']['mean_answer_tokens']:.0f} tokens)"
+                         for d, s in cost_summaries.items())
+        hardware = next(iter(cost_summaries.values()))["meta"].get("hardware", "CPU")
+        lines.append(f"Greedy generation per answer on {hardware}: {gen}.")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

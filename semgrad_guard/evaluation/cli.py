@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from .datasets import dataset_name, load_qa
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto",
+                   help="where the model runs: auto (cuda when available, else cpu), cpu, "
+                        "cuda, cuda:N (default: auto); every time in the run is measured there")
     p.add_argument("--output", required=True, help="results folder (resumed if it exists)")
     p.add_argument("--calibration-run",
                    help="results folder of a calibration-split run: fits the combined scores")
@@ -57,12 +61,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "writes analysis.json and analysis.md into the run folder.")
     a.add_argument("--output", required=True, help="results folder of a benchmark run")
     a.add_argument("--offsets", default="-1,-2,-3,-4,-5,-6",
-                   help="anchor offsets to sweep (default -1..-6)")
+                   help="anchor offsets to sweep (default -1..-6; \"\" skips the sweep)")
     a.add_argument("--rejudge", default="containment,embedding",
                    help="judges to recompute the labels with (default: both)")
     a.add_argument("--limit", type=int, help="first N answers of the run")
     a.add_argument("--threads", type=int)
+    a.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     a.set_defaults(func=run_analysis)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _judge(args: argparse.Namespace, name: str) -> CorrectnessJudge:
@@ -91,7 +104,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         if not items:
             raise ConfigError(f"no questions in {args.data} ({args.split} split)")
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        lm = LocalModel.load(args.model, prompt_format=args.prompt_format)
+        lm = LocalModel.load(args.model, prompt_format=args.prompt_format,
+                             device=_device(args.device))
         judge = _judge(args, name)
         config = RunConfig(
             dataset=name, split=args.split, model=lm.name, methods=methods, judge=judge.name,
@@ -110,8 +124,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
 def run_analysis(args: argparse.Namespace) -> int:
     import json
 
-    from .analysis import anchor_sweep, rejudge
-    from .report import method_names
+    from .analysis import anchor_sweep, length_effect, rejudge
+    from .report import add_derived_scores, method_names
     from .runner import read_records
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,12 +134,14 @@ def run_analysis(args: argparse.Namespace) -> int:
     if not records:
         raise ConfigError(f"no answers in {out}")
     config = json.loads((out / "run.json").read_text())
+    add_derived_scores(records)
     methods = method_names(records)
     result: dict[str, object] = {"answers": len(records)}
     judges: dict[str, CorrectnessJudge] = {"containment": ContainmentJudge(),
                                            "embedding": EmbeddingJudge()}
     result["rejudge"] = [rejudge(records, judges[name.strip()], methods)
                          for name in args.rejudge.split(",") if name.strip()]
+    result["length"] = length_effect(records, methods)
     offsets = [int(k) for k in args.offsets.split(",") if k.strip()]
     if offsets:
         import torch
@@ -136,7 +152,8 @@ def run_analysis(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         lm = LocalModel.load(None if config["model"] == "SmolLM2-135M-Instruct"
                              else config["model"],
-                             prompt_format=config.get("extra", {}).get("prompt_format", "auto"))
+                             prompt_format=config.get("extra", {}).get("prompt_format", "auto"),
+                             device=_device(args.device))
         result["anchor_sweep"] = anchor_sweep(lm, records, offsets)
     (out / "analysis.json").write_text(json.dumps(result, indent=2))
     lines = [f"# Analysis of {config['dataset']} / {config['split']} ({len(records)} answers)", ""]
@@ -148,6 +165,24 @@ def run_analysis(args: argparse.Namespace) -> int:
         lines.append(f"- judge {j['judge']}: {j['wrong_share']:.0%} wrong, agrees with the "
                      f"run's judge on {j['agreement_with_run_judge']:.0%}; AUROC " +
                      ", ".join(f"{m} {v:.3f}" for m, v in best))
+    lines += ["", *_length_table(result["length"])]  # type: ignore[arg-type]
     (out / "analysis.md").write_text("\n".join(lines) + "\n")
     print((out / "analysis.md").read_text())
     return 0
+
+
+def _length_table(length: dict[str, Any]) -> list[str]:
+    from .report import METHOD_LABELS
+
+    bands = length["bands"]
+    head = [f"{b['tokens'][0]}-{b['tokens'][1]} tokens ({b['answers']}, "
+            f"{b['wrong_share']:.0%} wrong)" for b in bands]
+    lines = [f"Answer length alone: AUROC {length['length_auroc']:.3f}. AUROC within "
+             "answer-length bands:", "",
+             "| method | Spearman with length | AUROC | " + " | ".join(head) + " |",
+             "|---|---|---|" + "---|" * len(bands)]
+    for row in sorted(length["methods"], key=lambda r: -r["auroc"]):
+        cells = " | ".join(f"{v:.3f}" for v in row["auroc_by_band"])
+        lines.append(f"| {METHOD_LABELS.get(row['method'], row['method'])} | "
+                     f"{row['spearman_with_length']:+.2f} | {row['auroc']:.3f} | {cells} |")
+    return lines

@@ -135,6 +135,7 @@ def summarize(run_dir: str | os.PathLike[str], calibration_dir: str | os.PathLik
         writer.writerows(rows)
     meta = {"dataset": config["dataset"], "split": config["split"], "model": config["model"],
             "judge": config["judge"], "judge_threshold": config.get("judge_threshold"),
+            "hardware": config.get("hardware", "CPU"),
             "answers": len(records), "wrong_share": 1.0 - float(np.mean(correct)),
             "generation_seconds_per_answer": generation,
             "mean_answer_tokens": float(np.mean([r["answer_tokens"] for r in records])),
@@ -154,7 +155,7 @@ def summarize(run_dir: str | os.PathLike[str], calibration_dir: str | os.PathLik
 def markdown_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# {meta['dataset']} / {meta['split']}: {meta['answers']} answers, "
              f"{meta['wrong_share']:.0%} wrong ({meta['judge']} judge)", "",
-             f"Model: {meta['model']}. Greedy generation: "
+             f"Model: {meta['model']}, timed on {meta.get('hardware', 'CPU')}. Greedy generation: "
              f"{meta['generation_seconds_per_answer']:.2f} s per answer "
              f"({meta['mean_answer_tokens']:.1f} tokens on average).", "",
              "| method | AUROC [95% CI] | AUPR [95% CI] | PRR [95% CI] | s / answer | x generation |",

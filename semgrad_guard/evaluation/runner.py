@@ -21,6 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..model.clock import describe
+from ..model.generation import Generation
 from ..model.local_model import LocalModel
 from ..model.prompts import qa_prompt
 from ..scoring.semgrad import SemGradScorer
@@ -88,7 +90,7 @@ class BenchmarkRun:
     """Generate, judge and score a list of questions into ``out_dir``.
 
     ``encoder`` (sentence embeddings, for the sampling baselines) defaults to the offline
-    MiniLM model. ``max_batches`` stops early (used to test resuming).
+    MiniLM model on the language model's device. ``max_batches`` stops early (used to test resuming).
     """
 
     def __init__(self, lm: LocalModel, items: Sequence[QAItem], judge: CorrectnessJudge,
@@ -117,7 +119,7 @@ class BenchmarkRun:
         if self._encoder is None:
             from ..embeddings import load_sentence_encoder
 
-            self._encoder = load_sentence_encoder()
+            self._encoder = load_sentence_encoder(str(self.lm.device))
         return self._encoder
 
     def _write_config(self) -> None:
@@ -128,15 +130,23 @@ class BenchmarkRun:
         anchors = {name: {"offset": s.anchor.offset, "layers": list(s.anchor.layers),
                           "source": s.anchor.source, "profile_id": s.anchor.profile_id}
                    for name, s in self.scorers.items()}
+        device = self.lm.device.type
         if path.is_file():
             saved = json.loads(path.read_text())
-            saved_config = {k: v for k, v in saved.items() if k not in ("anchors", "started")}
+            saved_config = {k: v for k, v in saved.items()
+                            if k not in ("anchors", "started", "device", "hardware")}
             if saved_config != json.loads(json.dumps(current)):
                 diff = sorted(k for k in current if saved_config.get(k) != current[k])
                 raise ConfigError(f"{path}: this folder holds a run with other settings "
                                   f"({', '.join(diff)}); use another output folder")
+            if saved.get("device", "cpu") != device:
+                # Every method's time in one run comes from one kind of device.
+                raise ConfigError(f"{path}: this folder holds a run timed on "
+                                  f"{saved.get('device', 'cpu')}, not {device}; use another "
+                                  "output folder")
             return
         current["anchors"] = anchors
+        current["device"], current["hardware"] = device, describe(self.lm.device)
         current["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         path.write_text(json.dumps(current, indent=2))
 
@@ -183,8 +193,7 @@ class BenchmarkRun:
                 record["judge_similarity"] = float(similarity(g.text, item.answers))
             record["correct"] = bool(self.judge.is_correct(g.text, item.answers))
             records.append(record)
-        pairs = [(g.prompt_ids, g.response_ids) for g in greedy]
-        self._score_gradients(pairs, records)
+        self._score_gradients(greedy, records)
         if self.p_true is not None:
             values, seconds = self.p_true.score_batch(
                 [(item.question, g.text) for item, g in zip(batch, greedy, strict=True)])
@@ -195,11 +204,12 @@ class BenchmarkRun:
             self._score_samples(prompts, records)
         return records
 
-    def _score_gradients(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    def _score_gradients(self, greedy: Sequence[Generation],
                          records: list[dict[str, Any]]) -> None:
         methods = self.config.methods
         for name, scorer in self.scorers.items():
-            results = scorer.score_batch(pairs)
+            # Each pass reuses generation's keys and values for the prompt before its anchor.
+            results = scorer.score_generations(greedy)
             for record, r in zip(records, results, strict=True):
                 s, t = r.scores, r.timings
                 if name == "default" and "likelihood" in methods:

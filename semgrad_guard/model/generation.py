@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 
 class PrefixCache:
-    """The keys and values generation computed for the prompt, handed out once.
+    """The keys and values generation computed for one row's prompt.
 
-    Scoring reuses them instead of recomputing the prompt; a second score of the same
-    generation recomputes (the cache is extended in place by the first one).
+    Generation left-pads a batch's prompts to one width, so every row's prompt ends at
+    column ``width`` of the batch's cache. Scoring takes the columns before its anchor
+    from here instead of recomputing them. The cache is only read (a scorer builds its
+    own from slices), so one generation can be scored any number of times.
     """
 
-    def __init__(self, cache: Any, length: int) -> None:
-        self._cache: Any = cache
-        self.length = length
-        self._lock = threading.Lock()
+    def __init__(self, cache: Any, row: int, width: int) -> None:
+        self._cache = cache
+        self.row = row
+        self.width = width
 
-    def take(self) -> Any:
-        with self._lock:
-            cache, self._cache = self._cache, None
-            return cache
+    def prompt_columns(self, width: int, stop: int) -> list[tuple[Any, Any]] | None:
+        """Per layer, this row's (keys, values) over the last ``width`` prompt columns up
+        to ``stop`` columns before the prompt's end (``stop`` <= 0), as a batch of one.
+
+        Columns left of this row's batch (the scorer's chunk may hold longer prompts)
+        are zeros: they are padding, masked out of attention. None when the cache
+        cannot be cut exactly (sliding-window or quantized layers).
+        """
+        cache = self._cache
+        if type(cache).__name__ != "DynamicCache" or any(
+                type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+            return None
+        start, end = self.width - width, self.width + stop
+        if end <= max(start, 0):
+            return None
+        out = []
+        for layer in cache.layers:
+            pair = []
+            for t in (layer.keys, layer.values):
+                part = t[self.row:self.row + 1, :, max(start, 0):end]
+                if start < 0:
+                    pad = part.new_zeros((*part.shape[:2], -start, part.shape[3]))
+                    part = torch.cat([pad, part], dim=2)
+                pair.append(part)
+            out.append((pair[0], pair[1]))
+        return out
 
 
 @dataclass(frozen=True)

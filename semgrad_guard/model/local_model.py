@@ -13,6 +13,7 @@ import torch
 
 from ..errors import ModelLoadError
 from .architecture import ModelLayout, model_layout
+from .clock import synchronize
 from .default_model import DEFAULT_MODEL_NAME, default_model_path
 from .generation import Generation, PrefixCache
 from .prompts import Prompt, PromptFormat
@@ -64,6 +65,9 @@ class LocalModel:
             path, name = name_or_path, str(name_or_path)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} was asked for, but torch sees no CUDA "
+                                 f"device (torch {torch.__version__})")
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto",  # type: ignore[arg-type]
@@ -143,14 +147,15 @@ class LocalModel:
             kwargs.setdefault("top_p", None)
             kwargs.setdefault("top_k", None)
         n_return = int(kwargs.get("num_return_sequences", 1))
-        # A single greedy answer keeps its key/value cache: scoring it then skips the prompt.
-        keep_cache = len(encoded) == 1 and n_return == 1 and kwargs.get("streamer") is None
+        # Answers keep their prompts' keys and values: scoring them then skips the prompt.
+        keep_cache = n_return == 1 and kwargs.get("streamer") is None
         if keep_cache:
             kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids.to(self.device),
                                       attention_mask=mask.to(self.device), **kwargs)
+        synchronize(self.device)
         cache = None
         if not isinstance(out, torch.Tensor):
             cache = getattr(out, "past_key_values", None) if keep_cache else None
@@ -173,7 +178,7 @@ class LocalModel:
                 stopped = any(decoded.endswith(s) for s in stops)
                 reason = "stop_string" if stopped else "length"
             text = self.tokenizer.decode(response, skip_special_tokens=True).strip()
-            prefix = PrefixCache(cache, width + len(tokens) - 1) if cache is not None else None
+            prefix = PrefixCache(cache, row, width) if cache is not None else None
             results.append(Generation(tuple(encoded[src]), tuple(response), text, reason,  # type: ignore[arg-type]
                                       texts[src], seconds, prefix))
         return results

@@ -19,7 +19,8 @@ from ..errors import (
     ScoringError,
     TokenizerMismatchError,
 )
-from ..model.generation import Generation
+from ..model.clock import synchronize
+from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
 from ..model.state import frozen_for_scoring
@@ -29,6 +30,8 @@ from .result import SCORE_NAMES, UncertaintyScore
 _VOCAB_CHUNK = 8192
 # Logit elements (batch x kept positions x vocabulary) one scoring pass may hold.
 _LOGIT_BUDGET = 48_000_000
+# Positions a chunk's graph may span, as a multiple of its rows' own.
+_PADDING_SLACK = 1.25
 
 
 @dataclass(frozen=True)
@@ -112,25 +115,8 @@ class SemGradScorer:
         return self.score_batch([(prompt_ids, response_ids)], retokenized=retokenized)[0]
 
     def score_generation(self, generation: Generation) -> UncertaintyScore:
-        """Score a generation by its exact ids, reusing its prompt cache when it has one."""
-        prompt, response = list(generation.prompt_ids), list(generation.response_ids)
-        self._validate(prompt, response)
-        cache = self._reusable(generation, len(prompt) + self.anchor.offset)
-        return self._score_chunk([(prompt, response)], False, prefix_cache=cache)[0]
-
-    @staticmethod
-    def _reusable(generation: Generation, split: int) -> Any:
-        """The generation's cache cut back to the positions before the anchor, if usable."""
-        holder = generation.prefix_cache
-        cache = holder.take() if holder is not None else None
-        if cache is None or type(cache).__name__ != "DynamicCache":
-            return None
-        if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
-            return None  # sliding-window or quantized layers cannot be cut back exactly
-        if cache.get_seq_length() != holder.length or split <= 0:  # type: ignore[union-attr]
-            return None
-        cache.crop(split - holder.length)  # type: ignore[union-attr]
-        return cache
+        """Score a generation by its exact ids, reusing its prompt's keys and values."""
+        return self.score_generations([generation])[0]
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text: re-tokenised, and flagged as such."""
@@ -146,22 +132,42 @@ class SemGradScorer:
                     retokenized: bool = False) -> list[UncertaintyScore]:
         """Score many answers; rows are batched by length and score as they would alone."""
         rows = [(list(map(int, p)), list(map(int, r))) for p, r in pairs]
+        return self._score_rows(rows, [None] * len(rows), retokenized)
+
+    def score_generations(self, generations: Sequence[Generation]) -> list[UncertaintyScore]:
+        """Score generations by their exact ids, reusing the keys and values generation
+        computed for their prompts where it kept them (then the prompt is not run again)."""
+        rows = [(list(g.prompt_ids), list(g.response_ids)) for g in generations]
+        return self._score_rows(rows, [g.prefix_cache for g in generations], False)
+
+    def _score_rows(self, rows: list[tuple[list[int], list[int]]],
+                    caches: list[PrefixCache | None], retokenized: bool
+                    ) -> list[UncertaintyScore]:
         for p, r in rows:
             self._validate(p, r)
         results: list[UncertaintyScore | None] = [None] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+        # The pass with a graph spans every row of a chunk from the anchor to the end of
+        # the chunk's longest answer: rows go in order of answer length, and a chunk
+        # closes before padding would inflate that part by over a quarter.
+        order = sorted(range(len(rows)), key=lambda i: (len(rows[i][1]), len(rows[i][0])))
         vocab = self.model.layout.vocab_rows
+        tail = 1 - self.anchor.offset  # graph positions besides the answer's own
         start = 0
         while start < len(order):
             end = start + 1
             while end < len(order) and end - start < self.batch_size:
-                widest = max(len(rows[i][1]) for i in order[start:end + 1])
-                if (end + 1 - start) * widest * vocab > _LOGIT_BUDGET:
+                members = order[start:end + 1]
+                widest = len(rows[order[end]][1])
+                if len(members) * widest * vocab > _LOGIT_BUDGET:
+                    break
+                actual = sum(len(rows[i][1]) + tail for i in members)
+                if len(members) * (widest + tail) > _PADDING_SLACK * actual:
                     break
                 end += 1
             chunk = order[start:end]
-            for i, s in zip(chunk, self._score_chunk([rows[i] for i in chunk], retokenized),
-                            strict=True):
+            scored = self._score_chunk([rows[i] for i in chunk], retokenized,
+                                       [caches[i] for i in chunk])
+            for i, s in zip(chunk, scored, strict=True):
                 results[i] = s
             start = end
         return [r for r in results if r is not None]
@@ -194,31 +200,36 @@ class SemGradScorer:
 
     # -- the pass ------------------------------------------------------------------------------
     def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool,
-                     prefix_cache: Any = None) -> list[UncertaintyScore]:
+                     caches: Sequence[PrefixCache | None]) -> list[UncertaintyScore]:
         if torch.is_inference_mode_enabled():
             raise GradientAccessError(
                 "model without gradient access: scoring was called inside "
                 "torch.inference_mode(), where no backward pass can run")
         lm, layout, anchor = self.model, self.model.layout, self.anchor
         device = lm.device
-        # Teacher forcing: y_T is predicted, never fed, so the input stops at y_{T-1}.
-        seqs = [p + r[:-1] for p, r in rows]
         lengths = [len(r) for _, r in rows]
-        width, keep, batch = max(map(len, seqs)), max(lengths), len(rows)
-        # Left padding: every row's answer ends at the last position, so the logits of
-        # the last `keep` positions cover every answer token of every row.
+        prompt_width, keep, batch = max(len(p) for p, _ in rows), max(lengths), len(rows)
+        # Prompts are left-padded to end together at `prompt_width`, as in generation, so
+        # every row's anchor sits in the same column and generation's keys and values for
+        # the columns before it can be reused. Teacher forcing: y_T is predicted, never
+        # fed, so a row's input stops at y_{T-1}; shorter answers are right-padded.
+        width = prompt_width + keep - 1
         ids = torch.full((batch, width), lm.pad_id, dtype=torch.long)
         mask = torch.zeros((batch, width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        anchor_pos = torch.tensor([width - t + 1 + anchor.offset for t in lengths])
         targets = torch.zeros((batch, keep), dtype=torch.long)
         answer = torch.zeros((batch, keep), dtype=torch.bool)
-        for i, (_, r) in enumerate(rows):
-            targets[i, keep - len(r):] = torch.tensor(r)
-            answer[i, keep - len(r):] = True
+        for i, (p, r) in enumerate(rows):
+            seq = p + r[:-1]
+            lo = prompt_width - len(p)
+            ids[i, lo:lo + len(seq)] = torch.tensor(seq)
+            mask[i, lo:lo + len(seq)] = 1
+            # The last `keep` columns' logits predict y_1..y_keep of every row.
+            targets[i, :len(r)] = torch.tensor(r)
+            answer[i, :len(r)] = True
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Columns before the anchor cannot depend on it (attention is causal): they run
+        # once without a graph, or come from generation's cache.
+        split = prompt_width + anchor.offset
 
         captured: dict[int, torch.Tensor] = {}
         head: dict[str, torch.Tensor] = {}
@@ -239,14 +250,12 @@ class SemGradScorer:
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             head["input"], head["output"] = inputs[0], output
 
-        # Positions before the earliest anchor cannot depend on any anchor (attention is
-        # causal): run them once without a graph and keep their keys and values.
-        split = int(anchor_pos.min())
         t0 = time.perf_counter()
         with lm.lock, frozen_for_scoring(lm.model):
-            past = prefix_cache if prefix_cache is not None else self._prefix(
-                ids[:, :split].to(device), mask[:, :split].to(device),
-                positions[:, :split].to(device))
+            past = self._reused_prefix(caches, prompt_width, anchor.offset)
+            if past is None:
+                past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
+                                    positions[:, :split].to(device))
             handles = [layout.module_producing(layer).register_forward_hook(capture(layer))
                        for layer in anchor.layers]
             handles.append(layout.lm_head.register_forward_hook(capture_head))
@@ -263,6 +272,7 @@ class SemGradScorer:
                 answer_d = answer.to(device)
                 n_tok = torch.tensor(lengths, device=device, dtype=torch.float32)
                 objective = -(entropy * tok_logp * answer_d).sum(-1) / n_tok
+                synchronize(device)
                 t1 = time.perf_counter()
                 if lowest not in captured or not captured[lowest].requires_grad:
                     raise GradientAccessError(
@@ -275,11 +285,11 @@ class SemGradScorer:
             finally:
                 for handle in handles:
                     handle.remove()
+        synchronize(device)
         t2 = time.perf_counter()
 
-        rows_idx = torch.arange(batch, device=device)
-        at_anchor = torch.stack([g[rows_idx, (anchor_pos - split).to(device)].float() for g in
-                                 grads[: len(anchor.layers)]])  # [S, B, d]
+        # The anchor is the first column of the pass with a graph.
+        at_anchor = torch.stack([g[:, 0].float() for g in grads[: len(anchor.layers)]])  # [S, B, d]
         semgrad = at_anchor.abs().mean(dim=(0, 2))
         with torch.no_grad():
             masked_entropy = (entropy * answer_d).sum(-1) / n_tok
@@ -290,6 +300,7 @@ class SemGradScorer:
                                             [:, -keep:], answer_d)
                 alpha = torch.exp(-masked_entropy)
                 hybrid = alpha * pg + (1 - alpha) * semgrad
+        synchronize(device)
         t3 = time.perf_counter()
 
         timings = {"forward": (t1 - t0) / batch, "backward": (t2 - t1) / batch,
@@ -313,6 +324,22 @@ class SemGradScorer:
                 profile_id=anchor.profile_id, model=lm.name, prompt_ids=tuple(p),
                 response_ids=tuple(r), retokenized=retokenized, timings=dict(timings)))
         return results
+
+    @staticmethod
+    def _reused_prefix(caches: Sequence[PrefixCache | None], width: int, offset: int) -> Any:
+        """Generation's keys and values for the columns before the anchor, when every row
+        of the chunk has them; else None."""
+        if not caches or any(c is None for c in caches):
+            return None
+        from transformers import DynamicCache
+
+        rows = [c.prompt_columns(width, offset) for c in caches]  # type: ignore[union-attr]
+        if any(r is None for r in rows):
+            return None
+        layers = [(torch.cat([r[layer][0] for r in rows]),  # type: ignore[index]
+                   torch.cat([r[layer][1] for r in rows]))  # type: ignore[index]
+                  for layer in range(len(rows[0]))]  # type: ignore[arg-type]
+        return DynamicCache(ddp_cache_data=layers)
 
     def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
         """Keys and values of the positions before the earliest anchor, no graph."""

@@ -139,14 +139,60 @@ def test_result_carries_what_is_needed_to_recompute() -> None:
     assert score.with_method("nll").value == score.scores["nll"]
 
 
-def test_generation_cache_reuse_gives_the_same_score() -> None:
+def test_generation_cache_reuse_gives_the_same_score(monkeypatch) -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm)
     generation = lm.generate(PROMPTS[0], max_new_tokens=6)
     assert generation.prefix_cache is not None
-    reused = scorer.score_generation(generation)
     fresh = scorer.score(generation.prompt_ids, generation.response_ids)
-    again = scorer.score_generation(generation)  # the cache is single-use: recomputed
+
+    def no_prompt_pass(*args, **kwargs):
+        raise AssertionError("the prompt was run again")
+
+    monkeypatch.setattr(scorer, "_prefix", no_prompt_pass)
+    reused = scorer.score_generation(generation)
+    again = scorer.score_generation(generation)  # the cache is only read: reused again
     for key, value in fresh.scores.items():
         assert reused.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
         assert again.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+
+
+def test_batched_generations_reuse_their_caches_across_batches(monkeypatch) -> None:
+    lm = tiny_local_model()
+    # Two generation batches of different prompt widths, scored together: rows of the
+    # narrower batch get zero columns for the padding that the wider prompts need.
+    first = lm.generate_batch(PROMPTS[:2], max_new_tokens=5)
+    second = lm.generate_batch(PROMPTS[2:], max_new_tokens=7)
+    generations = [second[0], first[1], first[0], second[1]]
+    scorer = SemGradScorer(lm, batch_size=4)
+    fresh = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+
+    def no_prompt_pass(*args, **kwargs):
+        raise AssertionError("the prompt was run again")
+
+    monkeypatch.setattr(scorer, "_prefix", no_prompt_pass)
+    reused = scorer.score_generations(generations)
+    for f, r, g in zip(fresh, reused, generations, strict=True):
+        assert r.response_ids == g.response_ids
+        for key, value in f.scores.items():
+            assert r.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+
+
+def test_sampled_generations_keep_no_cache() -> None:
+    lm = tiny_local_model()
+    samples = lm.generate_batch(PROMPTS[:1], max_new_tokens=3, do_sample=True,
+                                num_return_sequences=2)
+    assert all(g.prefix_cache is None for g in samples)
+
+
+def test_answers_of_very_different_lengths_go_to_separate_chunks() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm, batch_size=16)
+    prompt = lm.prompt_ids(PROMPTS[0])
+    long_answer = [44 + i % 20 for i in range(40)]
+    rows = [(prompt, [44, 2]), (prompt, long_answer), (prompt, [45, 2]), (prompt, long_answer)]
+    results = scorer.score_batch(rows)
+    assert [r.timings["batch_size"] for r in results] == [2.0, 2.0, 2.0, 2.0]
+    assert [r.response_ids for r in results] == [tuple(r) for _, r in rows]  # input order
+    alone = scorer.score(*rows[1])
+    assert results[1].scores["semgrad"] == pytest.approx(alone.scores["semgrad"], rel=1e-4)

@@ -71,6 +71,16 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         _run(tmp_path / "run", methods=("likelihood", "p_true"))
 
 
+def test_a_run_timed_on_another_device_is_not_resumed(tmp_path):
+    _run(tmp_path / "run", max_batches=1, methods=("likelihood",))
+    config = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert config["device"] == "cpu" and config["hardware"].startswith("CPU")
+    config["device"] = "cuda"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="timed on cuda, not cpu"):
+        _run(tmp_path / "run", methods=("likelihood",))
+
+
 def test_summary_files(tmp_path):
     _run(tmp_path / "run", methods=("semgrad", "likelihood"))
     records = read_records(tmp_path / "run")
@@ -96,8 +106,40 @@ def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
     records = _run(tmp_path / "run", methods=("semgrad", "likelihood"))
     for i, r in enumerate(records):
         r["correct"] = i % 2 == 0
-    rows = anchor_sweep(tiny_local_model(), records, [-1, -2])
+    rows = anchor_sweep(tiny_local_model(), records, [-1, -2], progress=False)
     assert [r["offset"] for r in rows] == [-1, -2]
     assert all(0.0 <= r["auroc"] <= 1.0 for r in rows)
     again = rejudge(records, ContainmentJudge(), ["nll"])
     assert again["judge"] == "containment" and set(again["auroc"]) == {"nll"}
+
+
+def test_length_effect_separates_length_from_correctness():
+    from semgrad_guard.evaluation.analysis import length_effect
+
+    # Six answers of lengths 1..6. "short" ranks every answer by length alone; "inside"
+    # finds the wrong answer inside each band of two but falls with length across bands.
+    correct = [True, False, True, False, True, False]
+    records = [{"answer_tokens": t, "correct": c,
+                "scores": {"short": float(-t), "inside": float(10 * (3 - (t - 1) // 2)
+                                                               + (0 if c else 1))}}
+               for t, c in zip(range(1, 7), correct, strict=True)]
+    out = length_effect(records, ["short", "inside"], bands=3)
+    assert [b["tokens"] for b in out["bands"]] == [[1, 2], [3, 4], [5, 6]]
+    assert [b["wrong_share"] for b in out["bands"]] == [0.5, 0.5, 0.5]
+    assert out["length_auroc"] == pytest.approx(2 / 3)  # wrong answers are the even lengths
+    rows = {r["method"]: r for r in out["methods"]}
+    assert rows["short"]["spearman_with_length"] == pytest.approx(-1.0)
+    assert rows["short"]["auroc_by_band"] == [0.0, 0.0, 0.0]
+    assert rows["inside"]["auroc_by_band"] == [1.0, 1.0, 1.0]
+    assert rows["inside"]["auroc"] == pytest.approx(6 / 9)  # pooled, it looks weaker
+
+
+def test_length_effect_band_with_one_class_is_nan():
+    import math
+
+    from semgrad_guard.evaluation.analysis import length_effect
+
+    records = [{"answer_tokens": t, "correct": t > 2, "scores": {"s": float(t)}}
+               for t in range(1, 5)]
+    out = length_effect(records, ["s"], bands=2)
+    assert all(math.isnan(v) for v in out["methods"][0]["auroc_by_band"])
