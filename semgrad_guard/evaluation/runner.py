@@ -207,9 +207,10 @@ class BenchmarkRun:
     def _score_gradients(self, greedy: Sequence[Generation],
                          records: list[dict[str, Any]]) -> None:
         methods = self.config.methods
+        last = list(self.scorers)[-1] if self.scorers else None
         for name, scorer in self.scorers.items():
             # Each pass reuses generation's keys and values for the prompt before its anchor.
-            results = scorer.score_generations(greedy)
+            results = scorer.score_generations(greedy, release=name == last)
             for record, r in zip(records, results, strict=True):
                 s, t = r.scores, r.timings
                 if name == "default" and "likelihood" in methods:

@@ -14,7 +14,8 @@ class PrefixCache:
     Generation left-pads a batch's prompts to one width, so every row's prompt ends at
     column ``width`` of the batch's cache. Scoring takes the columns before its anchor
     from here instead of recomputing them. The cache is only read (a scorer builds its
-    own from slices), so one generation can be scored any number of times.
+    own from slices), so several scorers can share it; the last one releases it, since a
+    generation kept for later (a history, an audit) should not keep its cache alive.
     """
 
     def __init__(self, cache: Any, row: int, width: int) -> None:
@@ -22,16 +23,20 @@ class PrefixCache:
         self.row = row
         self.width = width
 
+    def release(self) -> None:
+        """Drop this row's hold on the cache; later scores recompute the prompt."""
+        self._cache = None
+
     def prompt_columns(self, width: int, stop: int) -> list[tuple[Any, Any]] | None:
         """Per layer, this row's (keys, values) over the last ``width`` prompt columns up
         to ``stop`` columns before the prompt's end (``stop`` <= 0), as a batch of one.
 
         Columns left of this row's batch (the scorer's chunk may hold longer prompts)
-        are zeros: they are padding, masked out of attention. None when the cache
-        cannot be cut exactly (sliding-window or quantized layers).
+        are zeros: they are padding, masked out of attention. None once released, or when
+        the cache cannot be cut exactly (sliding-window or quantized layers).
         """
         cache = self._cache
-        if type(cache).__name__ != "DynamicCache" or any(
+        if cache is None or type(cache).__name__ != "DynamicCache" or any(
                 type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
             return None
         start, end = self.width - width, self.width + stop

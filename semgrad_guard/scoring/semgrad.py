@@ -114,9 +114,10 @@ class SemGradScorer:
         """Score one answer given the exact ids."""
         return self.score_batch([(prompt_ids, response_ids)], retokenized=retokenized)[0]
 
-    def score_generation(self, generation: Generation) -> UncertaintyScore:
+    def score_generation(self, generation: Generation, *, release: bool = True
+                         ) -> UncertaintyScore:
         """Score a generation by its exact ids, reusing its prompt's keys and values."""
-        return self.score_generations([generation])[0]
+        return self.score_generations([generation], release=release)[0]
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text: re-tokenised, and flagged as such."""
@@ -134,11 +135,23 @@ class SemGradScorer:
         rows = [(list(map(int, p)), list(map(int, r))) for p, r in pairs]
         return self._score_rows(rows, [None] * len(rows), retokenized)
 
-    def score_generations(self, generations: Sequence[Generation]) -> list[UncertaintyScore]:
+    def score_generations(self, generations: Sequence[Generation], *, release: bool = True
+                          ) -> list[UncertaintyScore]:
         """Score generations by their exact ids, reusing the keys and values generation
-        computed for their prompts where it kept them (then the prompt is not run again)."""
+        computed for their prompts where it kept them (then the prompt is not run again).
+
+        ``release`` then drops the generations' caches, so that generations kept for later
+        do not hold them; pass ``False`` when another scorer will score them next.
+        """
         rows = [(list(g.prompt_ids), list(g.response_ids)) for g in generations]
-        return self._score_rows(rows, [g.prefix_cache for g in generations], False)
+        caches = [g.prefix_cache for g in generations]
+        try:
+            return self._score_rows(rows, caches, False)
+        finally:
+            if release:
+                for cache in caches:
+                    if cache is not None:
+                        cache.release()
 
     def _score_rows(self, rows: list[tuple[list[int], list[int]]],
                     caches: list[PrefixCache | None], retokenized: bool

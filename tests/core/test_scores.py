@@ -149,12 +149,16 @@ def test_generation_cache_reuse_gives_the_same_score(monkeypatch) -> None:
     def no_prompt_pass(*args, **kwargs):
         raise AssertionError("the prompt was run again")
 
-    monkeypatch.setattr(scorer, "_prefix", no_prompt_pass)
-    reused = scorer.score_generation(generation)
-    again = scorer.score_generation(generation)  # the cache is only read: reused again
+    with monkeypatch.context() as patch:
+        patch.setattr(scorer, "_prefix", no_prompt_pass)
+        kept = scorer.score_generation(generation, release=False)
+        reused = scorer.score_generation(generation)  # the cache is only read: reused again
+    # ... and then released: a generation kept for later no longer holds it.
+    assert generation.prefix_cache.prompt_columns(len(generation.prompt_ids), -1) is None
+    recomputed = scorer.score_generation(generation)
     for key, value in fresh.scores.items():
-        assert reused.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
-        assert again.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        for score in (kept, reused, recomputed):
+            assert score.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
 
 
 def test_batched_generations_reuse_their_caches_across_batches(monkeypatch) -> None:
