@@ -21,5 +21,6 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     if device.type == "cpu":
-        return f"CPU, {torch.get_num_threads()} torch threads of {os.cpu_count()} cores"
+        threads = torch.get_num_threads()
+        return f"CPU, {threads} torch thread{'s' * (threads != 1)} of {os.cpu_count()} cores"
     return device.type
