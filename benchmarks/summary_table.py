@@ -32,9 +32,8 @@ def by_method(summaries: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def main(root: str, *cost_roots: str) -> None:
-    summaries = load(root)
-    rows = by_method(summaries)
-    costs = [(load(r), by_method(load(r))) for r in (root, *cost_roots)]
+    costs = [(s, by_method(s)) for s in map(load, (root, *cost_roots))]
+    summaries, rows = costs[0]
     head = ["method"] + [
         f"{d}: AUROC [95% CI] (n={s['meta']['answers']}, {s['meta']['wrong_share']:.0%} wrong)"
         for d, s in summaries.items()]

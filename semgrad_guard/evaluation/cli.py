@@ -70,14 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a.set_defaults(func=run_analysis)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _judge(args: argparse.Namespace, name: str) -> CorrectnessJudge:
     if args.judge == "containment":
         return ContainmentJudge()
@@ -105,7 +97,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise ConfigError(f"no questions in {args.data} ({args.split} split)")
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         lm = LocalModel.load(args.model, prompt_format=args.prompt_format,
-                             device=_device(args.device))
+                             device=args.device)
         judge = _judge(args, name)
         config = RunConfig(
             dataset=name, split=args.split, model=lm.name, methods=methods, judge=judge.name,
@@ -153,7 +145,7 @@ def run_analysis(args: argparse.Namespace) -> int:
         lm = LocalModel.load(None if config["model"] == "SmolLM2-135M-Instruct"
                              else config["model"],
                              prompt_format=config.get("extra", {}).get("prompt_format", "auto"),
-                             device=_device(args.device))
+                             device=args.device)
         result["anchor_sweep"] = anchor_sweep(lm, records, offsets)
     (out / "analysis.json").write_text(json.dumps(result, indent=2))
     lines = [f"# Analysis of {config['dataset']} / {config['split']} ({len(records)} answers)", ""]

@@ -105,8 +105,13 @@ class EmbeddingJudge:
                                       show_progress_bar=False)
         return float((vectors[1:] @ vectors[0]).max())
 
+    def verdict(self, answer: str, gold: Sequence[str] | str) -> tuple[bool, float]:
+        """Whether the answer is correct, and the similarity that decided it."""
+        similarity = self.similarity(answer, gold)
+        return similarity >= self.threshold, similarity
+
     def is_correct(self, answer: str, gold: Sequence[str] | str) -> bool:
-        return self.similarity(answer, gold) >= self.threshold
+        return self.verdict(answer, gold)[0]
 
 
 def judge_for(dataset_name: str) -> CorrectnessJudge:

@@ -188,10 +188,13 @@ class BenchmarkRun:
                 "answer_tokens": len(g.response_ids), "prompt_ids": list(g.prompt_ids),
                 "response_ids": list(g.response_ids), "scores": {},
                 "times": {"generation": gen_time}}
-            similarity = getattr(self.judge, "similarity", None)
-            if callable(similarity):
-                record["judge_similarity"] = float(similarity(g.text, item.answers))
-            record["correct"] = bool(self.judge.is_correct(g.text, item.answers))
+            verdict = getattr(self.judge, "verdict", None)  # judges with a score give it too
+            if callable(verdict):
+                correct, similarity = verdict(g.text, item.answers)
+                record["judge_similarity"] = float(similarity)
+            else:
+                correct = self.judge.is_correct(g.text, item.answers)
+            record["correct"] = bool(correct)
             records.append(record)
         self._score_gradients(greedy, records)
         if self.p_true is not None:

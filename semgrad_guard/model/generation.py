@@ -27,7 +27,8 @@ class PrefixCache:
         """Drop this row's hold on the cache; later scores recompute the prompt."""
         self._cache = None
 
-    def prompt_columns(self, width: int, stop: int) -> list[tuple[Any, Any]] | None:
+    def prompt_columns(self, width: int, stop: int
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Per layer, this row's (keys, values) over the last ``width`` prompt columns up
         to ``stop`` columns before the prompt's end (``stop`` <= 0), as a batch of one.
 
@@ -42,17 +43,15 @@ class PrefixCache:
         start, end = self.width - width, self.width + stop
         if end <= max(start, 0):
             return None
-        out = []
-        for layer in cache.layers:
-            pair = []
-            for t in (layer.keys, layer.values):
-                part = t[self.row:self.row + 1, :, max(start, 0):end]
-                if start < 0:
-                    pad = part.new_zeros((*part.shape[:2], -start, part.shape[3]))
-                    part = torch.cat([pad, part], dim=2)
-                pair.append(part)
-            out.append((pair[0], pair[1]))
-        return out
+
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            part = t[self.row:self.row + 1, :, max(start, 0):end]
+            if start < 0:
+                pad = part.new_zeros((*part.shape[:2], -start, part.shape[3]))
+                part = torch.cat([pad, part], dim=2)
+            return part
+
+        return [(cut(layer.keys), cut(layer.values)) for layer in cache.layers]
 
 
 @dataclass(frozen=True)

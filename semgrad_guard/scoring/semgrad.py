@@ -342,16 +342,14 @@ class SemGradScorer:
     def _reused_prefix(caches: Sequence[PrefixCache | None], width: int, offset: int) -> Any:
         """Generation's keys and values for the columns before the anchor, when every row
         of the chunk has them; else None."""
-        if not caches or any(c is None for c in caches):
+        rows = [c.prompt_columns(width, offset) if c is not None else None for c in caches]
+        if not rows or any(r is None for r in rows):
             return None
         from transformers import DynamicCache
 
-        rows = [c.prompt_columns(width, offset) for c in caches]  # type: ignore[union-attr]
-        if any(r is None for r in rows):
-            return None
-        layers = [(torch.cat([r[layer][0] for r in rows]),  # type: ignore[index]
-                   torch.cat([r[layer][1] for r in rows]))  # type: ignore[index]
-                  for layer in range(len(rows[0]))]  # type: ignore[arg-type]
+        # Per layer, the rows' keys and values stacked into one batch.
+        layers = [(torch.cat([k for k, _ in per_row]), torch.cat([v for _, v in per_row]))
+                  for per_row in zip(*rows, strict=True)]
         return DynamicCache(ddp_cache_data=layers)
 
     def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:

@@ -65,6 +65,26 @@ def test_records_hold_every_method_and_its_time(tmp_path):
     assert isinstance(record["correct"], bool)
 
 
+def test_embedding_judge_records_its_similarity_from_one_encoding(tmp_path):
+    from semgrad_guard.evaluation.judges import EmbeddingJudge
+
+    class CountingEncoder(HashEncoder):
+        calls = 0
+
+        def encode(self, texts, **kwargs):
+            CountingEncoder.calls += 1
+            return super().encode(texts, **kwargs)
+
+    judge = EmbeddingJudge(threshold=0.5, encoder=CountingEncoder())
+    cfg = RunConfig(dataset="tiny", split="evaluation", model="tiny-llama", max_new_tokens=6,
+                    batch_size=2, methods=("likelihood",), judge="embedding")
+    records = BenchmarkRun(tiny_local_model(), ITEMS[:2], judge, cfg, tmp_path / "run",
+                           progress=False).run()
+    assert CountingEncoder.calls == 2  # one encoding per answer judged
+    for r in records:
+        assert r["correct"] == (r["judge_similarity"] >= 0.5)
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path):
     _run(tmp_path / "run", max_batches=1, methods=("likelihood",))
     with pytest.raises(ConfigError, match="other settings"):
