@@ -8,7 +8,6 @@ True
 """
 
 from ._version import __version__
-from .calibration import ModelProfile, ProfileStore, model_fingerprint
 from .errors import (
     AbstainedError,
     CalibrationError,
@@ -25,7 +24,14 @@ from .errors import (
     UncertainAnswerError,
 )
 from .model import Generation, LocalModel, PromptFormat, qa_prompt
-from .scoring import SCORE_NAMES, SemGradScorer, UncertaintyScore
+from .scoring import (
+    SCORE_NAMES,
+    ModelProfile,
+    ProfileStore,
+    SemGradScorer,
+    UncertaintyScore,
+    model_fingerprint,
+)
 
 __all__ = [
     "SCORE_NAMES",

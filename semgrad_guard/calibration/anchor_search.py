@@ -24,7 +24,7 @@ from .._version import __version__
 from ..errors import CalibrationError
 from ..model.local_model import LocalModel
 from ..model.prompts import qa_prompt
-from .profile import ModelProfile, model_fingerprint
+from ..scoring.profile import ModelProfile, model_fingerprint
 
 LayerRule = Literal["upper-half", "best-block"]
 

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ..scoring.profile import ProfileStore
 from .anchor_search import format_table, search_anchor
-from .profile import ProfileStore
 
 
 def register(sub: Any) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration.profile import ModelProfile, ProfileStore, model_fingerprint
 from ..errors import (
     ConfigError,
     ContextWindowError,
@@ -24,6 +23,7 @@ from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
 from ..model.state import frozen_for_scoring
+from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import SCORE_NAMES, UncertaintyScore
 
 # Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
