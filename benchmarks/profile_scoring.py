@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
-from semgrad_guard.evaluation.datasets import load_qa
+from semgrad_guard.calibration.datasets import load_qa
 
 
 def main() -> None:

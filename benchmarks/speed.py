@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
-from semgrad_guard.evaluation.datasets import load_qa
+from semgrad_guard.calibration.datasets import load_qa
 from semgrad_guard.model.clock import describe
 
 

@@ -35,8 +35,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.datasets import load_qa
     from ..model.local_model import LocalModel
+    from .datasets import load_qa
 
     lm = LocalModel.load(args.model, prompt_format=args.prompt_format)
     groups: list[list[str]] = []

@@ -17,9 +17,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from ..calibration.judges import CorrectnessJudge
 from ..model.local_model import LocalModel
 from ..scoring.semgrad import SemGradScorer
-from .judges import CorrectnessJudge
 from .metrics import auroc
 
 

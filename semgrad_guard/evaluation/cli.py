@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..calibration.datasets import dataset_name, load_qa
+from ..calibration.judges import ContainmentJudge, CorrectnessJudge, EmbeddingJudge, judge_for
 from ..errors import ConfigError
-from .datasets import dataset_name, load_qa
-from .judges import ContainmentJudge, CorrectnessJudge, EmbeddingJudge, judge_for
 from .runner import DEFAULT_METHODS, METHOD_GROUPS, BenchmarkRun, RunConfig
 
 

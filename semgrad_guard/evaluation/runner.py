@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..calibration.datasets import QAItem
+from ..calibration.judges import CorrectnessJudge
 from ..errors import ConfigError
 from ..model.clock import describe
 from ..model.generation import Generation
 from ..model.local_model import LocalModel
 from ..model.prompts import qa_prompt
 from ..scoring.semgrad import SemGradScorer
-from .datasets import QAItem
-from .judges import CorrectnessJudge
 from .ptrue import PTrueScorer
 from .sampling_baselines import DEFAULT_CLUSTER_THRESHOLD, sampling_scores
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from semgrad_guard.calibration.datasets import QAItem
+from semgrad_guard.calibration.judges import ContainmentJudge
 from semgrad_guard.errors import ConfigError
-from semgrad_guard.evaluation.datasets import QAItem
-from semgrad_guard.evaluation.judges import ContainmentJudge
 from semgrad_guard.evaluation.report import summarize
 from semgrad_guard.evaluation.runner import BenchmarkRun, RunConfig, read_records
+from tests.calibration.fakes import HashEncoder
 from tests.core.tiny import tiny_local_model
-from tests.evaluation.fakes import HashEncoder
 
 ITEMS = [QAItem("what is the color of the sky ?", ["blue"], [], 300 + i) for i in range(2)] + [
     QAItem("who wrote the sun ?", ["moon"], [], 302),
@@ -66,7 +66,7 @@ def test_records_hold_every_method_and_its_time(tmp_path):
 
 
 def test_embedding_judge_records_its_similarity_from_one_encoding(tmp_path):
-    from semgrad_guard.evaluation.judges import EmbeddingJudge
+    from semgrad_guard.calibration.judges import EmbeddingJudge
 
     class CountingEncoder(HashEncoder):
         calls = 0

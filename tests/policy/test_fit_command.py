@@ -120,7 +120,7 @@ class ConstantScorer:
 
 
 def test_labelling_resumes_from_saved_answers_and_reports_each_batch() -> None:
-    from semgrad_guard.policy.cli import LabelledScore, label_answers
+    from semgrad_guard.calibration.labelling import LabelledScore, label_answers
 
     done = [LabelledScore(1, "saved", "x", {"semgrad": 0.1}, True)]
     batches: list[list[LabelledScore]] = []

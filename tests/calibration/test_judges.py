@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from semgrad_guard.errors import ConfigError
-from semgrad_guard.evaluation.datasets import load_qa
-from semgrad_guard.evaluation.judges import (
+from semgrad_guard.calibration.datasets import load_qa
+from semgrad_guard.calibration.judges import (
     ContainmentJudge,
     EmbeddingJudge,
     judge_for,
     normalize_answer,
 )
-from tests.evaluation.fakes import HashEncoder
+from semgrad_guard.errors import ConfigError
+from tests.calibration.fakes import HashEncoder
 
 
 def test_normalize_answer():

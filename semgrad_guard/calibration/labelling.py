@@ -1,0 +1,91 @@
+"""Labelled answers: the model's greedy answers to questions with gold answers, every
+score of each answer, and whether a judge finds it correct.
+
+Threshold fits and error calibrations are fitted on these (``semgrad-guard
+fit-thresholds``); :class:`~semgrad_guard.calibration.answers_file.LabelledAnswersFile`
+keeps them on disk so that a refit needs no new generation.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CalibrationError
+
+
+@dataclass(frozen=True)
+class LabelledScore:
+    """One labelled question: its greedy answer, its scores and its correctness."""
+
+    index: int
+    question: str
+    answer: str
+    scores: dict[str, float]
+    correct: bool
+    stop_reason: str = ""
+
+
+def label_answers(data: str, *, split: str = "calibration", limit: int | None = None,
+                  model: str | None = None, profile: str = "auto",
+                  batch_size: int = 8, max_new_tokens: int = 32, lm: Any = None,
+                  scorer: Any = None, judge: Any = None, done: Sequence[LabelledScore] = (),
+                  on_batch: Callable[[list[LabelledScore]], None] | None = None
+                  ) -> list[LabelledScore]:
+    """Greedy answers to the labelled questions, with every score and their correctness.
+
+    Questions already in ``done`` (by line index) are not asked again; ``on_batch``
+    receives each new batch as soon as it is labelled (to save progress).
+    """
+    from tqdm import tqdm
+
+    from ..model.local_model import LocalModel
+    from ..model.prompts import qa_prompt
+    from ..scoring.semgrad import SemGradScorer
+    from .datasets import dataset_name, load_qa
+    from .judges import judge_for
+
+    items = load_qa(data, split=split, limit=limit)  # type: ignore[arg-type]
+    if not items:
+        raise CalibrationError(f"dataset {data!r} has no questions in split {split!r}")
+    wanted = {item.index for item in items}
+    previous = [row for row in done if row.index in wanted]
+    known = {row.index for row in previous}
+    items = [item for item in items if item.index not in known]
+    if not items:
+        return sorted(previous, key=lambda row: row.index)
+    if previous:
+        print(f"{len(previous)} labelled answers reused, {len(items)} to go", file=sys.stderr)
+    if lm is None:
+        lm = LocalModel.load(model)
+    if scorer is None:
+        scorer = SemGradScorer(lm, profile=None if profile == "default" else profile)
+    judge = judge or judge_for(dataset_name(data))
+    results: list[LabelledScore] = []
+    generating = scoring = 0.0
+    with tqdm(total=len(items), desc="generate, score, judge", unit="q",
+              file=sys.stderr) as bar:
+        for start in range(0, len(items), max(1, batch_size)):
+            chunk = items[start:start + max(1, batch_size)]
+            t0 = time.perf_counter()
+            generations = lm.generate_batch([qa_prompt(item.question) for item in chunk],
+                                            max_new_tokens=max_new_tokens)
+            t1 = time.perf_counter()
+            scored = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+            t2 = time.perf_counter()
+            generating, scoring = generating + t1 - t0, scoring + t2 - t1
+            batch = [LabelledScore(item.index, item.question, generation.text, dict(s.scores),
+                                   bool(judge.is_correct(generation.text, item.answers)),
+                                   generation.stop_reason)
+                     for item, generation, s in zip(chunk, generations, scored, strict=True)]
+            results.extend(batch)
+            if on_batch is not None:
+                on_batch(batch)
+            bar.update(len(chunk))
+    n = len(results)
+    print(f"{n} questions: generation {generating / n:.2f} s and scoring {scoring / n:.2f} s "
+          f"per question", file=sys.stderr)
+    return sorted([*previous, *results], key=lambda row: row.index)
