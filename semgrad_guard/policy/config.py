@@ -40,6 +40,7 @@ from pydantic import (
 from ..errors import ConfigError
 from ..scoring.result import SCORE_NAMES, ScoreName
 from .attempts import Attempt
+from .config_errors import describe_errors
 
 #: What the chain returns when the guard abstains and no message is configured.
 DEFAULT_ABSTAIN_MESSAGE = "I am not confident enough in an answer to this question."
@@ -415,7 +416,7 @@ class PolicyConfig(_Strict):
         try:
             policy = cls.model_validate({**data})
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, source or "policy")) from None
+            raise ConfigError(describe_errors(exc, source or "policy", cls, ACTION_TYPES)) from None
         return policy.model_copy(update={"source": source}) if source else policy
 
     @classmethod
@@ -465,83 +466,3 @@ def load_policy(path: str | Path) -> PolicyConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return PolicyConfig.from_dict(data if data is not None else {}, source=str(path))
-
-
-# -- error messages ----------------------------------------------------------------------------
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        # Pydantic names the union member by its tag; the file has no such key.
-        shown_loc = [p for i, p in enumerate(loc)
-                     if not (p in ACTION_TYPES and i > 0 and isinstance(loc[i - 1], int))]
-        path = ".".join(str(p) for p in shown_loc) or "(top level)"
-        kind = err["type"]
-        value = err.get("input")
-        if kind == "extra_forbidden":
-            allowed = _allowed_keys(PolicyConfig, loc[:-1])
-            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"{source}: {path}: unknown key{hint}")
-        elif kind == "missing":
-            lines.append(f"{source}: {path}: required key is missing")
-        elif kind == "union_tag_invalid":
-            lines.append(f"{source}: {path}.type: got {(err.get('ctx') or {}).get('tag')!r}; "
-                         f"allowed: {', '.join(ACTION_TYPES)}")
-        elif kind in ("literal_error", "enum"):
-            expected = (err.get("ctx") or {}).get("expected", "")
-            lines.append(f"{source}: {path}: got {value!r}; allowed: {expected}")
-        elif kind == "union_tag_not_found":
-            lines.append(f"{source}: {path}: an action needs a 'type'; allowed: "
-                         + ", ".join(ACTION_TYPES))
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            shown = "" if isinstance(value, dict | list) else f"got {value!r}: "
-            lines.append(f"{source}: {path}: {shown}{msg}")
-    return f"invalid policy {source}:\n  " + "\n  ".join(lines)
-
-
-def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
-    """The keys a policy mapping at ``loc`` may hold (best effort, for error messages)."""
-    target: Any = model
-    for part in loc:
-        target = _step(target, part)
-        if target is None:
-            return []
-    if isinstance(target, type) and issubclass(target, BaseModel):
-        return list(target.model_fields)
-    return []
-
-
-def _step(target: Any, part: Any) -> Any:
-    from typing import get_args, get_origin
-
-    if isinstance(target, type) and issubclass(target, BaseModel):
-        field = target.model_fields.get(str(part))
-        return None if field is None else _unwrap(field.annotation)
-    origin = get_origin(target)
-    if origin is list and isinstance(part, int):
-        return _unwrap(get_args(target)[0])
-    if isinstance(part, str):  # a discriminated union member, named by its tag
-        for member in get_args(target):
-            field = getattr(member, "model_fields", {}).get("type")
-            if field is not None and field.default == part:
-                return member
-    return None
-
-
-def _unwrap(annotation: Any) -> Any:
-    from types import NoneType, UnionType
-    from typing import Union, get_args, get_origin
-
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(get_args(annotation)[0])
-    if origin in (Union, UnionType):
-        members = [a for a in get_args(annotation) if a is not NoneType]
-        if len(members) == 1:
-            return _unwrap(members[0])
-        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        if len(models) == 1:
-            return models[0]
-        return Union[tuple(members)]  # noqa: UP007 - rebuilt for the tag lookup in _step
-    return annotation
