@@ -9,12 +9,12 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/mypy semgrad_guard integrations
+	.venv/bin/mypy semgrad_guard integrations benchmarks/semgrad_bench
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
 
 lint: setup
 	.venv/bin/ruff check .
-	.venv/bin/mypy semgrad_guard integrations
+	.venv/bin/mypy semgrad_guard integrations benchmarks/semgrad_bench
 
 calibrate: setup
 	HF_HUB_OFFLINE=1 .venv/bin/semgrad-guard calibrate

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_
 CAL_LIMIT=${CAL_LIMIT:-96}
 EVAL_LIMIT=${EVAL_LIMIT:-700}
 OUT=benchmarks/results/smollm2-135m-instruct
-BENCH=(.venv/bin/python -m semgrad_guard.cli benchmark --threads 1 --batch-size 16
+BENCH=(.venv/bin/semgrad-bench run --threads 1 --batch-size 16
        --max-new-tokens 64 --sample-max-new-tokens 32)
 
 chain() {

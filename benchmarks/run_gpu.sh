@@ -7,10 +7,11 @@
 # RESULTS the folder (default benchmarks/results/smollm2-135m-instruct-cuda).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"  # semgrad_bench, installed or not
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-.venv/bin/python}
 RESULTS=${RESULTS:-benchmarks/results/smollm2-135m-instruct-cuda}
-BENCH=("$PY" -m semgrad_guard.cli benchmark --device cuda --batch-size 16
+BENCH=("$PY" -m semgrad_bench run --device cuda --batch-size 16
        --max-new-tokens 64 --sample-max-new-tokens 32)
 mkdir -p "$RESULTS"
 
@@ -28,5 +29,5 @@ done
 "$PY" benchmarks/speed.py --device cuda --questions 32 --json "$RESULTS/speed.json" \
   > "$RESULTS/speed.txt"
 for data in sciq truthfulqa; do
-  "$PY" -m semgrad_guard.cli benchmark-analysis --device cuda --output "$RESULTS/$data-evaluation"
+  "$PY" -m semgrad_bench analysis --device cuda --output "$RESULTS/$data-evaluation"
 done

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from semgrad_guard.evaluation.report import METHOD_LABELS
+from semgrad_bench.report import METHOD_LABELS
 
 DATASETS = ("sciq", "truthfulqa")
 

@@ -1,7 +1,7 @@
 """The ``semgrad-guard`` command line.
 
-Each layer registers its own sub-commands: scoring and calibration here, and
-``review``, ``benchmark`` and ``fit-thresholds`` from their packages.
+Each layer registers its own sub-commands: ``calibrate``, ``score``,
+``fit-thresholds`` and ``review``. (The benchmark has its own command, ``semgrad-bench``.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ _COMMAND_MODULES = (
     "semgrad_guard.scoring.cli",
     "semgrad_guard.policy.cli",
     "semgrad_guard.review.cli",
-    "semgrad_guard.evaluation.cli",
 )
 
 
@@ -29,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sampling-free uncertainty scores (SemGrad) for local Hugging Face LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

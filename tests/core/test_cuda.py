@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from semgrad_bench.ptrue import PTrueScorer
 from semgrad_guard import LocalModel, SemGradScorer
-from semgrad_guard.evaluation.ptrue import PTrueScorer
 from semgrad_guard.model.clock import describe
 
 from .test_scores import PROMPTS, pairs

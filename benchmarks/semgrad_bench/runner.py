@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration.datasets import QAItem
-from ..calibration.judges import CorrectnessJudge
-from ..errors import ConfigError
-from ..model.clock import describe
-from ..model.generation import Generation
-from ..model.local_model import LocalModel
-from ..model.prompts import qa_prompt
-from ..scoring.semgrad import SemGradScorer
+from semgrad_guard.calibration.datasets import QAItem
+from semgrad_guard.calibration.judges import CorrectnessJudge
+from semgrad_guard.errors import ConfigError
+from semgrad_guard.model.clock import describe
+from semgrad_guard.model.generation import Generation
+from semgrad_guard.model.local_model import LocalModel
+from semgrad_guard.model.prompts import qa_prompt
+from semgrad_guard.scoring.semgrad import SemGradScorer
+
 from .ptrue import PTrueScorer
 from .sampling_baselines import DEFAULT_CLUSTER_THRESHOLD, sampling_scores
 
@@ -117,7 +118,7 @@ class BenchmarkRun:
     @property
     def encoder(self) -> Any:
         if self._encoder is None:
-            from ..embeddings import load_sentence_encoder
+            from semgrad_guard.embeddings import load_sentence_encoder
 
             self._encoder = load_sentence_encoder(str(self.lm.device))
         return self._encoder

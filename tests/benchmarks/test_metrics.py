@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from semgrad_guard.evaluation.metrics import (
+from semgrad_bench.metrics import (
     aupr,
     auroc,
     bootstrap,

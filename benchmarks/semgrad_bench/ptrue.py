@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..model.local_model import LocalModel
+from semgrad_guard.model.local_model import LocalModel
 
 PTRUE_INSTRUCTION = ("Question: {question}\nProposed answer: {answer}\n"
                      "Is the proposed answer true? Reply with one word, True or False.")

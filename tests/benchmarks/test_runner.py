@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from semgrad_bench.report import summarize
+from semgrad_bench.runner import BenchmarkRun, RunConfig, read_records
 from semgrad_guard.calibration.datasets import QAItem
 from semgrad_guard.calibration.judges import ContainmentJudge
 from semgrad_guard.errors import ConfigError
-from semgrad_guard.evaluation.report import summarize
-from semgrad_guard.evaluation.runner import BenchmarkRun, RunConfig, read_records
 from tests.calibration.fakes import HashEncoder
 from tests.core.tiny import tiny_local_model
 
@@ -121,7 +121,7 @@ def test_summary_files(tmp_path):
 
 
 def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
-    from semgrad_guard.evaluation.analysis import anchor_sweep, rejudge
+    from semgrad_bench.analysis import anchor_sweep, rejudge
 
     records = _run(tmp_path / "run", methods=("semgrad", "likelihood"))
     for i, r in enumerate(records):
@@ -134,7 +134,7 @@ def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
 
 
 def test_length_effect_separates_length_from_correctness():
-    from semgrad_guard.evaluation.analysis import length_effect
+    from semgrad_bench.analysis import length_effect
 
     # Six answers of lengths 1..6. "short" ranks every answer by length alone; "inside"
     # finds the wrong answer inside each band of two but falls with length across bands.
@@ -157,7 +157,7 @@ def test_length_effect_separates_length_from_correctness():
 def test_length_effect_band_with_one_class_is_nan():
     import math
 
-    from semgrad_guard.evaluation.analysis import length_effect
+    from semgrad_bench.analysis import length_effect
 
     records = [{"answer_tokens": t, "correct": t > 2, "scores": {"s": float(t)}}
                for t in range(1, 5)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semgrad_guard.evaluation.combined import (
+from semgrad_bench.combined import (
     LIKELIHOOD_FEATURES,
     SEMGRAD_FEATURES,
     CombinedScore,
 )
-from semgrad_guard.evaluation.metrics import auroc
-from semgrad_guard.evaluation.sampling_baselines import (
+from semgrad_bench.metrics import auroc
+from semgrad_bench.sampling_baselines import (
     eigenscore,
     lexical_similarity,
     rouge_l,

@@ -17,9 +17,10 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from ..calibration.judges import CorrectnessJudge
-from ..model.local_model import LocalModel
-from ..scoring.semgrad import SemGradScorer
+from semgrad_guard.calibration.judges import CorrectnessJudge
+from semgrad_guard.model.local_model import LocalModel
+from semgrad_guard.scoring.semgrad import SemGradScorer
+
 from .metrics import auroc
 
 

@@ -24,7 +24,7 @@ from itertools import combinations
 import numpy as np
 import numpy.typing as npt
 
-from ..calibration.judges import normalize_answer
+from semgrad_guard.calibration.judges import normalize_answer
 
 #: Cosine similarity (MiniLM) at or above which two samples share a meaning cluster.
 DEFAULT_CLUSTER_THRESHOLD = 0.8

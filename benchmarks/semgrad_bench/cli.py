@@ -1,22 +1,38 @@
-"""``semgrad-guard benchmark``: does SemGrad find the wrong answers, against which rivals,
-at what cost."""
+"""The benchmark's command line: does SemGrad find the wrong answers, against which
+rivals, at what cost.
+
+    semgrad-bench run --data sciq --split evaluation --output results/sciq-evaluation
+    semgrad-bench analysis --output results/sciq-evaluation
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..calibration.datasets import dataset_name, load_qa
-from ..calibration.judges import ContainmentJudge, CorrectnessJudge, EmbeddingJudge, judge_for
-from ..errors import ConfigError
+from semgrad_guard.calibration.datasets import dataset_name, load_qa
+from semgrad_guard.calibration.judges import (
+    ContainmentJudge,
+    CorrectnessJudge,
+    EmbeddingJudge,
+    judge_for,
+)
+from semgrad_guard.errors import ConfigError, SemGradGuardError
+
 from .runner import DEFAULT_METHODS, METHOD_GROUPS, BenchmarkRun, RunConfig
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semgrad-bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = subparsers.add_parser(
-        "benchmark", help="benchmark SemGrad against likelihood and sampling baselines",
+        "run", help="benchmark SemGrad against likelihood and sampling baselines",
         description="Generate greedy answers to a question set, judge them, score them with "
                     "every method and write per-answer records, a summary table (AUROC, "
                     "AUPR, PRR with bootstrap CIs; wrong answers are the positives), costs "
@@ -55,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_benchmark)
 
     a = subparsers.add_parser(
-        "benchmark-analysis", help="anchor sweep and re-judging of a finished benchmark run",
+        "analysis", help="anchor sweep and re-judging of a finished benchmark run",
         description="Re-score a run's stored answers with SemGrad at every anchor offset of "
                     "the template tail, and recompute every AUROC under another judge; "
                     "writes analysis.json and analysis.md into the run folder.")
@@ -68,6 +84,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a.add_argument("--threads", type=int)
     a.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     a.set_defaults(func=run_analysis)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SemGradGuardError as exc:
+        print(f"semgrad-bench: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _judge(args: argparse.Namespace, name: str) -> CorrectnessJudge:
@@ -86,7 +112,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if not args.report_only:
         import torch
 
-        from ..model.local_model import LocalModel
+        from semgrad_guard.model.local_model import LocalModel
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -138,7 +164,7 @@ def run_analysis(args: argparse.Namespace) -> int:
     if offsets:
         import torch
 
-        from ..model.local_model import LocalModel
+        from semgrad_guard.model.local_model import LocalModel
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -1,1 +1,0 @@
-"""The uncertainty benchmark: datasets, correctness judges, baselines, metrics, runs."""
