@@ -70,14 +70,7 @@ class PlattFit:
 
     def error_probability(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The calibrated probability of error of each score."""
-        x = np.asarray(scores, dtype=np.float64)
-        if self.transform == "log":
-            with np.errstate(divide="ignore"):
-                x = np.log(np.clip(x, 0.0, None))
-        with np.errstate(invalid="ignore"):
-            z = self.coef * x + self.intercept
-        # log(0) = -inf: the probability's limit, not NaN, when coef is 0.
-        return _sigmoid(np.nan_to_num(z, nan=self.intercept))
+        return platt_error_probability(scores, self.coef, self.intercept, self.transform)
 
     def score_at(self, probability: float) -> float:
         """The score whose probability of error is ``probability`` (the inverse map)."""
@@ -91,6 +84,28 @@ class PlattFit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def platt_error_probability(scores: npt.ArrayLike, coef: float, intercept: float,
+                            transform: str = "identity") -> npt.NDArray[np.float64]:
+    """Platt scaling: ``1 / (1 + exp(-(coef * f(score) + intercept)))`` for each score,
+    with ``f`` the identity or (``transform="log"``) the natural logarithm, whose
+    ``log(0) = -inf`` gives the probability's limit.
+
+    The one place the formula is written: fitted calibrations (:class:`PlattFit`) and
+    the policy file's (``PlattCalibration``) both call it.
+
+    >>> platt_error_probability([0.0, 1.0], coef=math.log(3), intercept=0.0).round(6)
+    array([0.5 , 0.75])
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    if transform == "log":
+        with np.errstate(divide="ignore"):
+            x = np.log(np.clip(x, 0.0, None))
+    with np.errstate(invalid="ignore"):
+        z = coef * x + intercept
+    # log(0) = -inf: the probability's limit, not NaN, when coef is 0.
+    return _sigmoid(np.atleast_1d(np.nan_to_num(z, nan=intercept))).reshape(np.shape(z))
 
 
 def _arrays(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | npt.ArrayLike
@@ -252,8 +267,3 @@ def fit_platt(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] |
     loss = float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p)))
     return PlattFit(coef=coef, intercept=intercept, n=int(s.size), n_wrong=n_wrong,
                     log_loss=loss, transform=transform)
-
-
-def threshold_for_error_probability(fit: PlattFit, max_error_probability: float) -> float:
-    """The raw score at which the calibrated probability of error reaches the bound."""
-    return fit.score_at(max_error_probability)

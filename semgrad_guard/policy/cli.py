@@ -22,7 +22,7 @@ from ..calibration.answers_file import LabelledAnswersFile
 from ..calibration.labelling import label_answers
 from ..errors import CalibrationError, ConfigError
 from ..scoring.result import SCORE_NAMES
-from .config import PolicyConfig
+from .config import PlattCalibration, PolicyConfig
 from .editing import (
     existing_rule,
     plain,
@@ -127,12 +127,11 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
                 f"{platt.coef:.4g}); a max_error_probability threshold would be meaningless "
                 f"here, use --threshold-kind score")
         threshold["max_error_probability"] = _round(probability_at_cut)
-    threshold["calibration"] = {
-        "method": "platt", "score": args.score, "transform": args.transform,
-        "coef": _round(platt.coef),
-        "intercept": _round(platt.intercept), "n": platt.n,
-        "data": f"{dataset_name(args.data)}:{args.split}", "model": model_name,
-    }
+    calibration = PlattCalibration.from_fit(
+        platt, score=args.score, data=f"{dataset_name(args.data)}:{args.split}",
+        model=model_name)
+    threshold["calibration"] = {key: _round(value) if isinstance(value, float) else value
+                                for key, value in calibration.model_dump().items()}
     threshold["fit"] = {
         fit.target: fit.target_value, "coverage": _round(fit.coverage),
         "error_rate": None if fit.error_rate is None else _round(fit.error_rate),

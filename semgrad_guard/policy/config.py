@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import math
 import string
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..calibration.thresholds import PlattFit, platt_error_probability
 from ..errors import ConfigError
 from ..scoring.result import SCORE_NAMES, ScoreName
 from .attempts import Attempt
@@ -105,18 +105,18 @@ class PlattCalibration(_Strict):
     data: str | None = Field(None, description="The labelled data it was fitted on.")
     model: str | None = Field(None, description="The model whose answers were scored.")
 
+    @classmethod
+    def from_fit(cls, fit: PlattFit, *, score: str, data: str | None = None,
+                 model: str | None = None) -> PlattCalibration:
+        """The calibration a policy file stores for a fitted one."""
+        return cls.model_validate({"score": score, "transform": fit.transform,
+                                   "coef": fit.coef, "intercept": fit.intercept, "n": fit.n,
+                                   "data": data, "model": model})
+
     def error_probability(self, value: float) -> float:
         """The calibrated probability that an answer with this score is wrong."""
-        x = value
-        if self.transform == "log":
-            if value <= 0 and self.coef != 0:  # log(0) = -inf: the probability's limit
-                return 0.0 if self.coef > 0 else 1.0
-            x = math.log(value) if value > 0 else 0.0
-        z = self.coef * x + self.intercept
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
+        return float(platt_error_probability(value, self.coef, self.intercept,
+                                             self.transform))
 
 
 class Threshold(_Strict):
