@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from semgrad_guard.model.clock import describe
 from semgrad_guard.model.generation import Generation
 from semgrad_guard.model.local_model import LocalModel
 from semgrad_guard.model.prompts import qa_prompt
-from semgrad_guard.scoring.semgrad import SemGradScorer
+from semgrad_guard.scoring.semgrad import SemGradScorer, hybridgrad
 
 from .ptrue import PTrueScorer
 from .sampling_baselines import DEFAULT_CLUSTER_THRESHOLD, sampling_scores
@@ -230,8 +230,7 @@ class BenchmarkRun:
                         # pass's PG and alpha (both anchor-independent).
                         c = record["components"]
                         components.update(pg=c["pg"], alpha=c["alpha"])
-                        s = {**s, "hybridgrad": c["alpha"] * c["pg"]
-                             + (1 - c["alpha"]) * s["semgrad"]}
+                        s = {**s, "hybridgrad": hybridgrad(s["semgrad"], c["pg"], c["alpha"])}
                         hybrid_time = record["times"]["hybridgrad"]
                     else:
                         hybrid_time = t["total"]
@@ -274,17 +273,3 @@ class BenchmarkRun:
                 for name, value in scores.items():
                     record["scores"][f"{name}_k{k}"] = value
                     record["times"][f"{name}_k{k}"] = total
-
-
-def iter_batches(items: Iterable[QAItem], size: int) -> Iterable[list[QAItem]]:
-    batch: list[QAItem] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-ProgressHook = Callable[[int], None]

@@ -34,6 +34,18 @@ _LOGIT_BUDGET = 48_000_000
 _PADDING_SLACK = 1.25
 
 
+def hybridgrad(semgrad: Any, pg: Any, alpha: Any) -> Any:
+    """HybridGrad (method.md): ``alpha * PG + (1 - alpha) * SemGrad``, where ``PG`` is the
+    output projection's gradient magnitude and ``alpha = exp(-mean token entropy)``.
+
+    Works on floats and on tensors alike.
+
+    >>> hybridgrad(semgrad=0.5, pg=1.0, alpha=0.5)
+    0.75
+    """
+    return alpha * pg + (1 - alpha) * semgrad
+
+
 @dataclass(frozen=True)
 class Anchor:
     """Where the gradient is taken: a prompt offset (negative) and hidden-state layers."""
@@ -312,7 +324,7 @@ class SemGradScorer:
                 pg = self._lm_head_gradient(grads[-1].float()[:, -keep:], head["input"].float()
                                             [:, -keep:], answer_d)
                 alpha = torch.exp(-masked_entropy)
-                hybrid = alpha * pg + (1 - alpha) * semgrad
+                hybrid = hybridgrad(semgrad, pg, alpha)
         synchronize(device)
         t3 = time.perf_counter()
 
