@@ -1,5 +1,8 @@
 """How well a score finds wrong answers: AUROC, AUPR, PRR, curves and bootstrap CIs.
 
+AUROC, AUPR and the ROC curve are scikit-learn's; PRR and the rejection curve are
+written here (scikit-learn has neither).
+
 "Incorrect" is the positive class and every score is "higher = more uncertain", so a
 perfect score ranks every wrong answer above every right one (AUROC 1).
 
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -31,49 +35,28 @@ def _arrays(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | n
 
 def auroc(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | npt.ArrayLike
           ) -> float:
-    """Probability that a random wrong answer scores above a random right one (ties 1/2).
+    """Probability that a random wrong answer scores above a random right one (ties 1/2):
+    scikit-learn's ``roc_auc_score`` with the wrong answers as positives.
 
     NaN when only one class is present.
     """
     s, wrong = _arrays(scores, correct)
-    n_pos, n_neg = int(wrong.sum()), int((~wrong).sum())
-    if n_pos == 0 or n_neg == 0:
+    if wrong.all() or not wrong.any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # Average ranks over ties (Mann-Whitney U).
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    u = ranks[wrong].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(wrong, s))
 
 
 def aupr(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | npt.ArrayLike
          ) -> float:
-    """Average precision for finding wrong answers (step-wise, as scikit-learn computes it).
+    """Average precision for finding wrong answers: scikit-learn's
+    ``average_precision_score`` (step-wise; tied scores enter together).
 
-    Tied scores enter together. NaN when there is no wrong answer.
+    NaN when there is no wrong answer.
     """
     s, wrong = _arrays(scores, correct)
-    n_pos = int(wrong.sum())
-    if n_pos == 0:
+    if not wrong.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, w_sorted = s[order], wrong[order]
-    tp = np.cumsum(w_sorted)
-    fp = np.cumsum(~w_sorted)
-    # Keep the last index of each run of tied scores.
-    last = np.r_[np.nonzero(np.diff(s_sorted))[0], len(s) - 1]
-    precision = tp[last] / (tp[last] + fp[last])
-    recall = tp[last] / n_pos
-    prev = np.r_[0.0, recall[:-1]]
-    return float(((recall - prev) * precision).sum())
+    return float(average_precision_score(wrong, s))
 
 
 def rejection_curve(scores: Sequence[float] | npt.ArrayLike,
@@ -116,15 +99,13 @@ def prr(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | npt.A
 
 def roc_points(scores: Sequence[float] | npt.ArrayLike, correct: Sequence[bool] | npt.ArrayLike
                ) -> tuple[FloatArray, FloatArray]:
-    """False- and true-positive rates (positive = wrong answer) at every threshold."""
+    """False- and true-positive rates (positive = wrong answer) at every threshold, from
+    (0, 0) to (1, 1)."""
     s, wrong = _arrays(scores, correct)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, w_sorted = s[order], wrong[order]
-    last = np.r_[np.nonzero(np.diff(s_sorted))[0], len(s) - 1]
-    tp = np.cumsum(w_sorted)[last]
-    fp = np.cumsum(~w_sorted)[last]
-    n_pos, n_neg = max(int(wrong.sum()), 1), max(int((~wrong).sum()), 1)
-    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+    if wrong.all() or not wrong.any():  # one class: the diagonal
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    fpr, tpr, _ = roc_curve(wrong, s, drop_intermediate=False)
+    return fpr.astype(np.float64), tpr.astype(np.float64)
 
 
 Metric = Callable[[npt.ArrayLike, npt.ArrayLike], float]
