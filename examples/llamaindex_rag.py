@@ -139,7 +139,7 @@ def describe(question: str, response: Response, seconds: float) -> str:
         k = a["k"] if a["k"] is not None else "own"
         lines.append(f"   attempt {a['number']} (k={k}): {a['answer']!r}  "
                      f"SemGrad {value} -> {verdict}")
-    lines.append(f"   decision: {decision['action'].upper()} (rule {decision['chain']!r}, "
+    lines.append(f"   decision: {decision['action'].upper()} (rule {decision['rule']!r}, "
                  f"{seconds:.1f} s): {decision['reason']}")
     if decision["case_id"]:
         lines.append(f"   review case: {decision['case_id']}")

@@ -11,11 +11,11 @@ Framework-free: the LangChain and LlamaIndex integrations are thin shells over
 'default'
 """
 
+from .._deprecation import renamed_module_attributes
 from .attempts import Attempt, AttemptRecord, AttemptResult
 from .audit import AuditRecord, AuditTrail
 from .config import (
     AbstainAction,
-    ChainPolicy,
     CustomAction,
     EscalateAction,
     FlagAction,
@@ -23,11 +23,15 @@ from .config import (
     PlattCalibration,
     PolicyConfig,
     RetryWithRetrievalAction,
+    Rule,
     Threshold,
     load_policy,
 )
 from .decision import GuardAction, GuardDecision
 from .guard import ActionContext, Guard, Scorer
+
+#: ``ChainPolicy``, the old name of :class:`Rule`, still works for one release.
+__getattr__ = renamed_module_attributes(__name__, {"ChainPolicy": ("Rule", Rule)})
 
 __all__ = [
     "AbstainAction",
@@ -37,7 +41,6 @@ __all__ = [
     "AttemptResult",
     "AuditRecord",
     "AuditTrail",
-    "ChainPolicy",
     "CustomAction",
     "EscalateAction",
     "FlagAction",
@@ -48,6 +51,7 @@ __all__ = [
     "PlattCalibration",
     "PolicyConfig",
     "RetryWithRetrievalAction",
+    "Rule",
     "Scorer",
     "Threshold",
     "load_policy",

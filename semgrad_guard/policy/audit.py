@@ -73,7 +73,7 @@ class AuditTrail:
     >>> from semgrad_guard.policy import GuardDecision
     >>> audit = AuditTrail()
     >>> audit.record(GuardDecision(action="abstain", answer="I don't know", passed=False,
-    ...     score=None, error_probability=None, attempts=[], chain="rag", case_id=None,
+    ...     score=None, error_probability=None, attempts=[], rule="rag", case_id=None,
     ...     reason="score failed", raw=None, question="Why?"))
     1
     >>> [r.action for r in audit.records(chain="rag")]
@@ -96,7 +96,7 @@ class AuditTrail:
         score = decision.score
         row = (
             time.time() if at is None else at,
-            decision.chain,
+            decision.rule,
             decision.question,
             decision.answer,
             decision.chosen_answer,

@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from .._deprecation import renamed_module_attributes, warn_renamed
 from ..calibration.thresholds import PlattFit, platt_error_probability
 from ..errors import ConfigError
 from ..scoring.result import SCORE_NAMES, ScoreName
@@ -318,7 +319,7 @@ ACTION_TYPES = ("abstain", "flag", "retry_with_retrieval", "escalate", "custom")
 _TERMINAL = (AbstainAction, FlagAction, EscalateAction)
 
 
-class ChainPolicy(_Strict):
+class Rule(_Strict):
     """The rule for one chain (or the default rule)."""
 
     name: str = Field("default", min_length=1, description="The rule's name, used in audits.")
@@ -345,7 +346,7 @@ class ChainPolicy(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _terminal_last(self) -> ChainPolicy:
+    def _terminal_last(self) -> Rule:
         for i, action in enumerate(self.actions[:-1]):
             if isinstance(action, _TERMINAL):
                 raise ValueError(f"action {i} ({action.type}) ends the walk, so the actions "
@@ -379,8 +380,8 @@ class PolicyConfig(_Strict):
     """A whole policy: a default rule and ordered chain rules (first match wins)."""
 
     version: Literal[1] = Field(description="Policy file format version.")
-    default: ChainPolicy = Field(description="The rule for runs no chain rule matches.")
-    chains: list[ChainPolicy] = Field(
+    default: Rule = Field(description="The rule for runs no chain rule matches.")
+    chains: list[Rule] = Field(
         default_factory=list, description="Chain rules, tried in order; they inherit the "
                                           "default rule's keys.")
     source: str | None = Field(None, exclude=True, description="The file it was loaded from.")
@@ -428,18 +429,23 @@ class PolicyConfig(_Strict):
         """The policy as plain data (custom handlers given as callables stay callables)."""
         return self.model_dump(mode="python", exclude_none=True)
 
-    def chain(self, name: str) -> ChainPolicy:
+    def rule(self, name: str) -> Rule:
         """The rule with this name (``"default"`` for the default rule)."""
         if name == self.default.name:
             return self.default
         for chain in self.chains:
             if chain.name == name:
                 return chain
-        raise ConfigError(f"no chain named {name!r}; known: "
+        raise ConfigError(f"no rule named {name!r}; known: "
                           + ", ".join([self.default.name, *(c.name for c in self.chains)]))
 
+    def chain(self, name: str) -> Rule:
+        """Deprecated: :meth:`rule` (the same, by its new name)."""
+        warn_renamed("PolicyConfig.chain()", "PolicyConfig.rule()")
+        return self.rule(name)
+
     def rule_for(self, run_name: str | None = None, tags: Sequence[str] = (),
-                 metadata: Mapping[str, Any] | None = None) -> ChainPolicy:
+                 metadata: Mapping[str, Any] | None = None) -> Rule:
         """The first chain rule that matches, else the default rule."""
         for chain in self.chains:
             if chain.matches(run_name, tags, metadata):
@@ -466,3 +472,7 @@ def load_policy(path: str | Path) -> PolicyConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return PolicyConfig.from_dict(data if data is not None else {}, source=str(path))
+
+
+#: ``ChainPolicy``, the old name of :class:`Rule`, still works for one release.
+__getattr__ = renamed_module_attributes(__name__, {"ChainPolicy": ("Rule", Rule)})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._deprecation import warn_renamed
 from ..scoring.result import UncertaintyScore
 from .attempts import AttemptRecord
 
@@ -23,12 +25,12 @@ class GuardDecision:
     ``error_probability`` and ``raw`` belong to the chosen (lowest-scoring) attempt;
     ``attempts`` lists every attempt in order and ``chosen_index`` points at the chosen
     one, whose answer ``chosen_answer`` keeps even when ``answer`` is a message.
-    ``case_id`` is the review case of an
+    ``rule`` is the name of the rule that decided. ``case_id`` is the review case of an
     escalation. ``flags`` names anything a reader should know (``"retokenized"``,
     ``"score_failed"``, ``"fail_open"``).
 
     >>> d = GuardDecision(action="pass", answer="Au", passed=True, score=None,
-    ...                   error_probability=None, attempts=[], chain="default",
+    ...                   error_probability=None, attempts=[], rule="default",
     ...                   case_id=None, reason="score under threshold", raw=None)
     >>> d.to_dict()["action"]
     'pass'
@@ -40,7 +42,7 @@ class GuardDecision:
     score: UncertaintyScore | None
     error_probability: float | None
     attempts: list[AttemptRecord]
-    chain: str
+    rule: str
     case_id: str | None
     reason: str
     raw: Any = field(default=None, repr=False, compare=False)
@@ -48,6 +50,12 @@ class GuardDecision:
     chosen_answer: str | None = None
     chosen_index: int | None = None
     flags: tuple[str, ...] = ()
+
+    @property
+    def chain(self) -> str:
+        """Deprecated: :attr:`rule` (the rule's name, by its new name)."""
+        warn_renamed("GuardDecision.chain", "GuardDecision.rule")
+        return self.rule
 
     @property
     def value(self) -> float | None:
@@ -68,7 +76,10 @@ class GuardDecision:
             "action": self.action,
             "answer": self.answer,
             "passed": self.passed,
-            "chain": self.chain,
+            "rule": self.rule,
+            # The rule's name under its old key, for readers of earlier records; it goes
+            # in the next release.
+            "chain": self.rule,
             "question": self.question,
             "chosen_answer": self.chosen_answer,
             "chosen_index": self.chosen_index,
@@ -81,3 +92,19 @@ class GuardDecision:
             "reason": self.reason,
             "flags": list(self.flags),
         }
+
+
+def _accept_chain_keyword(init: Any) -> Any:
+    """``GuardDecision(..., chain=name)``, the old keyword of ``rule``, for one release."""
+
+    @functools.wraps(init)
+    def __init__(self: GuardDecision, *args: Any, **kwargs: Any) -> None:
+        if "chain" in kwargs:
+            warn_renamed("GuardDecision(chain=...)", "GuardDecision(rule=...)")
+            kwargs["rule"] = kwargs.pop("chain")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+GuardDecision.__init__ = _accept_chain_keyword(GuardDecision.__init__)  # type: ignore[method-assign]

@@ -24,12 +24,12 @@ from .audit import AuditTrail
 from .config import (
     DEFAULT_ABSTAIN_MESSAGE,
     AbstainAction,
-    ChainPolicy,
     CustomAction,
     EscalateAction,
     FlagAction,
     PolicyConfig,
     RetryWithRetrievalAction,
+    Rule,
 )
 from .decision import GuardDecision
 
@@ -48,7 +48,7 @@ class ActionContext:
     """What a custom action sees: the question, the rule, the attempts so far."""
 
     question: str
-    rule: ChainPolicy
+    rule: Rule
     attempts: list[AttemptRecord]
     best: AttemptRecord
     run_name: str | None
@@ -75,7 +75,7 @@ class _RunAttempt:
 
 @dataclass(frozen=True)
 class _Score:
-    rule: ChainPolicy
+    rule: Rule
     question: str
     result: AttemptResult
 
@@ -181,7 +181,7 @@ class Guard:
 
     # -- rules ---------------------------------------------------------------------------------
     def rule_for(self, run_name: str | None = None, tags: Sequence[str] = (),
-                 metadata: Mapping[str, Any] | None = None) -> ChainPolicy:
+                 metadata: Mapping[str, Any] | None = None) -> Rule:
         """The rule for a run: the first chain rule that matches, else the default."""
         return self.policy.rule_for(run_name, tags, metadata)
 
@@ -292,12 +292,12 @@ class Guard:
         return _finish(outcome)
 
     # -- the work the decision asks for ------------------------------------------------------------
-    def _scorer_for(self, rule: ChainPolicy) -> Scorer | None:
+    def _scorer_for(self, rule: Rule) -> Scorer | None:
         if isinstance(self.scorer, Mapping):
             return self.scorer.get(rule.name, self.scorer.get(self.policy.default.name))
         return self.scorer
 
-    def score(self, rule: ChainPolicy, question: str, result: AttemptResult) -> UncertaintyScore:
+    def score(self, rule: Rule, question: str, result: AttemptResult) -> UncertaintyScore:
         """The score of one attempt under a rule (raises on a scoring failure)."""
         score = result.score
         if score is None:
@@ -375,7 +375,7 @@ def _finish(outcome: _Outcome) -> GuardDecision:
 
 
 # -- the decision, written once ------------------------------------------------------------------
-def _decide(question: str, rule: ChainPolicy, first: AttemptResult | None, chain_k: int | None,
+def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int | None,
             run_name: str | None, tags: tuple[str, ...], metadata: dict[str, Any]) -> _Process:
     records: list[AttemptRecord] = []
 
@@ -470,14 +470,14 @@ def _best_index(records: list[AttemptRecord]) -> int:
     return min(scored, key=lambda i: (records[i].value, i))  # type: ignore[return-value,arg-type]
 
 
-def _threshold_text(rule: ChainPolicy) -> str:
+def _threshold_text(rule: Rule) -> str:
     t = rule.threshold
     if t.max_score is not None:
         return f"max_score {t.max_score:g}"
     return f"max_error_probability {t.max_error_probability:g}"
 
 
-def _value_text(record: AttemptRecord, rule: ChainPolicy) -> str:
+def _value_text(record: AttemptRecord, rule: Rule) -> str:
     if record.value is None:
         return "unscored"
     if rule.threshold.max_score is None and record.error_probability is not None:
@@ -485,7 +485,7 @@ def _value_text(record: AttemptRecord, rule: ChainPolicy) -> str:
     return f"{rule.score} {record.value:.4g}"
 
 
-def _summary(rule: ChainPolicy, records: list[AttemptRecord], best: int) -> str:
+def _summary(rule: Rule, records: list[AttemptRecord], best: int) -> str:
     n = len(records)
     failed = sum(r.value is None for r in records)
     what = f"{n} attempt{'s' if n != 1 else ''} over {_threshold_text(rule)}"
@@ -494,7 +494,7 @@ def _summary(rule: ChainPolicy, records: list[AttemptRecord], best: int) -> str:
     return f"{what}; best: attempt {best}, {_value_text(records[best], rule)}"
 
 
-def _pass(question: str, rule: ChainPolicy, records: list[AttemptRecord], index: int
+def _pass(question: str, rule: Rule, records: list[AttemptRecord], index: int
           ) -> _Outcome:
     record = records[index]
     reason = (f"{_value_text(record, rule)} within {_threshold_text(rule)} on attempt "
@@ -503,7 +503,7 @@ def _pass(question: str, rule: ChainPolicy, records: list[AttemptRecord], index:
                               reason))
 
 
-def _decision(question: str, rule: ChainPolicy, records: list[AttemptRecord], index: int,
+def _decision(question: str, rule: Rule, records: list[AttemptRecord], index: int,
               action: str, answer: str | None, passed: bool, reason: str, *,
               case_id: str | None = None, flags: tuple[str, ...] = ()) -> GuardDecision:
     chosen = records[index]
@@ -515,12 +515,12 @@ def _decision(question: str, rule: ChainPolicy, records: list[AttemptRecord], in
     return GuardDecision(
         action=action,  # type: ignore[arg-type]
         answer=answer, passed=passed, score=chosen.score,
-        error_probability=chosen.error_probability, attempts=list(records), chain=rule.name,
+        error_probability=chosen.error_probability, attempts=list(records), rule=rule.name,
         case_id=case_id, reason=reason, raw=chosen.raw, question=question,
         chosen_answer=chosen.answer, chosen_index=index, flags=tuple(extra))
 
 
-def _case(question: str, rule: ChainPolicy, best: AttemptRecord, records: list[AttemptRecord],
+def _case(question: str, rule: Rule, best: AttemptRecord, records: list[AttemptRecord],
           run_name: str | None, tags: tuple[str, ...], metadata: dict[str, Any]
           ) -> dict[str, Any]:
     score = best.score

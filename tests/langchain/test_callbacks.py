@@ -66,7 +66,7 @@ async def test_strict_mode_raises_in_async_runs_and_follows_the_policy(chat: Cha
     await chat.ainvoke(QUESTION, config={"callbacks": [handler]})  # default rule: passes
     with pytest.raises(UncertainAnswerError) as caught:
         await chat.ainvoke(QUESTION, config={"callbacks": [handler], "tags": ["strict"]})
-    assert caught.value.decision.chain == "strict"
+    assert caught.value.decision.rule == "strict"
     assert [r.method for r in handler.records] == ["nll", "nll"]
 
 

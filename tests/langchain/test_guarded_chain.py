@@ -199,7 +199,7 @@ def test_chain_rule_is_chosen_by_run_name_and_tags() -> None:
     assert guarded.invoke("q") == "yes"
     with pytest.raises(AbstainedError) as caught:
         guarded.invoke("q", config={"tags": ["legal"]})
-    assert caught.value.decision.chain == "strict"
+    assert caught.value.decision.rule == "strict"
 
 
 def test_bad_configuration_fails_at_construction() -> None:

@@ -41,7 +41,7 @@ def test_rag_example_passes_the_answerable_and_escalates_the_unanswerable(
 
     passed = answerable.metadata["guard_decision"]
     assert passed["action"] == "pass" and passed["passed"] is True
-    assert passed["chain"] == "rag" and len(passed["attempts"]) == 1
+    assert passed["rule"] == "rag" and len(passed["attempts"]) == 1
     assert "11 kilograms" in answerable.response
     assert answerable.metadata["semgrad"]["retokenized"] is False
     assert answerable.metadata["semgrad"]["value"] <= threshold

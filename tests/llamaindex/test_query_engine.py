@@ -109,13 +109,13 @@ def test_the_shared_policy_file_drives_the_chain_by_name(main_index: VectorStore
         retrievers={"bm25": other_index.as_retriever(), "dense-large": main_index.as_retriever()})
     response = as_response(engine.query("Which record does the archive hold?"))
     decision = meta(response)["guard_decision"]
-    assert decision["chain"] == "rag"
+    assert decision["rule"] == "rag"
     assert decision["action"] == "escalate" and len(queue.cases) == 1
     assert [(a["k"], a["retriever"]) for a in decision["attempts"]] == [
         (None, None), (8, "bm25"), (16, "dense-large")]
     assert [len(a["context"]) for a in decision["attempts"]] == [4, 8, 16]
     assert decision["attempts"][1]["query"].endswith("Answer using the retrieved passages.")
-    escalate = policy.chain("rag").actions[-1]
+    escalate = policy.rule("rag").actions[-1]
     assert isinstance(escalate, EscalateAction)
     assert response.response == escalate.pending_message
     other = GuardedQueryEngine(main_index.as_retriever(), guard, llm=ScriptedLLM(answers=["x"]),

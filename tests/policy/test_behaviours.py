@@ -46,7 +46,7 @@ def check_decision(scenario: Scenario, decision: GuardDecision, chain: ScriptedC
     assert [r.attempt.number for r in decision.attempts] == list(range(expected.attempts))
     assert decision.chosen_index == expected.best
     assert decision.chosen_answer == scenario.answers[expected.best]
-    assert decision.chain == "default"
+    assert decision.rule == "default"
     assert scorer.remaining == 0, "every scripted score is used, and no more"
     for flag in scenario.flags:
         assert flag in decision.flags

@@ -24,14 +24,14 @@ def policy(**default: object) -> dict[str, object]:
 def test_the_example_file_loads() -> None:
     p = load_policy(EXAMPLE)
     assert p.source == str(EXAMPLE)
-    rag = p.chain("rag")
+    rag = p.rule("rag")
     assert isinstance(rag.actions[0], RetryWithRetrievalAction)
     assert isinstance(rag.actions[1], EscalateAction)
     assert rag.threshold.max_error_probability is not None
     assert rag.threshold.calibration is not None and rag.threshold.calibration.transform == "log"
     # keys the chain leaves out come from the default rule
     assert rag.on_score_failure == "fail_closed" and rag.score == "semgrad"
-    assert p.chain("agent-tools").score == "hybridgrad"
+    assert p.rule("agent-tools").score == "hybridgrad"
 
 
 def test_rules_match_by_run_name_tags_and_metadata_first_match_wins() -> None:
@@ -53,7 +53,7 @@ def test_rules_match_by_run_name_tags_and_metadata_first_match_wins() -> None:
 def test_a_chain_inherits_the_default_rule_but_not_its_match() -> None:
     p = PolicyConfig.from_dict({**policy(score="nll", on_score_failure="raise"),
                                 "chains": [{"name": "rag", "score": "hybridgrad"}]})
-    rag = p.chain("rag")
+    rag = p.rule("rag")
     assert (rag.score, rag.on_score_failure, rag.threshold.max_score) == \
         ("hybridgrad", "raise", 0.5)
     assert rag.match is None
@@ -153,5 +153,5 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_unknown_chain_name() -> None:
-    with pytest.raises(ConfigError, match="no chain named 'x'; known: default"):
-        PolicyConfig.from_dict(policy()).chain("x")
+    with pytest.raises(ConfigError, match="no rule named 'x'; known: default"):
+        PolicyConfig.from_dict(policy()).rule("x")

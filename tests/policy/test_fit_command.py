@@ -48,7 +48,7 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
     assert text.count("score: semgrad") == EXAMPLE.read_text().count("score: semgrad"), \
         "no score key is added where it is inherited"
     fitted = load_policy(policy)
-    rag = fitted.chain("rag")
+    rag = fitted.rule("rag")
     assert rag.threshold.max_score == 0.4 and rag.threshold.max_error_probability is None
     calibration = rag.threshold.calibration
     assert calibration is not None and calibration.coef > 0 and calibration.n == 5
@@ -56,7 +56,7 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
     assert rag.threshold.fit is not None and rag.threshold.fit["coverage"] == 0.8
     # the other rules are untouched
     assert fitted.default == before.default
-    assert fitted.chain("agent-tools") == before.chain("agent-tools")
+    assert fitted.rule("agent-tools") == before.rule("agent-tools")
 
 
 def test_fit_for_coverage_as_a_probability_into_a_new_chain(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_fit_for_coverage_as_a_probability_into_a_new_chain(tmp_path: Path) -> N
                  "--target-coverage", "0.6", "--limit", "5", "--answers", str(answers),
                  "--threshold-kind", "probability"])
     assert code == 0
-    faq = load_policy(policy).chain("faq")
+    faq = load_policy(policy).rule("faq")
     calibration = faq.threshold.calibration
     assert calibration is not None and faq.threshold.max_error_probability is not None
     # the probability cut sits at the coverage threshold, 0.3

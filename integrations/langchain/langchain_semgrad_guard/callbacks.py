@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from semgrad_guard import LocalModel, SemGradScorer, UncertaintyScore
 from semgrad_guard.errors import ConfigError, ScoringError, UncertainAnswerError
 from semgrad_guard.policy import Attempt, AttemptRecord, AuditTrail, Guard, GuardDecision
-from semgrad_guard.policy.config import ChainPolicy, PolicyConfig
+from semgrad_guard.policy.config import PolicyConfig, Rule
 
 from .messages import (
     SCORE_ERROR_KEY,
@@ -255,7 +255,7 @@ class SemGradCallbackHandler(GenerationTracker):
         method = kwargs.get("method", "semgrad")
         return cls(SemGradScorer(local, method=method), **kwargs)
 
-    def _rule(self, captured: CapturedGeneration) -> ChainPolicy | None:
+    def _rule(self, captured: CapturedGeneration) -> Rule | None:
         if self.policy is None:
             return None
         return self.policy.rule_for(captured.name, captured.tags, captured.run_metadata)
@@ -326,7 +326,7 @@ def _decision(record: ScoredGeneration, strict: bool) -> GuardDecision:
         action=action,  # type: ignore[arg-type]
         answer=None if action == "abstain" else record.text, passed=record.passed is True,
         score=record.score, error_probability=None, attempts=[attempt],
-        chain=record.rule or "callback", case_id=None,
+        rule=record.rule or "callback", case_id=None,
         reason=f"{shown}{limit}", question=record.question,
         chosen_answer=record.text, chosen_index=0, flags=tuple(flags))
 

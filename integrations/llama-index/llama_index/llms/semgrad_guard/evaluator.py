@@ -10,7 +10,7 @@ from llama_index.core.evaluation.base import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 
 from semgrad_guard import ConfigError, ScoringError, UncertaintyScore
-from semgrad_guard.policy import ChainPolicy, PolicyConfig, Scorer, Threshold, load_policy
+from semgrad_guard.policy import PolicyConfig, Rule, Scorer, Threshold, load_policy
 
 from .base import SemGradLLM
 from .scores import answer_prompt
@@ -70,7 +70,7 @@ class SemGradEvaluator(BaseEvaluator):
         threshold and failure mode (``fail_open`` passes, the others fail)."""
         if not isinstance(policy, PolicyConfig):
             policy = load_policy(policy)
-        rule: ChainPolicy = policy.rule_for(chain_name, tags, metadata)
+        rule: Rule = policy.rule_for(chain_name, tags, metadata)
         return cls(llm, scorer=scorer, threshold=rule.threshold, method=rule.score,
                    fail_open=rule.on_score_failure == "fail_open")
 
