@@ -1,4 +1,4 @@
-"""A guarded agent: a certain tool call runs, an uncertain one is blocked, an uncertain
+"""A guarded agent: a certain tool call runs, an uncertain one is refused (abstain), an uncertain
 email waits for a human reviewer, whose edit is what runs.
 
     python examples/langchain_agent.py
@@ -39,7 +39,7 @@ from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig  # noqa: E402
 from semgrad_guard.review import open_review_queue  # noqa: E402
 
 #: Per-tool rules (a rule named after a tool decides that tool's calls): an uncertain
-#: renewal is blocked, an uncertain email goes to a reviewer. Thresholds are on SemGrad
+#: renewal is refused (abstain), an uncertain email goes to a reviewer. Thresholds are on SemGrad
 #: with the default anchor, chosen from the measured scores below.
 POLICY: dict[str, Any] = {
     "version": 1,

@@ -46,10 +46,10 @@ def test_agent_example_allows_blocks_and_escalates(default_lm: Any,
     example = _load("langchain_agent")
     allowed, blocked, escalated = example.main(default_lm)
     threshold = example.POLICY["default"]["threshold"]["max_score"]
-    assert (allowed["action"], allowed["status"]) == ("allow", "success")
+    assert (allowed["action"], allowed["status"]) == ("pass", "success")
     assert allowed["value"] < threshold / 1.5
     assert allowed["result"] == "The Hobbit is renewed until 12 June."
-    assert (blocked["action"], blocked["status"]) == ("block", "error")
+    assert (blocked["action"], blocked["status"]) == ("abstain", "error")
     assert blocked["value"] > threshold * 1.5
     assert "Ask the user which book they mean." in blocked["result"]
     assert escalated["action"] == "escalate" and escalated["status"] == "success"

@@ -1,5 +1,5 @@
-"""The agent middleware on real ``create_agent`` agents: tool calls allowed, blocked or
-escalated by the policy; interrupts resumed from the review queue decide as before,
+"""The agent middleware on real ``create_agent`` agents: tool calls passed, refused
+(abstain) or escalated by the policy; interrupts resumed from the review queue decide as before,
 from the score cached in agent state."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_a_certain_tool_call_runs_and_the_score_is_cached_in_state() -> None:
     result = agent.invoke(ASK, CONFIG)
     assert outbox.lookups == ["weather"]
     cached = list(result["semgrad"].values())
-    assert cached[0]["tool_calls"]["c1"]["action"] == "allow"
+    assert cached[0]["tool_calls"]["c1"]["action"] == "pass"
     assert cached[0]["value"] == pytest.approx(0.3)
     assert cached[1]["answer"]["action"] == "pass"
     assert result["messages"][-1].content == "All done."
@@ -116,7 +116,7 @@ def test_an_uncertain_tool_call_is_blocked_with_an_error_tool_message() -> None:
     assert outbox.lookups == []
     blocked = next(m for m in _tool_messages(result) if m.tool_call_id == "c1")
     assert blocked.status == "error"
-    assert "lookup was blocked" in str(blocked.content)
+    assert "lookup was not run" in str(blocked.content)
     assert "0.99" in str(blocked.content)
 
 
@@ -233,3 +233,22 @@ async def test_async_agent_blocks_and_escalates_like_the_sync_one() -> None:
     assert scorer.remaining == 0
 
 
+
+
+@pytest.mark.parametrize(("word", "runs"), [("allow", True), ("block", False)])
+def test_gates_saved_by_the_previous_release_still_decide(word: str, runs: bool) -> None:
+    from langgraph.prebuilt.tool_node import ToolCallRequest
+
+    middleware = SemGradMiddleware(Guard(PolicyConfig.from_dict(POLICY),
+                                         review_queue=open_review_queue("sqlite:///:memory:")))
+    call = _call("lookup", {"query": "weather"}, "c1")
+    gate = {"name": "lookup", "action": word, "value": 0.99, "threshold": 0.95,
+            "method": "semgrad", "reason": "over the threshold", "case_id": None}
+    state = {"messages": [], "semgrad": {"m1": {"tool_calls": {"c1": gate}}}}
+    request = ToolCallRequest(tool_call=call, tool=None, state=state, runtime=None)  # type: ignore[arg-type]
+    ran = ToolMessage("found weather", tool_call_id="c1", name="lookup")
+    outcome = middleware.wrap_tool_call(request, lambda _: ran)
+    assert (outcome is ran) == runs
+    if not runs:
+        assert isinstance(outcome, ToolMessage) and outcome.status == "error"
+        assert "lookup was not run" in str(outcome.content)

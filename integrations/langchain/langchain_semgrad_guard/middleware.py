@@ -9,7 +9,7 @@
   metadata ``tool``), for a final answer the agent's rule. Score and decisions are
   cached in agent state (``semgrad``, keyed by the turn's message id).
 - ``wrap_tool_call`` applies the cached decision: ``pass`` runs the tool, ``abstain``
-  blocks it with an explanatory error ``ToolMessage``, ``escalate`` pauses the run
+  answers it with an explanatory error ``ToolMessage`` instead, ``escalate`` pauses the run
   with LangGraph ``interrupt()`` (or leaves the pause to
   ``HumanInTheLoopMiddleware``, see :meth:`SemGradMiddleware.interrupt_on`).
   A resumed run reads the cached decision again: nothing is re-scored, so it decides
@@ -47,7 +47,9 @@ INTERRUPT_TYPE = "semgrad_review"
 #: The tag every tool-call rule lookup carries.
 TOOL_CALL_TAG = "tool-call"
 
-_GATES = {"pass": "allow", "abstain": "block", "escalate": "escalate"}
+# A tool call's gate says what the decision says: pass, abstain or escalate. Agent state
+# checkpointed by the previous release may still say allow / block.
+_LEGACY_GATES = {"allow": "pass", "block": "abstain"}
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -59,7 +61,7 @@ class SemGradAgentState(AgentState[Any]):
 
     ``semgrad`` maps a model turn's message id to ``{"score", "value", "method",
     "tool_calls": {tool_call_id: gate}, "answer": decision}``; each gate says
-    ``action`` (``allow`` / ``block`` / ``escalate``), ``reason``, ``case_id``.
+    ``action`` (``pass`` / ``abstain`` / ``escalate``), ``reason``, ``case_id``.
     """
 
     # LangGraph reads the reducer from the last annotation.
@@ -137,13 +139,13 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
         for call in message.tool_calls:
             decision = tool_decisions.get(str(call["id"]))
             if decision is None:
-                gates[str(call["id"])] = {"name": call["name"], "action": "allow",
+                gates[str(call["id"])] = {"name": call["name"], "action": "pass",
                                           "reason": "tool not gated", "case_id": None}
                 continue
             rule = self.guard.rule_for(**self._tool_rule_args(call["name"], call["id"]))
             gates[str(call["id"])] = {
-                "name": call["name"], "args": call["args"], "action": _GATES[decision.action],
-                "rule": decision.chain, "reason": decision.reason, "case_id": decision.case_id,
+                "name": call["name"], "args": call["args"], "action": decision.action,
+                "rule": decision.rule, "reason": decision.reason, "case_id": decision.case_id,
                 "message": decision.answer, "value": decision.value, "method": rule.score,
                 "threshold": rule.threshold.max_score}
         return {
@@ -153,7 +155,7 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
             "retokenized": None if score is None else score.retokenized,
             "tool_calls": gates,
             "answer": None if answer is None else {
-                "action": answer.action, "rule": answer.chain, "reason": answer.reason,
+                "action": answer.action, "rule": answer.rule, "reason": answer.reason,
                 "case_id": answer.case_id, "answer": answer.answer,
                 "chosen_answer": answer.chosen_answer, "value": answer.value},
         }
@@ -240,14 +242,14 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
                 return dict(gate)
         return None
 
-    def _blocked(self, request: ToolCallRequest, gate: Mapping[str, Any]) -> ToolMessage:
+    def _abstained(self, request: ToolCallRequest, gate: Mapping[str, Any]) -> ToolMessage:
         call = request.tool_call
         value, threshold = gate.get("value"), gate.get("threshold")
         why = "its score could not be computed" if value is None else (
             f"{gate.get('method') or 'score'} {value:.3g}"
             + ("" if threshold is None else f" is over the threshold {threshold:.3g}"))
         return ToolMessage(
-            content=(f"The tool call {call['name']} was blocked: the model was not certain "
+            content=(f"The tool call {call['name']} was not run: the model was not certain "
                      f"enough of it ({why}). {gate.get('message') or ''}").strip(),
             name=call["name"], tool_call_id=call["id"], status="error")
 
@@ -275,10 +277,11 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
 
     def _apply(self, request: ToolCallRequest) -> ToolCallRequest | ToolMessage:
         gate = self.gate(request.state, request.tool_call.get("id"))
-        if gate is None or gate["action"] == "allow":
+        action = None if gate is None else _LEGACY_GATES.get(gate["action"], gate["action"])
+        if gate is None or action == "pass":
             return request
-        if gate["action"] == "block":
-            return self._blocked(request, gate)
+        if action == "abstain":
+            return self._abstained(request, gate)
         if self.escalation == "hitl":
             return request  # HumanInTheLoopMiddleware paused before the tools ran
         return self._review(request, gate)
@@ -287,7 +290,8 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
         self, request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
-        """Run, block or escalate one tool call, as its cached decision says."""
+        """Run (pass), refuse (abstain) or escalate one tool call, as its cached decision
+        says."""
         outcome = self._apply(request)
         return outcome if isinstance(outcome, ToolMessage) else handler(outcome)
 
