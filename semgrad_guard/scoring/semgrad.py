@@ -19,10 +19,10 @@ from ..errors import (
     TokenizerMismatchError,
 )
 from ..model.clock import synchronize
+from ..model.frozen import frozen_for_scoring
 from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
-from ..model.state import frozen_for_scoring
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import SCORE_NAMES, UncertaintyScore
 

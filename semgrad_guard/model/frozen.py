@@ -1,4 +1,5 @@
-"""Temporary changes to a user's model, always undone."""
+"""The scoring mode of a user's model: parameters frozen, eval mode, grad mode on; always
+undone."""
 
 from __future__ import annotations
 
