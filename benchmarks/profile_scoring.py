@@ -37,7 +37,7 @@ def main() -> None:
                "PG off (SemGrad only)": SemGradScorer(lm, profile="auto", hybrid=False)}
     for name, scorer in scorers.items():
         scorer.score_batch(pairs[:2])  # warm-up
-        for mode, run in (("reusing generation's caches", lambda s=scorer: s.score_generations(
+        for mode, run in (("reusing generation's caches", lambda s=scorer: s.score_batch(
                 generations, release=False)), ("from ids", lambda s=scorer: s.score_batch(pairs))):
             start = time.perf_counter()
             results = run()
@@ -49,8 +49,8 @@ def main() -> None:
                   f"{part['backward']:.3f}, aggregate {part['aggregate']:.3f}")
     scorer = scorers["PG on (HybridGrad and SemGrad)"]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function("score_generations"):
-            scorer.score_generations(generations, release=False)
+        with record_function("score_batch"):
+            scorer.score_batch(generations, release=False)
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25,
                                     max_name_column_width=60))
 

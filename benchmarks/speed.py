@@ -50,9 +50,9 @@ def main() -> None:
         t1 = time.perf_counter()
         semgrad.score_generation(generation)  # reuses the generation's prompt cache
         t2 = time.perf_counter()
-        semgrad.score(generation.prompt_ids, generation.response_ids)
+        semgrad.score_batch([(generation.prompt_ids, generation.response_ids)])[0]
         t3 = time.perf_counter()
-        hybrid.score(generation.prompt_ids, generation.response_ids)
+        hybrid.score_batch([(generation.prompt_ids, generation.response_ids)])[0]
         t4 = time.perf_counter()
         rows.append({"tokens": len(generation.response_ids), "generate": t1 - t0,
                      "semgrad_cached": t2 - t1, "semgrad": t3 - t2, "hybridgrad": t4 - t3,
@@ -85,7 +85,7 @@ def main() -> None:
         t0 = time.perf_counter()
         generations = lm.generate_batch(prompts[lo:lo + 16], max_new_tokens=args.max_new_tokens)
         t1 = time.perf_counter()
-        semgrad.score_generations(generations)
+        semgrad.score_batch(generations)
         t2 = time.perf_counter()
         semgrad.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
         t3 = time.perf_counter()

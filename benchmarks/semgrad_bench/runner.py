@@ -30,7 +30,7 @@ from semgrad_guard.model.prompts import qa_prompt
 from semgrad_guard.scoring.semgrad import SemGradScorer, hybridgrad
 
 from .ptrue import PTrueScorer
-from .sampling_baselines import DEFAULT_CLUSTER_THRESHOLD, sampling_scores
+from .sampling_baselines import DEFAULT_CLUSTER_THRESHOLD, SAMPLING_SCORES, sampling_scores
 
 ANSWERS_FILE = "answers.jsonl"
 CONFIG_FILE = "run.json"
@@ -40,8 +40,7 @@ METHOD_GROUPS: dict[str, tuple[str, ...]] = {
     "semgrad": ("semgrad", "hybridgrad", "semgrad_default", "hybridgrad_default"),
     "likelihood": ("nll", "nll_per_token", "mean_entropy", "max_prob"),
     "p_true": ("p_true",),
-    "sampling": tuple(f"{name}_k{k}" for k in (5, 10) for name in
-                      ("semantic_entropy", "lexical_similarity", "eigenscore")),
+    "sampling": tuple(f"{name}_k{k}" for k in (5, 10) for name in SAMPLING_SCORES),
 }
 DEFAULT_METHODS = tuple(METHOD_GROUPS)
 
@@ -214,7 +213,7 @@ class BenchmarkRun:
         last = list(self.scorers)[-1] if self.scorers else None
         for name, scorer in self.scorers.items():
             # Each pass reuses generation's keys and values for the prompt before its anchor.
-            results = scorer.score_generations(greedy, release=name == last)
+            results = scorer.score_batch(greedy, release=name == last)
             for record, r in zip(records, results, strict=True):
                 s, t = r.scores, r.timings
                 if name == "default" and "likelihood" in methods:

@@ -13,12 +13,14 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import AbstainedError, ConfigError, EscalatedError, ScoringError
 from ..model.generation import Generation
 from ..model.prompts import Prompt
+from ..review.queue import open_review_queue
 from ..scoring.result import UncertaintyScore
+from ..scoring.scorer import Scorer
 from .attempts import Attempt, AttemptRecord, AttemptResult
 from .audit import AuditTrail
 from .config import (
@@ -32,15 +34,6 @@ from .config import (
     Rule,
 )
 from .decision import GuardDecision
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """What the guard needs from a scorer (``SemGradScorer`` is one)."""
-
-    def score_generation(self, generation: Generation) -> UncertaintyScore: ...
-
-    def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore: ...
 
 
 @dataclass(frozen=True)
@@ -333,10 +326,6 @@ class Guard:
         if url is None:  # pragma: no cover - rejected in _validate
             raise ConfigError("escalate action without a review queue")
         if url not in self._queues:
-            try:
-                from ..review import open_review_queue
-            except ImportError as exc:
-                raise ConfigError(f"cannot open review queue {url!r}: {exc}") from exc
             self._queues[url] = open_review_queue(url)
         return self._queues[url]
 

@@ -3,7 +3,8 @@ that say where SemGrad takes its gradients."""
 
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import SCORE_NAMES, UncertaintyScore
-from .semgrad import Anchor, SemGradScorer
+from .scorer import Scorer
+from .semgrad import Anchor, SemGradScorer, hybridgrad
 
-__all__ = ["SCORE_NAMES", "Anchor", "ModelProfile", "ProfileStore", "SemGradScorer",
-           "UncertaintyScore", "model_fingerprint"]
+__all__ = ["SCORE_NAMES", "Anchor", "ModelProfile", "ProfileStore", "Scorer", "SemGradScorer",
+           "UncertaintyScore", "model_fingerprint", "hybridgrad"]

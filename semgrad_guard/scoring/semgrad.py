@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._deprecation import warn_renamed
 from ..errors import (
     ConfigError,
     ContextWindowError,
@@ -63,6 +64,11 @@ class SemGradScorer:
     anchor layer give, for every answer in a batch, SemGrad, HybridGrad (with its
     components) and the likelihood baselines. No parameter gradients are formed; the
     user's model is left exactly as it was.
+
+    Two ways in: :meth:`generate_and_score` generates an answer and scores it;
+    :meth:`score_batch` scores answers you already have (generations or ids), and
+    :meth:`score_generation` / :meth:`score_text` score one (the
+    :class:`~semgrad_guard.scoring.Scorer` protocol the guard calls).
 
     >>> scorer = SemGradScorer(LocalModel.load())
     >>> generation, score = scorer.generate_and_score("What is the chemical symbol of gold?")
@@ -121,49 +127,65 @@ class SemGradScorer:
         return Anchor(base.offset, tuple(sorted(set(base.layers))), base.source, base.profile_id)
 
     # -- public entry points ---------------------------------------------------------------
-    def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
-              retokenized: bool = False) -> UncertaintyScore:
-        """Score one answer given the exact ids."""
-        return self.score_batch([(prompt_ids, response_ids)], retokenized=retokenized)[0]
+    def generate_and_score(self, prompt: Prompt, **generate_kwargs: Any
+                           ) -> tuple[Generation, UncertaintyScore]:
+        """Generate an answer greedily and score it (by its exact ids)."""
+        generation = self.model.generate(prompt, **generate_kwargs)
+        return generation, self.score_generation(generation)
 
     def score_generation(self, generation: Generation, *, release: bool = True
                          ) -> UncertaintyScore:
         """Score a generation by its exact ids, reusing its prompt's keys and values."""
-        return self.score_generations([generation], release=release)[0]
+        return self.score_batch([generation], release=release)[0]
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text: re-tokenised, and flagged as such."""
-        return self.score(self.model.prompt_ids(prompt), self.model.response_ids(response),
-                          retokenized=True)
+        return self.score_batch([(self.model.prompt_ids(prompt),
+                                  self.model.response_ids(response))], retokenized=True)[0]
 
-    def generate_and_score(self, prompt: Prompt, **generate_kwargs: Any
-                           ) -> tuple[Generation, UncertaintyScore]:
-        generation = self.model.generate(prompt, **generate_kwargs)
-        return generation, self.score_generation(generation)
-
-    def score_batch(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                    retokenized: bool = False) -> list[UncertaintyScore]:
-        """Score many answers; rows are batched by length and score as they would alone."""
-        rows = [(list(map(int, p)), list(map(int, r))) for p, r in pairs]
-        return self._score_rows(rows, [None] * len(rows), retokenized)
-
-    def score_generations(self, generations: Sequence[Generation], *, release: bool = True
-                          ) -> list[UncertaintyScore]:
-        """Score generations by their exact ids, reusing the keys and values generation
-        computed for their prompts where it kept them (then the prompt is not run again).
+    def score_batch(self, items: Sequence[Generation | tuple[Sequence[int], Sequence[int]]],
+                    *, retokenized: bool = False, release: bool = True
+                    ) -> list[UncertaintyScore]:
+        """Score answers you already have, many at a time: generations (by their exact
+        ids, reusing the keys and values generation kept for their prompts, so that the
+        prompt is not run again) or ``(prompt_ids, response_ids)`` pairs. Rows are
+        batched by length and score as they would alone.
 
         ``release`` then drops the generations' caches, so that generations kept for later
         do not hold them; pass ``False`` when another scorer will score them next.
+        ``retokenized`` flags every result as scored from re-tokenised text.
         """
-        rows = [(list(g.prompt_ids), list(g.response_ids)) for g in generations]
-        caches = [g.prefix_cache for g in generations]
+        rows: list[tuple[list[int], list[int]]] = []
+        caches: list[PrefixCache | None] = []
+        for item in items:
+            if isinstance(item, Generation):
+                rows.append((list(item.prompt_ids), list(item.response_ids)))
+                caches.append(item.prefix_cache)
+            else:
+                prompt_ids, response_ids = item
+                rows.append((list(map(int, prompt_ids)), list(map(int, response_ids))))
+                caches.append(None)
         try:
-            return self._score_rows(rows, caches, False)
+            return self._score_rows(rows, caches, retokenized)
         finally:
             if release:
                 for cache in caches:
                     if cache is not None:
                         cache.release()
+
+    # -- the old entry points, for one release ------------------------------------------------
+    def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
+              retokenized: bool = False) -> UncertaintyScore:
+        """Deprecated: ``score_batch([(prompt_ids, response_ids)])[0]``."""
+        warn_renamed("SemGradScorer.score(prompt_ids, response_ids)",
+                     "SemGradScorer.score_batch([(prompt_ids, response_ids)])[0]")
+        return self.score_batch([(prompt_ids, response_ids)], retokenized=retokenized)[0]
+
+    def score_generations(self, generations: Sequence[Generation], *, release: bool = True
+                          ) -> list[UncertaintyScore]:
+        """Deprecated: :meth:`score_batch`, which takes generations too."""
+        warn_renamed("SemGradScorer.score_generations()", "SemGradScorer.score_batch()")
+        return self.score_batch(generations, release=release)
 
     def _score_rows(self, rows: list[tuple[list[int], list[int]]],
                     caches: list[PrefixCache | None], retokenized: bool

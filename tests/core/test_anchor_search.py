@@ -59,7 +59,7 @@ def test_search_on_a_model_and_profile_round_trip(tmp_path) -> None:  # type: ig
     assert loaded == profile
     scorer = SemGradScorer(lm, profile_store=store)
     assert scorer.anchor.source == "profile" and scorer.anchor.offset == profile.anchor_offset
-    score = scorer.score(lm.prompt_ids("what is the sky ?"), [44, 2])
+    score = scorer.score_batch([(lm.prompt_ids("what is the sky ?"), [44, 2])])[0]
     assert score.anchor_source == "profile" and score.profile_id == profile.profile_id
 
 

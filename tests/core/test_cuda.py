@@ -45,7 +45,7 @@ def test_generation_and_cache_reuse_on_cuda() -> None:
     generation = gpu.generate(PROMPTS[0], max_new_tokens=6)
     scorer = SemGradScorer(gpu)
     reused = scorer.score_generation(generation)
-    fresh = scorer.score(generation.prompt_ids, generation.response_ids)
+    fresh = scorer.score_batch([(generation.prompt_ids, generation.response_ids)])[0]
     for key, value in fresh.scores.items():
         assert reused.scores[key] == pytest.approx(value, rel=2e-3, abs=1e-7), key
 

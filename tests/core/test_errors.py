@@ -30,23 +30,23 @@ def prompt(scorer: SemGradScorer) -> list[int]:
 
 def test_empty_response(scorer: SemGradScorer) -> None:
     with pytest.raises(EmptyResponseError, match="empty response"):
-        scorer.score(prompt(scorer), [])
+        scorer.score_batch([(prompt(scorer), [])])[0]
 
 
 def test_prompt_over_the_context_window(scorer: SemGradScorer) -> None:
     with pytest.raises(ContextWindowError, match=r"context window: 90 prompt \+ 10 response tokens = 100 > 96"):
-        scorer.score([5] * 90, [6] * 10)
+        scorer.score_batch([([5] * 90, [6] * 10)])[0]
 
 
 def test_token_outside_the_embedding(scorer: SemGradScorer) -> None:
     with pytest.raises(TokenizerMismatchError, match="token id 500 is outside the model's embedding of 128 rows"):
-        scorer.score(prompt(scorer), [500])
+        scorer.score_batch([(prompt(scorer), [500])])[0]
 
 
 def test_tokenizer_larger_than_the_model() -> None:
     lm = LocalModel(tiny_llama(vocab_size=64), tiny_tokenizer(), name="small-vocab")
     with pytest.raises(TokenizerMismatchError, match="mismatched tokenizer"):
-        SemGradScorer(lm).score([1, 5, 2, 1, 12], [6])
+        SemGradScorer(lm).score_batch([([1, 5, 2, 1, 12], [6])])[0]
 
 
 def test_model_without_gradient_access() -> None:
@@ -58,7 +58,7 @@ def test_model_without_gradient_access() -> None:
 
 def test_inference_mode_has_no_gradient_access(scorer: SemGradScorer) -> None:
     with torch.inference_mode(), pytest.raises(GradientAccessError, match="inference_mode"):
-        scorer.score(prompt(scorer), [6, 2])
+        scorer.score_batch([(prompt(scorer), [6, 2])])[0]
 
 
 def test_bad_anchor_configuration() -> None:

@@ -25,7 +25,7 @@ def test_matches_naive_reference(offset: int, layers: tuple[int, ...]) -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm, anchor_offset=offset, layers=layers)
     for prompt, response in pairs(lm):
-        got = scorer.score(prompt, response)
+        got = scorer.score_batch([(prompt, response)])[0]
         want = naive_scores(tiny_llama(), prompt, response, offset, layers)
         for key in ("semgrad", "hybridgrad", "nll", "mean_entropy", "max_prob"):
             assert got.scores[key] == pytest.approx(want[key], rel=1e-4, abs=1e-9), key
@@ -39,7 +39,7 @@ def test_batch_equals_single() -> None:
     scorer = SemGradScorer(lm)
     batch = scorer.score_batch(pairs(lm))
     for (prompt, response), together in zip(pairs(lm), batch, strict=True):
-        alone = scorer.score(prompt, response)
+        alone = scorer.score_batch([(prompt, response)])[0]
         assert together.response_ids == tuple(response)
         for key, value in alone.scores.items():
             assert together.scores[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
@@ -73,13 +73,13 @@ def test_left_and_right_padding_agree() -> None:
 def test_frozen_equals_unfrozen_and_model_is_restored() -> None:
     lm = tiny_local_model()
     prompt, response = pairs(lm)[0]
-    unfrozen = SemGradScorer(lm).score(prompt, response)
+    unfrozen = SemGradScorer(lm).score_batch([(prompt, response)])[0]
     for p in lm.model.parameters():
         p.requires_grad_(False)
     lm.model.train()
     torch.set_grad_enabled(False)
     try:
-        frozen = SemGradScorer(lm).score(prompt, response)
+        frozen = SemGradScorer(lm).score_batch([(prompt, response)])[0]
         assert not torch.is_grad_enabled()
         assert lm.model.training
         assert not any(p.requires_grad for p in lm.model.parameters())
@@ -89,7 +89,7 @@ def test_frozen_equals_unfrozen_and_model_is_restored() -> None:
     lm.model.eval()
     for p in lm.model.parameters():
         p.requires_grad_(True)
-    SemGradScorer(lm).score(prompt, response)
+    SemGradScorer(lm).score_batch([(prompt, response)])[0]
     assert all(p.requires_grad for p in lm.model.parameters())
     assert all(p.grad is None for p in lm.model.parameters())
     assert not lm.model.training
@@ -98,7 +98,7 @@ def test_frozen_equals_unfrozen_and_model_is_restored() -> None:
 def test_tied_embeddings_use_the_lm_head_term_alone() -> None:
     lm = LocalModel(tiny_llama(tie=True), tiny_tokenizer(), name="tied")
     prompt, response = pairs(lm)[0]
-    score = SemGradScorer(lm, anchor_offset=-1, layers=(3,)).score(prompt, response)
+    score = SemGradScorer(lm, anchor_offset=-1, layers=(3,)).score_batch([(prompt, response)])[0]
     # Closed form: dJ/dW_out = sum_t g_t h_t^T with g the logit gradient.
     ids = torch.tensor([prompt + response])
     model = lm.model
@@ -119,8 +119,8 @@ def test_tied_embeddings_use_the_lm_head_term_alone() -> None:
 def test_bfloat16_model_scores_in_float32() -> None:
     lm = LocalModel(tiny_llama(dtype=torch.bfloat16), tiny_tokenizer(), name="bf16")
     prompt, response = pairs(lm)[0]
-    score = SemGradScorer(lm).score(prompt, response)
-    ref = SemGradScorer(tiny_local_model()).score(prompt, response)
+    score = SemGradScorer(lm).score_batch([(prompt, response)])[0]
+    ref = SemGradScorer(tiny_local_model()).score_batch([(prompt, response)])[0]
     assert score.value == pytest.approx(ref.value, rel=0.1)
     assert all(isinstance(v, float) and v == v for v in score.scores.values())
 
@@ -128,7 +128,7 @@ def test_bfloat16_model_scores_in_float32() -> None:
 def test_result_carries_what_is_needed_to_recompute() -> None:
     lm = tiny_local_model()
     prompt, response = pairs(lm)[2]
-    score = SemGradScorer(lm, method="hybridgrad").score(prompt, response)
+    score = SemGradScorer(lm, method="hybridgrad").score_batch([(prompt, response)])[0]
     d = score.to_dict()
     assert d["method"] == "hybridgrad" and d["value"] == d["scores"]["hybridgrad"]
     assert d["direction"] == "higher_is_more_uncertain"
@@ -144,7 +144,7 @@ def test_generation_cache_reuse_gives_the_same_score(monkeypatch) -> None:
     scorer = SemGradScorer(lm)
     generation = lm.generate(PROMPTS[0], max_new_tokens=6)
     assert generation.prefix_cache is not None
-    fresh = scorer.score(generation.prompt_ids, generation.response_ids)
+    fresh = scorer.score_batch([(generation.prompt_ids, generation.response_ids)])[0]
 
     def no_prompt_pass(*args, **kwargs):
         raise AssertionError("the prompt was run again")
@@ -175,7 +175,7 @@ def test_batched_generations_reuse_their_caches_across_batches(monkeypatch) -> N
         raise AssertionError("the prompt was run again")
 
     monkeypatch.setattr(scorer, "_prefix", no_prompt_pass)
-    reused = scorer.score_generations(generations)
+    reused = scorer.score_batch(generations)
     for f, r, g in zip(fresh, reused, generations, strict=True):
         assert r.response_ids == g.response_ids
         for key, value in f.scores.items():
@@ -198,5 +198,5 @@ def test_answers_of_very_different_lengths_go_to_separate_chunks() -> None:
     results = scorer.score_batch(rows)
     assert [r.timings["batch_size"] for r in results] == [2.0, 2.0, 2.0, 2.0]
     assert [r.response_ids for r in results] == [tuple(r) for _, r in rows]  # input order
-    alone = scorer.score(*rows[1])
+    alone = scorer.score_batch([rows[1]])[0]
     assert results[1].scores["semgrad"] == pytest.approx(alone.scores["semgrad"], rel=1e-4)

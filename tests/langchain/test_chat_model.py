@@ -38,7 +38,7 @@ def test_invoke_carries_the_exact_ids_and_their_score(chat: ChatSemGrad,
     assert score.direction == "higher_is_more_uncertain"
     # The carried score is the score of exactly those ids.
     assert chat.scorer is not None
-    again = chat.scorer.score(meta["prompt_ids"], meta["response_ids"])  # type: ignore[attr-defined]
+    again = chat.scorer.score_batch([(meta["prompt_ids"], meta["response_ids"])])[0]  # type: ignore[attr-defined]
     assert score.value == pytest.approx(again.value, rel=1e-5)
     assert answer.usage_metadata is not None
     assert answer.usage_metadata["output_tokens"] == len(meta["response_ids"])

@@ -197,7 +197,7 @@ def retokenized_score(scorer: Any, prompt: Prompt, text: str) -> UncertaintyScor
         tokenizer = model.tokenizer
         prompt_ids = list(tokenizer(prompt)["input_ids"])
         response_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
-        return scorer.score(prompt_ids, response_ids, retokenized=True)  # type: ignore[no-any-return]
+        return scorer.score_batch([(prompt_ids, response_ids)], retokenized=True)[0]  # type: ignore[no-any-return]
     return scorer.score_text(prompt, answer)  # type: ignore[no-any-return]
 
 
