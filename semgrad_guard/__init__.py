@@ -1,10 +1,22 @@
 """semgrad-guard: sampling-free uncertainty guardrails for local LLMs.
 
+Score an answer:
+
 >>> from semgrad_guard import LocalModel, SemGradScorer
 >>> scorer = SemGradScorer(LocalModel.load())
 >>> generation, score = scorer.generate_and_score("What is the boiling point of water in Celsius?")
 >>> score.value > 0   # higher = more uncertain
 True
+
+Decide on it under a policy:
+
+>>> from semgrad_guard import Guard, PolicyConfig
+>>> policy = PolicyConfig.from_dict({"version": 1, "default": {
+...     "threshold": {"max_score": 1.0}, "actions": ["abstain"]}})
+>>> decision = Guard(policy, scorer=scorer).check("Boiling point?", generation.text,
+...                                               score=score)
+>>> decision.action, decision.passed, decision.rule
+('pass', True, 'default')
 """
 
 from ._version import __version__
@@ -24,10 +36,22 @@ from .errors import (
     UncertainAnswerError,
 )
 from .model import Generation, LocalModel, PromptFormat, qa_prompt
+from .policy import (
+    ActionContext,
+    Attempt,
+    AttemptResult,
+    AuditTrail,
+    Guard,
+    GuardDecision,
+    PolicyConfig,
+    Rule,
+    load_policy,
+)
 from .scoring import (
     SCORE_NAMES,
     ModelProfile,
     ProfileStore,
+    Scorer,
     SemGradScorer,
     UncertaintyScore,
     model_fingerprint,
@@ -36,6 +60,10 @@ from .scoring import (
 __all__ = [
     "SCORE_NAMES",
     "AbstainedError",
+    "ActionContext",
+    "Attempt",
+    "AttemptResult",
+    "AuditTrail",
     "CalibrationError",
     "ConfigError",
     "ContextWindowError",
@@ -43,12 +71,17 @@ __all__ = [
     "EscalatedError",
     "Generation",
     "GradientAccessError",
+    "Guard",
+    "GuardDecision",
     "GuardOutcome",
     "LocalModel",
     "ModelLoadError",
     "ModelProfile",
+    "PolicyConfig",
     "ProfileStore",
     "PromptFormat",
+    "Rule",
+    "Scorer",
     "ScoringError",
     "SemGradGuardError",
     "SemGradScorer",
@@ -56,6 +89,7 @@ __all__ = [
     "UncertainAnswerError",
     "UncertaintyScore",
     "__version__",
+    "load_policy",
     "model_fingerprint",
     "qa_prompt",
 ]

@@ -123,12 +123,13 @@ class GuardedChain(Runnable[Any, Any]):
     :class:`~semgrad_guard.policy.GuardDecision` itself.
 
     >>> from langchain_core.runnables import RunnableLambda
+    >>> from semgrad_guard import LocalModel, SemGradScorer
     >>> from semgrad_guard.policy import PolicyConfig, Guard
-    >>> from tests.behaviours import ScriptedScorer
     >>> policy = PolicyConfig.from_dict({"version": 1, "default": {
-    ...     "threshold": {"max_score": 0.5}, "actions": ["abstain"]}})
+    ...     "threshold": {"max_score": 1e-4}, "actions": ["abstain"]}})
+    >>> scorer = SemGradScorer(LocalModel.load(), profile=None)  # SemGrad about 6e-4 here
     >>> chain = RunnableLambda(lambda q: "Paris")
-    >>> GuardedChain(chain, Guard(policy, scorer=ScriptedScorer([0.9]))).invoke("Capital?")
+    >>> GuardedChain(chain, Guard(policy, scorer=scorer)).invoke("Capital?")
     'I am not confident enough in an answer to this question.'
     """
 
@@ -366,10 +367,10 @@ def guard_chain(chain: Runnable[Any, Any] | ChainFactory,
     ``options`` go to :class:`GuardedChain`.
 
     >>> from langchain_core.runnables import RunnableLambda
-    >>> from tests.behaviours import ScriptedScorer
+    >>> from semgrad_guard import LocalModel
     >>> guarded = guard_chain(RunnableLambda(lambda q: "Paris"),
-    ...     {"version": 1, "default": {"threshold": {"max_score": 0.5}}},
-    ...     scorer=ScriptedScorer([0.1]), name="capitals")
+    ...     {"version": 1, "default": {"profile": "default", "threshold": {"max_score": 1e-3}}},
+    ...     model=LocalModel.load(), name="capitals")   # SemGrad about 5e-4 here
     >>> guarded.invoke("What is the capital of France?")
     'Paris'
     >>> [r.action for r in guarded.guard.audit.records()]
