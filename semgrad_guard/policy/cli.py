@@ -12,8 +12,6 @@ into the chain's rule of the policy file, leaving the rest of the file as it was
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,16 +165,4 @@ def _report(args: argparse.Namespace, fit: Any, platt: Any, p_cut: float) -> str
         f"p at the threshold {p_cut:.3f}",
     ]
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command on its own (``python -m semgrad_guard.policy.cli ...``)."""
-    parser = argparse.ArgumentParser(prog="semgrad-guard")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["fit-thresholds", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
