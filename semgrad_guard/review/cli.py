@@ -16,7 +16,6 @@ Every sub-command takes ``--queue URL`` (default ``$SEMGRAD_GUARD_REVIEW_QUEUE``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 from ..errors import ConfigError
 from .case import CASE_STATUSES, EscalatedCase
 from .queue import ReviewQueue, open_review_queue
+from .terminal import json_for_terminal, shown
 
 #: Environment variable naming the queue when ``--queue`` is not given.
 QUEUE_ENV = "SEMGRAD_GUARD_REVIEW_QUEUE"
@@ -87,7 +87,18 @@ def register(subparsers: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> ReviewQueue:
-    return open_review_queue(args.queue, webhook=args.webhook_url)
+    webhook = None
+    if args.webhook_url is not None:
+        from pydantic import ValidationError
+
+        from .webhook import WebhookConfig
+        try:
+            webhook = WebhookConfig(url=args.webhook_url)
+        except ValidationError as exc:
+            problems = "; ".join(error["msg"].removeprefix("Value error, ")
+                                 for error in exc.errors(include_url=False))
+            raise ConfigError(f"--webhook-url: {problems}") from None
+    return open_review_queue(args.queue, webhook=webhook)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -95,7 +106,7 @@ def _list(args: argparse.Namespace) -> int:
         status = None if args.status == "all" else args.status
         cases = queue.list(status=status, chain=args.chain, limit=args.limit)
     if args.json:
-        print(json.dumps([case.to_dict() for case in cases], indent=2, ensure_ascii=False))
+        print(json_for_terminal([case.to_dict() for case in cases]))
         return 0
     if not cases:
         print(f"no {'' if status is None else status + ' '}cases")
@@ -103,7 +114,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'ID':32}  {'STATUS':8}  {'ESCALATED (UTC)':19}  {'SCORE':>10}  {'CHAIN':16}  QUESTION")
     for case in cases:
         score = "-" if case.score is None else f"{case.score:.4g}"
-        print(f"{case.id:32}  {case.status:8}  {case.created_at:%Y-%m-%d %H:%M:%S}  "
+        print(f"{shown(case.id):32}  {case.status:8}  {case.created_at:%Y-%m-%d %H:%M:%S}  "
               f"{score:>10}  {_one_line(case.chain, 16):16}  {_one_line(case.question, 60)}")
     return 0
 
@@ -167,38 +178,38 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
+    flat = shown(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _print_case(case: EscalatedCase, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(case.to_dict(), indent=2, ensure_ascii=False))
+        print(json_for_terminal(case.to_dict()))
         return
     score = "not computed" if case.score is None else f"{case.score:.6g}"
     lines = [
-        f"case      {case.id}",
+        f"case      {shown(case.id)}",
         f"status    {case.status}",
-        f"chain     {case.chain}" + (f"   rule {case.rule}" if case.rule else ""),
+        f"chain     {shown(case.chain)}" + (f"   rule {shown(case.rule)}" if case.rule else ""),
         f"escalated {case.created_at:%Y-%m-%d %H:%M:%S} UTC",
         f"score     {score}  (higher = more uncertain)",
     ]
-    lines += [f"  {name:14}{value:.6g}" for name, value in sorted(case.components.items())]
+    lines += [f"  {shown(name):14}{value:.6g}" for name, value in sorted(case.components.items())]
     lines += ["", "question:", _indent(case.question)]
     for number, doc in enumerate(case.context, 1):
         lines += [f"context [{number}]:", _indent(doc)]
     lines += ["answer:", _indent(case.answer)]
     if case.metadata:
-        lines += ["metadata:", _indent(json.dumps(case.metadata, indent=2, ensure_ascii=False))]
+        lines += ["metadata:", _indent(json_for_terminal(case.metadata))]
     if case.is_decided:
-        lines += ["", f"{case.status} by {case.reviewer} at "
+        lines += ["", f"{case.status} by {shown(case.reviewer or '')} at "
                       f"{case.decided_at:%Y-%m-%d %H:%M:%S} UTC"]
         if case.final_answer is not None:
             lines += ["final answer:", _indent(case.final_answer)]
         if case.reason:
-            lines += [f"reason: {case.reason}"]
+            lines += [f"reason: {shown(case.reason)}"]
     print("\n".join(lines))
 
 
 def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in (text.splitlines() or [""]))
+    return "\n".join("    " + shown(line, lines=True) for line in (text.splitlines() or [""]))

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 DecisionCallback = Callable[[EscalatedCase], Any]
 
+#: The most cases one ``list`` call returns.
+MAX_LIST = 100_000
+
 
 def default_reviewer() -> str:
     """The login name of whoever runs the process, for decisions made without a name."""
@@ -106,6 +109,8 @@ class ReviewQueue:
 
     def get(self, case_id: str) -> EscalatedCase:
         """The case with that id; ``CaseNotFoundError`` if there is none."""
+        if not isinstance(case_id, str) or text_problem(case_id):
+            raise CaseNotFoundError(f"no escalated case has id {case_id!r} in {self.location}")
         case = self.store.get(case_id)
         if case is None:
             raise CaseNotFoundError(f"no escalated case has id {case_id!r} in {self.location}")
@@ -121,8 +126,10 @@ class ReviewQueue:
         """Cases oldest first, optionally only one status and/or one chain."""
         if status is not None and status not in CASE_STATUSES:
             raise ConfigError(f"status {status!r}: expected one of {', '.join(CASE_STATUSES)}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(f"limit {limit!r}: expected a positive integer")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise ConfigError(f"limit {limit!r}: expected an integer from 1 to {MAX_LIST}")
+        if chain is not None:
+            _text("chain", chain, error=ConfigError)
         return self.store.list(status, chain, limit)
 
     def counts(self) -> dict[str, int]:
@@ -150,7 +157,10 @@ class ReviewQueue:
     def _decide(self, case_id: str, status: CaseStatus, *, final_answer: str | None,
                 reviewer: str | None, reason: str | None) -> EscalatedCase:
         reviewer = _text("reviewer", reviewer) if reviewer else default_reviewer()
+        if not reviewer.isprintable() or len(reviewer) > 200:
+            raise InvalidCaseError(f"reviewer {reviewer!r}: use up to 200 printable characters")
         reason = _text("reason", reason) if reason else None
+        _text("case id", case_id, error=CaseNotFoundError)
         decided_at = datetime.now(UTC)
         case = self.store.decide(case_id, status, final_answer=final_answer, reviewer=reviewer,
                                  reason=reason, decided_at=decided_at)
@@ -287,15 +297,46 @@ def open_review_queue(url: str | os.PathLike[str] | None = None, *,
     return ReviewQueue(SQLiteReviewStore(Path(text)), webhook=webhook)
 
 
-def _text(field: str, value: Any, *, required: bool = False) -> str:
+def _text(field: str, value: Any, *, required: bool = False,
+          error: type[Exception] = InvalidCaseError) -> str:
     if not isinstance(value, str):
-        raise InvalidCaseError(f"{field} must be text, got {type(value).__name__}")
+        raise error(f"{field} must be text, got {type(value).__name__}")
     if required and not value.strip():
-        raise InvalidCaseError(f"{field} must not be empty")
-    if "\x00" in value:
-        # PostgreSQL text cannot hold NUL; refusing it everywhere keeps backends alike.
-        raise InvalidCaseError(f"{field} contains a NUL character")
+        raise error(f"{field} must not be empty")
+    problem = text_problem(value)
+    if problem:
+        raise error(f"{field} {problem}")
     return value
+
+
+def text_problem(value: str) -> str | None:
+    """What makes ``value`` unstorable on every backend, or ``None`` if it is fine.
+
+    PostgreSQL text cannot hold NUL, and no UTF-8 database can hold a lone surrogate
+    (what undecodable bytes become in Python); refusing both everywhere keeps the
+    backends alike.
+    """
+    if "\x00" in value:
+        return f"contains a NUL character at position {value.index(chr(0))}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"contains a lone surrogate ({value[exc.start]!r}) at position {exc.start}: "
+                "text must be valid Unicode")
+    return None
+
+
+def _check_json_text(field: str, value: Any) -> None:
+    if isinstance(value, str):
+        _text(field, value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str):
+                _text(f"{field} key {key!r}", key)
+            _check_json_text(f"{field}.{key}", item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json_text(f"{field}[{index}]", item)
 
 
 def _score(score: Any) -> float | None:
@@ -317,7 +358,7 @@ def _components(components: Mapping[str, float] | None) -> dict[str, float]:
         if not isinstance(name, str) or number is None:
             raise InvalidCaseError(f"components must map names to numbers, got {name!r}: "
                                    f"{value!r}")
-        result[name] = number
+        result[_text("component name", name)] = number
     return result
 
 
@@ -337,4 +378,5 @@ def _metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidCaseError(f"metadata must be JSON-serialisable: {exc}") from exc
     if any(not isinstance(key, str) for key in data):
         raise InvalidCaseError("metadata keys must be strings")
+    _check_json_text("metadata", data)
     return data

@@ -35,7 +35,7 @@ from ..errors import (
 from .auth import SESSION_COOKIE, ReviewerAuth, clean_reviewer_name
 from .case import CASE_STATUSES, EscalatedCase
 from .pages import page_templates
-from .queue import ReviewQueue
+from .queue import MAX_LIST, ReviewQueue
 
 logger = logging.getLogger(__name__)
 
@@ -236,10 +236,13 @@ class _ReviewPage:
             return _unauthorized()
         status = request.query_params.get("status") or None
         chain = request.query_params.get("chain") or None
+        given = request.query_params.get("limit", "100")
+        if not given.isdigit() or len(given) > 9:
+            return JSONResponse({"error": f"limit {given!r}: expected an integer from 1 to "
+                                          f"{MAX_LIST}"}, status_code=400)
         try:
-            limit = int(request.query_params.get("limit", "100"))
-            cases = await run_in_threadpool(self.queue.list, status, chain, limit)  # type: ignore[arg-type]
-        except (ConfigError, ValueError) as exc:
+            cases = await run_in_threadpool(self.queue.list, status, chain, int(given))  # type: ignore[arg-type]
+        except ConfigError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"cases": [case.to_dict() for case in cases]})
 
