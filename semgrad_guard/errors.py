@@ -19,6 +19,7 @@
     │   ├── InvalidCaseError        a case to escalate has a bad field (NaN score, ...)
     │   ├── ReviewStoreError        the queue's database cannot be opened or reached
     │   └── WebhookDeliveryError    a decision webhook kept failing (decision stands)
+    ├── AuditError                  the audit trail could not record a decision; carries it
     └── GuardOutcome                outcomes a caller must handle; carry the decision
         ├── UncertainAnswerError    strict mode: an answer scored above its threshold
         ├── AbstainedError          the policy abstained and is configured to raise
@@ -103,6 +104,14 @@ class ReviewStoreError(ReviewError):
 
 class WebhookDeliveryError(ReviewError):
     """A decision webhook could not be delivered; the decision itself is recorded."""
+
+
+class AuditError(SemGradGuardError):
+    """The audit trail could not record a decision; ``decision`` holds it (and its case id)."""
+
+    def __init__(self, message: str, decision: Any = None) -> None:
+        super().__init__(message)
+        self.decision = decision
 
 
 class GuardOutcome(SemGradGuardError):
