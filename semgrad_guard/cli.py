@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "semgrad_guard.calibration.cli",
     "semgrad_guard.scoring.cli",
     "semgrad_guard.policy.cli",
+    "semgrad_guard.policy.audit_cli",
     "semgrad_guard.review.cli",
 )
 

@@ -26,9 +26,16 @@ from ..errors import (
 )
 from .case import CASE_STATUSES, CaseStatus, EscalatedCase
 from .queue import DecisionCallback, ReviewQueue, open_review_queue
+from .redaction import Redaction
 from .sqlite_store import SQLiteReviewStore
-from .store import ReviewStore
-from .webhook import SIGNATURE_HEADER, WebhookConfig, WebhookNotifier
+from .store import Delivery, ReviewStore
+from .webhook import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookConfig,
+    verify_signature,
+)
 
 # The page needs starlette, uvicorn and jinja2, PostgreSQL needs psycopg: imported on
 # first use, so that escalating to the SQLite queue needs none of them.
@@ -55,15 +62,19 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CASE_STATUSES",
+    "DELIVERY_HEADER",
     "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "CaseAlreadyDecidedError",
     "CaseNotFoundError",
     "CaseStatus",
     "DecisionCallback",
     "DecisionTimeoutError",
+    "Delivery",
     "EscalatedCase",
     "InvalidCaseError",
     "PostgresReviewStore",
+    "Redaction",
     "ReviewError",
     "ReviewQueue",
     "ReviewServer",
@@ -73,7 +84,7 @@ __all__ = [
     "SQLiteReviewStore",
     "WebhookConfig",
     "WebhookDeliveryError",
-    "WebhookNotifier",
     "create_review_app",
     "open_review_queue",
+    "verify_signature",
 ]

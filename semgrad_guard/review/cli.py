@@ -7,10 +7,12 @@
     semgrad-guard review approve ID [--reviewer alice]
     semgrad-guard review edit ID --answer "corrected text"    (--answer - reads stdin)
     semgrad-guard review reject ID [--reason "wrong policy"]
+    semgrad-guard review purge --before 2025-01-01 [--include-pending]
     SEMGRAD_GUARD_REVIEW_TOKEN=... semgrad-guard review serve [--host 127.0.0.1] [--port 8765]
 
 Every sub-command takes ``--queue URL`` (default ``$SEMGRAD_GUARD_REVIEW_QUEUE``, else
-``<cache>/review.db``) and ``--webhook-url`` for decisions.
+``<cache>/review.db``) and ``--webhook-url`` for decisions, signed with the secret in
+``$SEMGRAD_GUARD_WEBHOOK_SECRET`` (or ``--webhook-secret``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import argparse
 import logging
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import ConfigError
 from .case import CASE_STATUSES, EscalatedCase
 from .queue import ReviewQueue, open_review_queue
 from .terminal import json_for_terminal, shown
+from .webhook import SECRET_ENV
 
 #: Environment variable naming the queue when ``--queue`` is not given.
 QUEUE_ENV = "SEMGRAD_GUARD_REVIEW_QUEUE"
@@ -42,7 +46,11 @@ def register(subparsers: Any) -> None:
                         help=f"queue URL: sqlite:///path.db or postgresql://...; default "
                              f"${QUEUE_ENV}, else <cache>/review.db")
     common.add_argument("--webhook-url", default=None,
-                        help="POST each decision made by this command to this URL")
+                        help="POST each decision to this URL (from a durable outbox: what "
+                             "this command cannot deliver, a later one does)")
+    common.add_argument("--webhook-secret", default=None,
+                        help=f"key that signs each webhook POST; prefer the {SECRET_ENV} "
+                             "environment variable, since other users can see command lines")
     deciding = argparse.ArgumentParser(add_help=False)
     deciding.add_argument("--reviewer", default=None,
                           help="name recorded with the decision (default: your login)")
@@ -77,6 +85,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reason", default=None, help="why the answer was rejected")
     p.set_defaults(func=_reject)
 
+    p = commands.add_parser("purge", parents=[common],
+                            help="delete old cases (and audit records): data retention")
+    p.add_argument("--before", required=True, type=moment,
+                   help="delete what was decided before this time: 2025-01-31, "
+                        "2025-01-31T12:00:00+00:00, or 90d (90 days ago)")
+    p.add_argument("--include-pending", action="store_true",
+                   help="also delete cases still pending that were escalated before then")
+    p.set_defaults(func=_purge)
+
     p = commands.add_parser("serve", parents=[common], help="serve the review page")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765)
@@ -88,12 +105,16 @@ def register(subparsers: Any) -> None:
 
 def _open(args: argparse.Namespace) -> ReviewQueue:
     webhook = None
+    secret = args.webhook_secret or os.environ.get(SECRET_ENV) or None
+    if secret is not None and args.webhook_url is None:
+        raise ConfigError("--webhook-secret needs --webhook-url")
     if args.webhook_url is not None:
-        from pydantic import ValidationError
+        from pydantic import SecretStr, ValidationError
 
         from .webhook import WebhookConfig
         try:
-            webhook = WebhookConfig(url=args.webhook_url)
+            webhook = WebhookConfig(url=args.webhook_url,
+                                    secret=None if secret is None else SecretStr(secret))
         except ValidationError as exc:
             problems = "; ".join(error["msg"].removeprefix("Value error, ")
                                  for error in exc.errors(include_url=False))
@@ -146,6 +167,27 @@ def _reject(args: argparse.Namespace) -> int:
     with _open(args) as queue:
         _print_case(queue.reject(args.case_id, reviewer=args.reviewer, reason=args.reason),
                     args.json)
+    return 0
+
+
+def moment(text: str) -> datetime:
+    """A ``--before`` value: an ISO date or time (UTC unless it says), or ``<N>d`` ago."""
+    if text.endswith("d") and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(days=int(text[:-1]))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a date (2025-01-31), a time (2025-01-31T12:00:00+00:00) "
+            "or a number of days ago (90d)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    with _open(args) as queue:
+        deleted = queue.purge(args.before, include_pending=args.include_pending)
+        print(f"deleted {deleted} case(s) from before {args.before:%Y-%m-%d %H:%M:%S} UTC "
+              f"in {queue.location}")
     return 0
 
 

@@ -26,12 +26,16 @@ from ..errors import (
 )
 from ..paths import cache_dir
 from .case import CASE_STATUSES, CaseStatus, EscalatedCase
-from .store import ReviewStore, to_json
-from .webhook import WebhookConfig, WebhookNotifier
+from .redaction import Redaction
+from .store import Delivery, DeliveryStatus, ReviewStore, to_json
+from .webhook import WebhookConfig, WebhookDispatcher, as_config, new_delivery_id
 
 logger = logging.getLogger(__name__)
 
 DecisionCallback = Callable[[EscalatedCase], Any]
+
+#: Fields a :class:`Redaction` may name for the review queue.
+CASE_FIELDS = ("question", "answer", "context", "metadata")
 
 #: The most cases one ``list`` call returns.
 MAX_LIST = 100_000
@@ -53,7 +57,11 @@ class ReviewQueue:
     ``reject``s it, through this API, the command line or the review page; each case
     is decided exactly once, even with reviewers racing in several processes (the
     losers get ``CaseAlreadyDecidedError``). Callbacks registered with ``on_decision``
-    and the optional webhook run once per decision made through this object.
+    run once per decision made through this object. With a ``webhook``, each decision
+    and its notification are recorded in one transaction and a background thread
+    delivers the notification (at least once, resumed after a restart; see
+    :mod:`semgrad_guard.review.webhook`). ``redact`` removes personal data from a case
+    before it is stored.
 
     >>> from semgrad_guard.review import open_review_queue
     >>> queue = open_review_queue("sqlite:///:memory:")
@@ -66,15 +74,18 @@ class ReviewQueue:
     'edited'
     """
 
-    def __init__(self, store: ReviewStore, *,
-                 webhook: WebhookConfig | str | None = None) -> None:
+    def __init__(self, store: ReviewStore, *, webhook: WebhookConfig | str | None = None,
+                 redact: Redaction | None = None) -> None:
         self.store = store
         self._callbacks: list[DecisionCallback] = []
         self._decisions = 0
         self._decided = threading.Condition()
-        if webhook is not None:
-            config = WebhookConfig(url=webhook) if isinstance(webhook, str) else webhook
-            self.on_decision(WebhookNotifier(config))
+        if redact is not None and not isinstance(redact, Redaction):
+            raise ConfigError(f"redact must be a Redaction, got {type(redact).__name__}")
+        self.redact = None if redact is None else redact.check(CASE_FIELDS)
+        self.webhook = None if webhook is None else as_config(webhook)
+        self._dispatcher = None if self.webhook is None else \
+            WebhookDispatcher(store, self.webhook).start()
 
     @property
     def location(self) -> str:
@@ -90,6 +101,12 @@ class ReviewQueue:
         ``score`` may be ``None`` (a score that could not be computed); ``metadata``
         must be JSON-serialisable. Bad fields raise ``InvalidCaseError``.
         """
+        if self.redact is not None:
+            redacted = self.redact.apply({"question": question, "answer": answer,
+                                          "context": list(context or []),
+                                          "metadata": dict(metadata or {})})
+            question, answer = redacted["question"], redacted["answer"]
+            context, metadata = redacted["context"], redacted["metadata"]
         case = EscalatedCase(
             id=uuid.uuid4().hex,
             chain=_text("chain", chain, required=True),
@@ -162,8 +179,9 @@ class ReviewQueue:
         reason = _text("reason", reason) if reason else None
         _text("case id", case_id, error=CaseNotFoundError)
         decided_at = datetime.now(UTC)
+        deliveries = [] if self.webhook is None else [(new_delivery_id(), self.webhook.url)]
         case = self.store.decide(case_id, status, final_answer=final_answer, reviewer=reviewer,
-                                 reason=reason, decided_at=decided_at)
+                                 reason=reason, decided_at=decided_at, deliveries=deliveries)
         if case is None:
             current = self.get(case_id)
             mine = (current.status == status and current.reviewer == reviewer
@@ -174,7 +192,9 @@ class ReviewQueue:
                     f"case {case_id} was already {current.status} by {current.reviewer} "
                     f"at {current.decided_at:%Y-%m-%d %H:%M:%S} UTC", case=current)
             case = current
-        logger.info("case %s %s by %s", case.id, case.status, case.reviewer)
+        logger.info("case %s %s by %r", case.id, case.status, case.reviewer)
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
         with self._decided:
             self._decisions += 1
             self._decided.notify_all()
@@ -249,7 +269,40 @@ class ReviewQueue:
                 pause = min(pause, remaining)
             await asyncio.sleep(pause)
 
+    def deliveries(self, status: DeliveryStatus | None = None) -> builtins.list[Delivery]:
+        """The webhook outbox: every notification, with its status and last error."""
+        return self.store.deliveries(status)
+
+    def flush_webhooks(self, timeout: float = 10.0) -> int:
+        """Deliver due webhook notifications for up to ``timeout`` seconds; returns how
+        many still wait (they are delivered later, by this or another process)."""
+        if self._dispatcher is None:
+            return 0
+        return self._dispatcher.flush(timeout)
+
+    def purge(self, before: datetime, *, include_pending: bool = False) -> int:
+        """Delete cases decided before ``before`` (and, with ``include_pending``, cases
+        still pending that were escalated before it), with their webhook outbox rows;
+        returns how many cases were deleted. The deleted text is overwritten on disk
+        (SQLite) or vacuumed (PostgreSQL)."""
+        if not isinstance(before, datetime):
+            raise ConfigError(f"before {before!r}: expected a datetime")
+        moment = before if before.tzinfo is not None else before.replace(tzinfo=UTC)
+        deleted = self.store.purge(moment, include_pending)
+        logger.info("purged %d cases from before %s", deleted, moment.isoformat())
+        return deleted
+
     def close(self) -> None:
+        """Stop delivering webhooks (after up to ``flush_on_close`` seconds for what is
+        due) and release the store."""
+        if self._dispatcher is not None:
+            assert self.webhook is not None
+            left = self._dispatcher.stop(self.webhook.flush_on_close)
+            self._dispatcher = None
+            if left:
+                logger.warning("%d webhook notification(s) wait in the outbox of %s; any "
+                               "process that opens the queue with this webhook delivers them",
+                               left, self.location)
         self.store.close()
 
     def __enter__(self) -> ReviewQueue:
@@ -263,7 +316,8 @@ class ReviewQueue:
 
 
 def open_review_queue(url: str | os.PathLike[str] | None = None, *,
-                      webhook: WebhookConfig | str | None = None) -> ReviewQueue:
+                      webhook: WebhookConfig | str | None = None,
+                      redact: Redaction | None = None) -> ReviewQueue:
     """Open (creating if needed) the review queue at ``url``.
 
     - ``None``: the embedded default, ``<cache>/review.db`` (see ``semgrad_guard.paths``);
@@ -278,7 +332,8 @@ def open_review_queue(url: str | os.PathLike[str] | None = None, *,
     from .sqlite_store import SQLiteReviewStore
 
     if url is None:
-        return ReviewQueue(SQLiteReviewStore(cache_dir() / "review.db"), webhook=webhook)
+        return ReviewQueue(SQLiteReviewStore(cache_dir() / "review.db"), webhook=webhook,
+                           redact=redact)
     text = os.fspath(url)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme == "sqlite":
@@ -286,15 +341,15 @@ def open_review_queue(url: str | os.PathLike[str] | None = None, *,
         if not path.startswith("/") or path == "/":
             raise ConfigError(f"review queue {text!r}: write sqlite:///relative/path.db or "
                               "sqlite:////absolute/path.db")
-        return ReviewQueue(SQLiteReviewStore(path[1:]), webhook=webhook)
+        return ReviewQueue(SQLiteReviewStore(path[1:]), webhook=webhook, redact=redact)
     if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg"):
         from .postgres_store import PostgresReviewStore
 
-        return ReviewQueue(PostgresReviewStore(text), webhook=webhook)
+        return ReviewQueue(PostgresReviewStore(text), webhook=webhook, redact=redact)
     if scheme:
         raise ConfigError(f"review queue {text!r}: scheme {scheme!r} is not supported; "
                           "expected sqlite:/// or postgresql://")
-    return ReviewQueue(SQLiteReviewStore(Path(text)), webhook=webhook)
+    return ReviewQueue(SQLiteReviewStore(Path(text)), webhook=webhook, redact=redact)
 
 
 def _text(field: str, value: Any, *, required: bool = False,

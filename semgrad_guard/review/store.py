@@ -8,10 +8,13 @@ processes see exactly one winner.
 
 from __future__ import annotations
 
+import builtins
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from .case import CaseStatus, EscalatedCase, parse_time
 
@@ -20,6 +23,37 @@ CASE_COLUMNS = (
     "id", "chain", "question", "context", "answer", "score", "components", "rule",
     "metadata", "status", "final_answer", "reviewer", "reason", "created_at", "decided_at",
 )
+
+
+#: Columns of the webhook outbox, in the order every backend reads them.
+DELIVERY_COLUMNS = ("id", "case_id", "url", "status", "attempts", "created_at",
+                    "next_attempt_at", "delivered_at", "last_error")
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook notification in the outbox: ``id`` is the delivery id it is signed with."""
+
+    id: str
+    case_id: str
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+
+
+def delivery_from_row(row: dict[str, Any]) -> Delivery:
+    delivered_at = row["delivered_at"]
+    return Delivery(id=row["id"], case_id=row["case_id"], url=row["url"], status=row["status"],
+                    attempts=int(row["attempts"]), created_at=parse_time(row["created_at"]),
+                    next_attempt_at=parse_time(row["next_attempt_at"]),
+                    delivered_at=parse_time(delivered_at) if delivered_at else None,
+                    last_error=row["last_error"])
 
 
 class ReviewStore(ABC):
@@ -55,13 +89,54 @@ class ReviewStore(ABC):
 
     @abstractmethod
     def decide(self, case_id: str, status: CaseStatus, *, final_answer: str | None,
-               reviewer: str | None, reason: str | None,
-               decided_at: datetime) -> EscalatedCase | None:
+               reviewer: str | None, reason: str | None, decided_at: datetime,
+               deliveries: Sequence[tuple[str, str]] = ()) -> EscalatedCase | None:
         """Record a decision if, and only if, the case is still pending.
 
-        Returns the decided case, or ``None`` when no pending case has that id (the
-        queue then finds out whether it is missing or already decided).
+        ``deliveries`` are ``(delivery id, url)`` webhook notifications to put in the
+        outbox in the same transaction, so that a decision and its notification are
+        recorded together or not at all. Returns the decided case, or ``None`` when no
+        pending case has that id (the queue then finds out whether it is missing or
+        already decided).
         """
+
+    # -- the webhook outbox ------------------------------------------------------------
+    @abstractmethod
+    def claim_deliveries(self, url: str, now: datetime, lease_until: datetime,
+                         limit: int) -> builtins.list[Delivery]:
+        """Pending deliveries to ``url`` that are due and not leased by another sender;
+        each is leased until ``lease_until`` and its attempt counted, atomically."""
+
+    @abstractmethod
+    def finish_delivery(self, delivery_id: str, status: DeliveryStatus, *, error: str | None,
+                        at: datetime, retry_at: datetime | None = None) -> None:
+        """Record an attempt's outcome: ``delivered``, ``failed`` for good, or ``pending``
+        again (then ``retry_at`` is when to try next)."""
+
+    @abstractmethod
+    def deliveries(self, status: DeliveryStatus | None = None,
+                   limit: int = 1000) -> builtins.list[Delivery]:
+        """Outbox rows, oldest first."""
+
+    # -- retention ---------------------------------------------------------------------
+    @abstractmethod
+    def purge(self, before: datetime, include_pending: bool) -> int:
+        """Delete cases decided (or, with ``include_pending``, escalated) before
+        ``before``, with their outbox rows; returns how many cases were deleted."""
+
+    # -- review-page sessions ----------------------------------------------------------
+    @abstractmethod
+    def add_session(self, key: str, reviewer: str, created_at: datetime,
+                    expires_at: datetime) -> None:
+        """Remember a review-page login; ``key`` is a hash of the session's secret."""
+
+    @abstractmethod
+    def session_reviewer(self, key: str, now: datetime) -> str | None:
+        """The reviewer of a live (not revoked, not expired) session, else ``None``."""
+
+    @abstractmethod
+    def revoke_sessions(self, key: str | None, at: datetime) -> int:
+        """End one session (``key``) or all of them (``None``); returns how many."""
 
     @abstractmethod
     def close(self) -> None:

@@ -15,11 +15,13 @@ PUBLIC = [
     "CaseStatus", "DecisionCallback", "DecisionTimeoutError", "EscalatedCase",
     "InvalidCaseError", "PostgresReviewStore", "ReviewError", "ReviewQueue",
     "ReviewServer", "ReviewServerConfig", "ReviewStore", "ReviewStoreError",
-    "SQLiteReviewStore", "WebhookConfig", "WebhookDeliveryError", "WebhookNotifier",
+    "SQLiteReviewStore", "WebhookConfig", "WebhookDeliveryError", "DELIVERY_HEADER",
+    "TIMESTAMP_HEADER", "Delivery", "Redaction", "verify_signature",
     "create_review_app", "open_review_queue",
 ]
 
 MODULES = ["", ".case", ".store", ".sqlite_store", ".queue", ".webhook", ".auth", ".web",
+           ".redaction", ".terminal", ".files",
            ".server"]
 
 
