@@ -100,6 +100,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token", default=None,
                    help="review token; prefer the SEMGRAD_GUARD_REVIEW_TOKEN environment "
                         "variable, since other users can see command lines")
+    p.add_argument("--public-host", default=None,
+                   help="the host name reviewers open (default review-PORT.localhost on "
+                        "loopback, which keeps the session cookie from other local servers)")
+    p.add_argument("--tls-cert", default=None, help="TLS certificate (PEM) to serve HTTPS")
+    p.add_argument("--tls-key", default=None, help="TLS private key (PEM)")
+    p.add_argument("--secure-cookie", action="store_true", default=None,
+                   help="HTTPS-only session cookie (on by default with --tls-cert)")
+    p.add_argument("--allow-plain-http", action="store_true",
+                   help="serve a non-loopback --host without TLS (a proxy in front must "
+                        "terminate HTTPS)")
     p.set_defaults(func=_serve)
 
 
@@ -192,7 +202,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic import SecretStr
+    from pydantic import SecretStr, ValidationError
 
     from .server import TOKEN_ENV, ReviewServer, ReviewServerConfig
 
@@ -200,16 +210,21 @@ def _serve(args: argparse.Namespace) -> int:
     if not token:
         raise ConfigError(f"the review page needs a token: set {TOKEN_ENV} (or --token)")
     try:
-        config = ReviewServerConfig(token=SecretStr(token), host=args.host, port=args.port)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        config = ReviewServerConfig(
+            token=SecretStr(token), host=args.host, port=args.port,
+            public_host=args.public_host, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+            secure_cookie=args.secure_cookie, allow_plain_http=args.allow_plain_http)
+    except ValidationError as exc:
+        problems = "; ".join(error["msg"].removeprefix("Value error, ")
+                             for error in exc.errors(include_url=False))
+        raise ConfigError(problems) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     queue = _open(args)
     try:
         server = ReviewServer(queue, config)
-        print(f"review page for {queue.location} on http://{args.host}:{args.port}/ "
-              f"(log in with the review token; Ctrl-C stops)", flush=True)
+        print(f"review page for {queue.location} on {server.url} (log in with the review "
+              f"token; scripts: {server.api_url}api/cases; Ctrl-C stops)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         # uvicorn shuts down gracefully, then re-raises Ctrl-C: that is a normal stop.

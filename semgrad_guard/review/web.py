@@ -8,8 +8,16 @@ Routes (all but ``/login`` and ``/healthz`` need the token):
 - ``GET /api/cases``, ``GET /api/cases/{id}``, ``POST /api/cases/{id}/approve|edit|reject``
   for scripts, with ``Authorization: Bearer <token>`` only (JSON in and out).
 
-Without valid credentials pages answer 401 (with the login form) and a form posted
-without its CSRF value answers 403.
+Without valid credentials pages answer 401 (with the login form), a form posted
+without its CSRF value answers 403, too many failed logins answer 429, and a queue
+that cannot be reached (a locked or damaged file, a database that is down) answers
+503 with what went wrong.
+
+With a ``public_host``, pages are served under that host name only (other names of the
+server are redirected to it, unknown ones refused), so the host-only session cookie
+is never sent to other servers on the same machine: a browser sends a cookie set by
+``127.0.0.1`` to every port of ``127.0.0.1``, but one set by ``review-8765.localhost``
+only there.
 """
 
 from __future__ import annotations
@@ -31,10 +39,11 @@ from ..errors import (
     CaseNotFoundError,
     ConfigError,
     InvalidCaseError,
+    ReviewStoreError,
 )
-from .auth import SESSION_COOKIE, ReviewerAuth, clean_reviewer_name
+from .auth import SESSION_COOKIE, LoginThrottle, ReviewerAuth, clean_reviewer_name
 from .case import CASE_STATUSES, EscalatedCase
-from .pages import page_templates
+from .pages import page_templates, stylesheet
 from .queue import MAX_LIST, ReviewQueue
 
 logger = logging.getLogger(__name__)
@@ -46,7 +55,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 #: Sent with every response: no scripts, no framing, no caching of case data.
 SECURITY_HEADERS = {
-    "content-security-policy": ("default-src 'none'; style-src 'unsafe-inline'; "
+    "content-security-policy": ("default-src 'none'; style-src 'self'; "
                                 "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -76,11 +85,49 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+class _CanonicalHost:
+    """Pages only under the public host name; the API and health check under any of the
+    server's loopback names too; every other Host (DNS rebinding) refused."""
+
+    def __init__(self, app: ASGIApp, public_host: str) -> None:
+        self.app = app
+        self.public_host = public_host
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        port = (scope.get("server") or ("", 0))[1]
+        public = self.public_host.format(port=port).lower()
+        host = (request.url.hostname or "").lower()
+        path = scope.get("path", "")
+        if host == public or (host in _LOOPBACK_NAMES and (
+                path.startswith("/api/") or path == "/healthz")):
+            await self.app(scope, receive, send)
+            return
+        if host in _LOOPBACK_NAMES and request.method in ("GET", "HEAD"):
+            target = request.url.replace(hostname=public, port=port or None)
+            response: Response = RedirectResponse(str(target), status_code=307)
+        else:
+            response = JSONResponse({"error": f"this server answers as {public}:{port}"},
+                                    status_code=421)
+        await response(scope, receive, send)
+
+
 class _ReviewPage:
-    def __init__(self, queue: ReviewQueue, auth: ReviewerAuth, secure_cookie: bool) -> None:
+    def __init__(self, queue: ReviewQueue, auth: ReviewerAuth, secure_cookie: bool,
+                 throttle: LoginThrottle) -> None:
         self.queue = queue
         self.auth = auth
         self.secure_cookie = secure_cookie
+        # A Secure cookie gets the __Host- prefix: the browser then refuses it unless it
+        # came over HTTPS, for this host only, with Path=/.
+        self.cookie_name = f"__Host-{SESSION_COOKIE}" if secure_cookie else SESSION_COOKIE
+        self.throttle = throttle
         self.templates = page_templates()
 
     # -- rendering -------------------------------------------------------------------
@@ -110,20 +157,48 @@ class _ReviewPage:
 
     # -- who is asking ---------------------------------------------------------------
 
-    def session(self, request: Request) -> tuple[str, str] | None:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        reviewer = self.auth.reviewer_from_cookie(cookie)
-        return (reviewer, cookie) if reviewer and cookie else None
+    async def session(self, request: Request) -> tuple[str, str] | None:
+        cookie = request.cookies.get(self.cookie_name)
+        if not cookie:
+            return None
+        reviewer = await run_in_threadpool(self.auth.reviewer_from_cookie, cookie)
+        return (reviewer, cookie) if reviewer else None
 
     def api_reviewer(self, request: Request) -> str | None:
-        if not self.auth.bearer_matches(request.headers.get("authorization")):
+        authorization = request.headers.get("authorization")
+        if not self.auth.bearer_matches(authorization):
+            if authorization:
+                self.throttle.failed(_client(request))
             return None
         return clean_reviewer_name(request.headers.get("x-reviewer", "")) or "api"
+
+    def unavailable(self, request: Request, exc: ReviewStoreError) -> Response:
+        logger.error("review page: the queue is unavailable: %s", exc)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=503,
+                                headers={"retry-after": "5"})
+        response = self.render("message.html", 503, heading="The review queue is unavailable",
+                               message=f"{exc}. Nothing was changed; try again shortly.",
+                               link="/", link_text="Try again")
+        response.headers["retry-after"] = "5"
+        return response
+
+    def throttled(self, request: Request) -> Response | None:
+        wait = self.throttle.retry_after(_client(request))
+        if not wait:
+            return None
+        message = f"Too many failed attempts; try again in {wait} s."
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=429,
+                                headers={"retry-after": str(wait)})
+        response = self.render("login.html", 429, next="/", error=message)
+        response.headers["retry-after"] = str(wait)
+        return response
 
     # -- pages -----------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        if self.session(request):
+        if await self.session(request):
             return RedirectResponse("/", status_code=303)
         return self.login_page(request, status_code=200)
 
@@ -133,31 +208,42 @@ class _ReviewPage:
         if target == "/login":
             target = "/"
         name = clean_reviewer_name(str(form.get("name") or ""))
+        refused = self.throttled(request)
+        if refused is not None:
+            return refused
         if not self.auth.token_matches(str(form.get("token") or "")):
-            logger.warning("review page: failed login from %s",
-                           request.client.host if request.client else "?")
+            self.throttle.failed(_client(request))
+            logger.warning("review page: failed login from %s", _client(request))
             return self.render("login.html", 401, next=target, error="Wrong token.")
         if name is None:
             return self.render("login.html", 400, next=target,
                                error="Enter your name (up to 64 printable characters).")
+        cookie = await run_in_threadpool(self.auth.start_session, name)
         redirect = RedirectResponse(target, status_code=303)
-        redirect.set_cookie(SESSION_COOKIE, self.auth.session_cookie(name),
-                            max_age=int(self.auth.max_age), httponly=True, samesite="strict",
-                            secure=self.secure_cookie, path="/")
+        redirect.set_cookie(self.cookie_name, cookie, max_age=int(self.auth.max_age),
+                            httponly=True, samesite="strict", secure=self.secure_cookie,
+                            path="/")
         return redirect
 
     async def logout(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         form = await request.form()
         if session and not self.auth.csrf_matches(session[1], _field(form, "csrf")):
             return self.message(request, 403, "Forbidden", "The form was not sent by this "
                                 "page (missing or wrong CSRF value).", session)
+        if session:
+            await run_in_threadpool(self.auth.end_session, session[1])
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(self.cookie_name, path="/", secure=self.secure_cookie,
+                               httponly=True, samesite="strict")
         return response
 
+    async def static(self, request: Request) -> Response:
+        return Response(stylesheet(), media_type="text/css",
+                        headers={"cache-control": "no-cache"})
+
     async def case_list(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self.login_page(request)
         status = request.query_params.get("status", "pending")
@@ -175,7 +261,7 @@ class _ReviewPage:
                            csrf=self.auth.csrf_value(session[1]))
 
     async def case_page(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self.login_page(request)
         case_id = request.path_params["case_id"]
@@ -195,7 +281,7 @@ class _ReviewPage:
                            done=bool(request.query_params.get("done")), next_case=next_case)
 
     async def decide_form(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self.login_page(request)
         form = await request.form()
@@ -232,6 +318,8 @@ class _ReviewPage:
     # -- JSON API ----------------------------------------------------------------------
 
     async def api_list(self, request: Request) -> Response:
+        if (refused := self.throttled(request)) is not None:
+            return refused
         if self.api_reviewer(request) is None:
             return _unauthorized()
         status = request.query_params.get("status") or None
@@ -247,6 +335,8 @@ class _ReviewPage:
         return JSONResponse({"cases": [case.to_dict() for case in cases]})
 
     async def api_case(self, request: Request) -> Response:
+        if (refused := self.throttled(request)) is not None:
+            return refused
         if self.api_reviewer(request) is None:
             return _unauthorized()
         try:
@@ -256,6 +346,8 @@ class _ReviewPage:
         return JSONResponse(case.to_dict())
 
     async def api_decide(self, request: Request) -> Response:
+        if (refused := self.throttled(request)) is not None:
+            return refused
         reviewer = self.api_reviewer(request)
         if reviewer is None:
             return _unauthorized()
@@ -281,6 +373,10 @@ class _ReviewPage:
         return JSONResponse({"ok": True})
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
 def _field(form: Any, name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) else None
@@ -299,10 +395,15 @@ def _unauthorized() -> JSONResponse:
 
 
 def create_review_app(queue: ReviewQueue, token: str, *, session_max_age: float = 12 * 3600,
-                      secure_cookie: bool = False) -> Starlette:
+                      secure_cookie: bool = False, public_host: str | None = None,
+                      login_attempts: int = 5, login_window: float = 60.0) -> Starlette:
     """The review page as an ASGI app, to serve with uvicorn or mount in another app.
 
-    ``secure_cookie=True`` marks the session cookie HTTPS-only (set it behind TLS).
+    ``token`` must be at least 16 characters (8 of them different). ``secure_cookie=True``
+    marks the session cookie HTTPS-only (set it behind TLS). ``public_host`` (which may
+    contain ``{port}``) is the one host name pages answer to; ``None`` leaves host
+    checks to the application the page is mounted in. At most ``login_attempts``
+    failed logins per client per ``login_window`` seconds.
 
     >>> from semgrad_guard.review import open_review_queue
     >>> app = create_review_app(open_review_queue("sqlite:///:memory:"),
@@ -310,7 +411,8 @@ def create_review_app(queue: ReviewQueue, token: str, *, session_max_age: float 
     >>> sorted(route.path for route in app.routes)[:3]
     ['/', '/api/cases', '/api/cases/{case_id}']
     """
-    page = _ReviewPage(queue, ReviewerAuth(token, max_age=session_max_age), secure_cookie)
+    auth = ReviewerAuth(token, queue.store, max_age=session_max_age)
+    page = _ReviewPage(queue, auth, secure_cookie, LoginThrottle(login_attempts, login_window))
     routes = [
         Route("/", page.case_list, methods=["GET"]),
         Route("/login", page.login_form, methods=["GET"]),
@@ -322,7 +424,15 @@ def create_review_app(queue: ReviewQueue, token: str, *, session_max_age: float 
         Route("/api/cases/{case_id}", page.api_case, methods=["GET"]),
         Route("/api/cases/{case_id}/{action:str}", page.api_decide, methods=["POST"]),
         Route("/healthz", page.healthz, methods=["GET"]),
+        Route("/static/review.css", page.static, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ReviewStoreError)
+        return page.unavailable(request, exc)
+
+    app = Starlette(routes=routes, exception_handlers={ReviewStoreError: unavailable})
+    if public_host is not None:
+        app.add_middleware(_CanonicalHost, public_host=public_host)  # type: ignore[arg-type]
     app.add_middleware(_SecurityHeaders)  # type: ignore[arg-type]
     return app

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from ..errors import ReviewError, WebhookDeliveryError
+from ..errors import ConfigError, ReviewError, WebhookDeliveryError
 from .case import EscalatedCase
 
 if TYPE_CHECKING:
@@ -143,7 +143,11 @@ class WebhookSender:
     """
 
     def __init__(self, config: WebhookConfig) -> None:
-        import httpx
+        try:
+            import httpx
+        except ModuleNotFoundError as exc:
+            raise ConfigError('webhooks need httpx: pip install "semgrad-guard[review]"') \
+                from exc
 
         self.config = config
         self._httpx = httpx

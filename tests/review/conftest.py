@@ -113,7 +113,19 @@ def queue(queue_url: str) -> Iterator[ReviewQueue]:
 
 @pytest.fixture
 def review_server(sqlite_url: str) -> Iterator[ReviewServer]:
-    """The review page served by uvicorn on a free 127.0.0.1 port, over a SQLite queue."""
+    """The review page served by uvicorn on a free 127.0.0.1 port, over a SQLite queue,
+    answering as 127.0.0.1 (HTTP clients cannot resolve review-<port>.localhost)."""
+    with open_review_queue(sqlite_url) as opened:
+        config = ReviewServerConfig(token=SecretStr(REVIEW_TOKEN), port=0,
+                                    public_host="127.0.0.1")
+        with ReviewServer(opened, config) as server:
+            yield server
+
+
+@pytest.fixture
+def browser_review_server(sqlite_url: str) -> Iterator[ReviewServer]:
+    """The review page as `semgrad-guard review serve` runs it: answering as
+    review-<port>.localhost, which browsers resolve to 127.0.0.1 themselves."""
     with open_review_queue(sqlite_url) as opened:
         config = ReviewServerConfig(token=SecretStr(REVIEW_TOKEN), port=0)
         with ReviewServer(opened, config) as server:

@@ -33,7 +33,8 @@ def browser() -> Iterator[object]:
 
 
 def test_a_reviewer_logs_in_and_decides_cases(browser: object,
-                                             review_server: ReviewServer) -> None:
+                                             browser_review_server: ReviewServer) -> None:
+    review_server = browser_review_server
     queue = review_server.queue
     first = queue.submit(
         chain="support-rag", question="How long do I have to return a pair of shoes?",

@@ -124,7 +124,9 @@ def test_serve_runs_the_page_on_loopback(sqlite_url: str,
             except httpx.ConnectError:
                 assert server.is_alive() and time.monotonic() < deadline
                 time.sleep(0.1)
-        assert response.status_code == 401
+        # Pages answer under their own name (which browsers, not httpx, resolve).
+        assert response.status_code == 307
+        assert response.headers["location"] == f"http://review-{port}.localhost:{port}/"
         api = httpx.get(url + "api/cases", headers={"Authorization": f"Bearer {REVIEW_TOKEN}"})
         assert api.json() == {"cases": []}
     finally:
@@ -133,5 +135,6 @@ def test_serve_runs_the_page_on_loopback(sqlite_url: str,
     with open(read_fd) as pipe:
         output = pipe.read()
     assert server.exitcode == 0, output
-    assert f"on http://127.0.0.1:{port}/" in output
+    assert f"on http://review-{port}.localhost:{port}/" in output
+    assert f"http://127.0.0.1:{port}/api/cases" in output
     assert REVIEW_TOKEN not in output

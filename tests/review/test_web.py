@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from semgrad_guard.review import EscalatedCase
+from semgrad_guard.review import EscalatedCase, SQLiteReviewStore
 from semgrad_guard.review.auth import SESSION_COOKIE, ReviewerAuth
 from semgrad_guard.review.server import ReviewServer, ReviewServerConfig
 
@@ -58,7 +60,8 @@ def test_requests_without_the_token_are_refused(review_server: ReviewServer,
     assert client.get("/api/cases", headers={"Authorization": "Bearer wrong"}).status_code == 401
     wrong = client.post("/login", data={"token": "not-the-token", "name": "mallory"})
     assert wrong.status_code == 401 and SESSION_COOKIE not in wrong.cookies
-    forged = ReviewerAuth("another-token-of-16-chars").session_cookie("mallory")
+    forged = ReviewerAuth("another-token-of-16-chars", review_server.queue.store
+                          ).start_session("mallory")
     client.cookies.set(SESSION_COOKIE, forged)
     assert client.get("/").status_code == 401
     assert review_server.queue.get(case.id).status == "pending"
@@ -195,12 +198,16 @@ def test_weak_tokens_and_unknown_settings_are_refused() -> None:
         ReviewServerConfig(token=SecretStr(REVIEW_TOKEN), bind="0.0.0.0")  # type: ignore[call-arg]
 
 
-def test_sessions_expire_and_tokens_compare_as_bytes() -> None:
-    auth = ReviewerAuth(REVIEW_TOKEN, max_age=3600)
-    cookie = auth.session_cookie("alice", now=1_000_000)
-    assert auth.reviewer_from_cookie(cookie, now=1_000_000 + 60) == "alice"
-    assert auth.reviewer_from_cookie(cookie, now=1_000_000 + 3601) is None
-    assert auth.reviewer_from_cookie(cookie.replace(".", ".0"), now=1_000_060) is None
+def test_sessions_expire_and_tokens_compare_as_bytes(tmp_path: Path) -> None:
+    store = SQLiteReviewStore(tmp_path / "review.db")
+    auth = ReviewerAuth(REVIEW_TOKEN, store, max_age=1)
+    cookie = auth.start_session("alice")
+    assert auth.reviewer_from_cookie(cookie) == "alice"
+    assert auth.reviewer_from_cookie(cookie[:-2] + ("A" if cookie[-2] != "A" else "B")
+                                     + cookie[-1]) is None
     assert auth.reviewer_from_cookie("garbage") is None
     assert not auth.token_matches("tökén-with-non-ascii")  # no TypeError from compare_digest
-    assert not auth.csrf_matches(cookie, auth.csrf_value(auth.session_cookie("bob")))
+    assert not auth.csrf_matches(cookie, auth.csrf_value(auth.start_session("bob")))
+    time.sleep(2.1)
+    assert auth.reviewer_from_cookie(cookie) is None  # expired
+    store.close()
