@@ -331,6 +331,8 @@ def open_review_queue(url: str | os.PathLike[str] | None = None, *,
     """
     from .sqlite_store import SQLiteReviewStore
 
+    if redact is not None and isinstance(redact, Redaction):
+        redact.check(CASE_FIELDS)  # before a store is opened for nothing
     if url is None:
         return ReviewQueue(SQLiteReviewStore(cache_dir() / "review.db"), webhook=webhook,
                            redact=redact)

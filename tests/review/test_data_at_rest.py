@@ -1,0 +1,130 @@
+"""Personal data at rest: private files, retention (purge) and redaction, queue and audit."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from semgrad_guard.cli import main
+from semgrad_guard.errors import ConfigError
+from semgrad_guard.policy import AuditTrail, GuardDecision
+from semgrad_guard.review import Redaction, ReviewQueue, open_review_queue
+
+SECRET_TEXT = "patient-4711-private-history"
+
+
+def _private(folder: Path, prefix: str) -> None:
+    files = [p for p in folder.iterdir() if p.name.startswith(prefix)]
+    assert files
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def test_queue_files_are_created_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        folder = tmp_path / "new" / "folder"
+        with open_review_queue(folder / "review.db") as queue:
+            case = queue.submit(chain="c", question=SECRET_TEXT, answer="a")
+            queue.approve(case.id, reviewer="alice")
+            _private(folder, "review.db")  # the file, its -wal and -shm
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)
+
+
+def _disk_bytes(folder: Path, prefix: str) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.iterdir() if p.name.startswith(prefix))
+
+
+def test_purge_deletes_old_decided_cases_and_their_text(tmp_path: Path) -> None:
+    with open_review_queue(tmp_path / "review.db") as queue:
+        old = queue.submit(chain="c", question=SECRET_TEXT, answer="a", context=[SECRET_TEXT])
+        queue.reject(old.id, reviewer="alice")
+        waiting = queue.submit(chain="c", question="still pending", answer="a")
+        assert SECRET_TEXT.encode() in _disk_bytes(tmp_path, "review.db")
+        cutoff = datetime.now(UTC) + timedelta(seconds=1)
+        assert queue.purge(cutoff) == 1  # pending cases stay unless asked
+        assert [c.id for c in queue.list(status=None)] == [waiting.id]
+        assert SECRET_TEXT.encode() not in _disk_bytes(tmp_path, "review.db")
+        assert queue.purge(cutoff, include_pending=True) == 1
+        assert queue.list(status=None) == []
+        with pytest.raises(ConfigError):
+            queue.purge("2025-01-01")  # type: ignore[arg-type]
+
+
+def test_purge_on_both_backends_keeps_recent_cases(queue: ReviewQueue) -> None:
+    first = queue.submit(chain="c", question="q1", answer="a")
+    queue.approve(first.id, reviewer="alice")
+    middle = datetime.now(UTC)
+    second = queue.submit(chain="c", question="q2", answer="a")
+    queue.approve(second.id, reviewer="alice")
+    assert queue.purge(middle) == 1
+    assert [c.id for c in queue.list(status=None)] == [second.id]
+
+
+def test_review_purge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    with open_review_queue(url) as queue:
+        case = queue.submit(chain="c", question="q", answer="a")
+        queue.approve(case.id, reviewer="alice")
+    assert main(["review", "purge", "--queue", url, "--before", "2000-01-01"]) == 0
+    assert "deleted 0 case(s)" in capsys.readouterr().out
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert main(["review", "purge", "--queue", url, "--before", tomorrow]) == 0
+    assert "deleted 1 case(s)" in capsys.readouterr().out
+    assert main(["review", "purge", "--queue", url, "--before", "0d",
+                 "--include-pending"]) == 0
+    with pytest.raises(SystemExit):
+        main(["review", "purge", "--queue", url, "--before", "last tuesday"])
+    assert "expected a date" in capsys.readouterr().err
+
+
+def _decision(question: str) -> GuardDecision:
+    return GuardDecision(action="abstain", answer="-", passed=False, score=None,
+                         error_probability=None, attempts=[], chain="rag", case_id=None,
+                         reason="test", raw=None, question=question)
+
+
+def test_audit_purge_api_and_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.db"
+    with AuditTrail(path) as audit:
+        audit.record(_decision(SECRET_TEXT), at=datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+        audit.record(_decision("recent"))
+        assert SECRET_TEXT.encode() in _disk_bytes(tmp_path, "audit.db")
+    assert main(["audit", "purge", "--trail", str(path), "--before", "2025-01-01"]) == 0
+    assert "deleted 1 audit record(s)" in capsys.readouterr().out
+    assert SECRET_TEXT.encode() not in _disk_bytes(tmp_path, "audit.db")
+    with AuditTrail(path) as audit:
+        assert [r.question for r in audit.records()] == ["recent"]
+        assert audit.purge(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert main(["audit", "purge", "--trail", str(tmp_path / "none.db"),
+                 "--before", "90d"]) == 2
+
+
+def test_redaction_before_anything_is_stored(tmp_path: Path) -> None:
+    redact = Redaction(fields=("context", "metadata.email"),
+                       patterns=(r"[\w.+-]+@[\w-]+\.[\w.]+",))
+    with open_review_queue(tmp_path / "review.db", redact=redact) as queue:
+        case = queue.submit(chain="c", question="Mail bob@example.org about it?",
+                            answer="Done.", context=["private record"],
+                            metadata={"email": "x", "user": "u1", "note": "cc a@b.io"})
+        stored = queue.get(case.id)
+    assert stored.question == "Mail [redacted] about it?"
+    assert stored.context == ["[redacted]"]
+    assert stored.metadata == {"email": "[redacted]", "user": "u1", "note": "cc [redacted]"}
+    assert b"bob@example.org" not in _disk_bytes(tmp_path, "review.db")
+    assert b"private record" not in _disk_bytes(tmp_path, "review.db")
+
+    with AuditTrail(tmp_path / "audit.db", redact=Redaction(fields=("question",))) as audit:
+        audit.record(_decision(SECRET_TEXT), {"user": "u1"})
+        (record,) = audit.records()
+    assert record.question == "[redacted]" and record.metadata == {"user": "u1"}
+    with pytest.raises(ConfigError, match="redaction field"):
+        open_review_queue(tmp_path / "x.db", redact=Redaction(fields=("answers",)))
+    with pytest.raises(ConfigError, match="pattern"):
+        Redaction(patterns=("(unclosed",))
