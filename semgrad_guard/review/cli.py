@@ -115,9 +115,9 @@ def register(subparsers: Any) -> None:
 
 def _open(args: argparse.Namespace) -> ReviewQueue:
     webhook = None
-    secret = args.webhook_secret or os.environ.get(SECRET_ENV) or None
-    if secret is not None and args.webhook_url is None:
+    if args.webhook_secret and args.webhook_url is None:
         raise ConfigError("--webhook-secret needs --webhook-url")
+    secret = args.webhook_secret or os.environ.get(SECRET_ENV) or None
     if args.webhook_url is not None:
         from pydantic import SecretStr, ValidationError
 

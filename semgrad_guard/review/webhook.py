@@ -215,29 +215,29 @@ class WebhookDispatcher:
         self._thread = threading.Thread(target=self._loop, name="semgrad-review-webhook",
                                         daemon=True)
         self._thread.start()
+        self._wake.set()  # deliver what earlier processes left, at once
         return self
 
     def wake(self) -> None:
         self._wake.set()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while True:
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.deliver_due()
             except ReviewError:
                 logger.exception("webhook %s: cannot read the outbox", self.config.where)
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
 
     def deliver_due(self, limit: int = 20) -> int:
         """Make one attempt at every delivery that is due; returns how many were tried."""
         now = datetime.now(UTC)
         lease = timedelta(seconds=self.config.timeout + 2.0)
         due = self.store.claim_deliveries(self.config.url, now, now + lease, limit)
-        for delivery in due:
-            if self._stop.is_set() and self._thread is not None and \
-                    threading.current_thread() is self._thread:
-                break
+        for delivery in due:  # each claimed delivery is attempted: its lease says so
             self._attempt(delivery)
         return len(due)
 
@@ -280,13 +280,14 @@ class WebhookDispatcher:
         return len([d for d in self.store.deliveries("pending") if d.url == self.config.url])
 
     def stop(self, flush_for: float = 0.0) -> int:
-        """Stop the thread, after delivering what is due for up to ``flush_for`` seconds."""
+        """Deliver what is due for up to ``flush_for`` seconds, then stop the thread;
+        returns how many deliveries still wait in the outbox."""
+        left = self.flush(flush_for) if flush_for > 0 else 0
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(self.config.timeout + 5.0)
             self._thread = None
-        left = self.flush(flush_for) if flush_for > 0 else 0
         self.sender.close()
         return left
 
