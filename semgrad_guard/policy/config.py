@@ -25,13 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from ..scoring.result import SCORE_NAMES, ScoreName
 from .attempts import Attempt
 from .config_errors import describe_errors
+from .policy_yaml import read_policy_yaml
 
 #: What the chain returns when the guard abstains and no message is configured.
 DEFAULT_ABSTAIN_MESSAGE = "I am not confident enough in an answer to this question."
@@ -55,7 +56,8 @@ POLICY_VERSION = 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused in every number of a policy.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MatchRule(_Strict):
@@ -127,7 +129,8 @@ class Threshold(_Strict):
     """
 
     max_score: float | None = Field(
-        None, description="Largest raw score (higher = more uncertain) that still passes.")
+        None, ge=0.0,
+        description="Largest raw score (higher = more uncertain) that still passes.")
     max_error_probability: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Largest calibrated probability of error that still passes; needs "
@@ -270,11 +273,15 @@ class CustomAction(_Strict):
     """The escape hatch: a function called with an :class:`ActionContext`.
 
     It returns a :class:`GuardDecision` to end the walk, or ``None`` to go on to the
-    next action. ``handler`` is a callable or an import path ``"package.module:function"``,
-    resolved when the policy is loaded.
+    next action. ``handler`` is a callable, or a name the application registered
+    (``load_policy(path, handlers={"name": function})``), or an import path
+    ``"package.module:function"`` inside a module the application allowed
+    (``handler_modules=["package"]``); resolved when the policy is loaded. A policy file
+    cannot name any other code (``os:system`` is refused).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
     type: Literal["custom"] = "custom"
     handler: str | Callable[..., Any] = Field(
@@ -282,17 +289,40 @@ class CustomAction(_Strict):
     _resolved: Callable[..., Any] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _resolve(self) -> CustomAction:
-        self._resolved = _import_callable(self.handler) if isinstance(self.handler, str) \
-            else self.handler
+    def _resolve(self, info: ValidationInfo) -> CustomAction:
+        context = info.context or {}
+        if isinstance(self.handler, str) and context.get("check_handlers") is False:
+            return self  # read to be edited, not run: nothing is imported
+        self._resolved = _handler(self.handler, context.get("handlers") or {},
+                                  context.get("handler_modules") or ()) \
+            if isinstance(self.handler, str) else self.handler
         return self
 
     @property
     def function(self) -> Callable[..., Any]:
         """The resolved handler."""
-        if self._resolved is None:  # pragma: no cover - set by the validator
-            raise ConfigError("custom action handler was not resolved")
+        if self._resolved is None:
+            raise ConfigError(f"custom action handler {self.handler!r} was not resolved: "
+                              "the policy was loaded with check_handlers=False")
         return self._resolved
+
+
+def _handler(name: str, handlers: Mapping[str, Callable[..., Any]],
+             modules: Sequence[str]) -> Callable[..., Any]:
+    if name in handlers:
+        if not callable(handlers[name]):
+            raise ValueError(f"handler {name!r} was registered as a "
+                             f"{type(handlers[name]).__name__}, not a function")
+        return handlers[name]
+    module_name = name.partition(":")[0]
+    if ":" in name and any(module_name == allowed or module_name.startswith(allowed + ".")
+                           for allowed in modules):
+        return _import_callable(name)
+    known = ", ".join(sorted(handlers)) or "none"
+    raise ValueError(
+        f"handler {name!r} is not allowed: a policy names only handlers the application "
+        f"registers (handlers=; registered: {known}) or functions in modules it allows "
+        f"(handler_modules=; allowed: {', '.join(modules) or 'none'})")
 
 
 def _import_callable(path: str) -> Callable[..., Any]:
@@ -409,21 +439,35 @@ class PolicyConfig(_Strict):
         return self
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> PolicyConfig:
-        """Validate a policy given as a dict; errors name the key path and allowed values."""
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None,
+                  handlers: Mapping[str, Callable[..., Any]] | None = None,
+                  handler_modules: Sequence[str] = (),
+                  check_handlers: bool = True) -> PolicyConfig:
+        """Validate a policy given as a dict; errors name the key path and allowed values.
+
+        ``handlers`` and ``handler_modules`` are the only code ``custom`` actions given
+        by name may call (see :class:`CustomAction`); ``check_handlers=False`` validates
+        a policy that is only edited, never run, without resolving them.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source or 'policy'}: expected a mapping at the top level, got "
                               f"{type(data).__name__}")
+        if isinstance(handler_modules, str):
+            handler_modules = [handler_modules]
         try:
-            policy = cls.model_validate({**data})
+            policy = cls.model_validate({**data}, context={
+                "handlers": dict(handlers or {}), "handler_modules": list(handler_modules),
+                "check_handlers": check_handlers})
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc, source or "policy", cls, ACTION_TYPES)) from None
         return policy.model_copy(update={"source": source}) if source else policy
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> PolicyConfig:
-        """Load a policy file."""
-        return load_policy(path)
+    def from_yaml(cls, path: str | Path, *,
+                  handlers: Mapping[str, Callable[..., Any]] | None = None,
+                  handler_modules: Sequence[str] = ()) -> PolicyConfig:
+        """Load a policy file (see :func:`load_policy`)."""
+        return load_policy(path, handlers=handlers, handler_modules=handler_modules)
 
     def to_dict(self) -> dict[str, Any]:
         """The policy as plain data (custom handlers given as callables stay callables)."""
@@ -453,8 +497,15 @@ class PolicyConfig(_Strict):
         return self.default
 
 
-def load_policy(path: str | Path) -> PolicyConfig:
+def load_policy(path: str | Path, *, handlers: Mapping[str, Callable[..., Any]] | None = None,
+                handler_modules: Sequence[str] = ()) -> PolicyConfig:
     """Load and validate a YAML policy file.
+
+    A policy file is trusted configuration (it decides which answers reach users and
+    where escalated cases, with their personal data, are written), but it is not code:
+    it is read as plain data, bounded in size, depth and alias expansion, and its
+    ``custom`` actions can only name the ``handlers`` (or functions in the
+    ``handler_modules``) the application passes here. Any bad file is a ``ConfigError``.
 
     >>> import tempfile, pathlib
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "policy.yaml"
@@ -463,15 +514,9 @@ def load_policy(path: str | Path) -> PolicyConfig:
     'abstain'
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the policy file: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return PolicyConfig.from_dict(data if data is not None else {}, source=str(path))
+    data = read_policy_yaml(path)
+    return PolicyConfig.from_dict(data if data is not None else {}, source=str(path),
+                                  handlers=handlers, handler_modules=handler_modules)
 
 
 #: ``ChainPolicy``, the old name of :class:`Rule`, still works for one release.

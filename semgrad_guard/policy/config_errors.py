@@ -12,6 +12,7 @@ semgrad_guard.errors.ConfigError: invalid policy policy:
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -40,19 +41,33 @@ def describe_errors(exc: ValidationError, source: str, model: type[BaseModel],
         elif kind == "missing":
             lines.append(f"{source}: {path}: required key is missing")
         elif kind == "union_tag_invalid":
-            lines.append(f"{source}: {path}.type: got {(err.get('ctx') or {}).get('tag')!r}; "
+            lines.append(f"{source}: {path}.type: got {_shown((err.get('ctx') or {}).get('tag'))}; "
                          f"allowed: {', '.join(tags)}")
         elif kind in ("literal_error", "enum"):
             expected = (err.get("ctx") or {}).get("expected", "")
-            lines.append(f"{source}: {path}: got {value!r}; allowed: {expected}")
+            lines.append(f"{source}: {path}: got {_shown(value)}; allowed: {expected}")
         elif kind == "union_tag_not_found":
             lines.append(f"{source}: {path}: an action needs a 'type'; allowed: "
                          + ", ".join(tags))
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            shown = "" if isinstance(value, dict | list) else f"got {value!r}: "
-            lines.append(f"{source}: {path}: {shown}{msg}")
+            shown = "" if isinstance(value, dict | list) else f"got {_shown(value)}: "
+            lines.append(f"{source}: {path}: {shown}{_shown(msg, quoted=False, limit=1000)}")
+        if len(lines) >= _MAX_ERRORS:
+            lines.append(f"{source}: ... and more errors")
+            break
     return f"invalid policy {source}:\n  " + "\n  ".join(lines)
+
+
+_MAX_ERRORS = 10
+# Values are shown short: a value can be huge (a long string, an expanded alias).
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 4, 4, 2
+
+
+def _shown(value: Any, *, quoted: bool = True, limit: int = 200) -> str:
+    text = _REPR.repr(value) if quoted else str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:

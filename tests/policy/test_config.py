@@ -128,8 +128,8 @@ def test_a_bad_file_names_the_file_the_key_the_value_and_the_allowed_values(
     (policy(actions=[{"type": "retry_with_retrieval", "rewrite_query": "{query}"}]),
      "unknown placeholder {query}; allowed: {attempt}, {previous_answer}, {question}"),
     (policy(actions=[{"type": "custom", "handler": "no_such_module_x:f"}]),
-     "cannot import handler 'no_such_module_x:f'"),
-    (policy(actions=[{"type": "custom", "handler": "os.path"}]), "not an import path"),
+     "handler 'no_such_module_x:f' is not allowed"),
+    (policy(actions=[{"type": "custom", "handler": "os.path"}]), "'os.path' is not allowed"),
     (policy(actions=[{"kind": "abstain"}]), "an action needs a 'type'"),
     ({**policy(), "chains": [{"name": "default"}]}, "'default' is used twice"),
     ({**policy(), "chains": [{"name": "a", "match": {}}]}, "a match needs at least one of"),
@@ -139,6 +139,12 @@ def test_invalid_policies(data: dict[str, object], fragment: str) -> None:
         PolicyConfig.from_dict(data, source="p.yaml")
     assert fragment in str(info.value)
     assert "p.yaml" in str(info.value)
+
+
+def test_allowed_handler_modules_are_imported_at_load() -> None:
+    data = policy(actions=[{"type": "custom", "handler": "no_such_module_x:f"}])
+    with pytest.raises(ConfigError, match="cannot import handler 'no_such_module_x:f'"):
+        PolicyConfig.from_dict(data, handler_modules=["no_such_module_x"])
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:

@@ -148,8 +148,11 @@ def route_to_fallback(context: ActionContext) -> GuardDecision | None:
 
 
 def test_custom_action_by_import_path_ends_the_walk_or_passes_it_on() -> None:
-    p = policy({"type": "custom", "handler": f"{__name__}:route_to_fallback"},
-               {"type": "abstain", "message": "plain abstain"})
+    p = PolicyConfig.from_dict({"version": 1, "default": {
+        "threshold": {"max_score": 0.5},
+        "actions": [{"type": "custom", "handler": f"{__name__}:route_to_fallback"},
+                    {"type": "abstain", "message": "plain abstain"}]}},
+        handler_modules=[__name__])
     guard = Guard(p, scorer=ScriptedScorer([0.9, 0.6]))
     first = guard.check("q", "a")
     assert (first.answer, first.reason) == ("fallback answer", "very uncertain: fallback")
