@@ -202,17 +202,10 @@ class AuditTrail:
     def _write(self, statements: Callable[[sqlite3.Connection], T], *,
                deadline: float | None = None) -> T:
         def attempt() -> T:
+            from ..review.sqlite_store import write_transaction
+
             with self._lock:
-                db = self._connection()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = statements(db)
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-                return result
+                return write_transaction(self._connection(), statements)
 
         return self._retrying(attempt, deadline=deadline)
 

@@ -76,6 +76,20 @@ _SELECT = f"SELECT {', '.join(CASE_COLUMNS)} FROM cases"
 _DELIVERIES = f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM webhook_outbox"
 
 
+def write_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in a transaction that takes the write lock up front (``BEGIN
+    IMMEDIATE``, so it never fails half-way on a lock upgrade); commit, or roll back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 def _time_text(moment: datetime) -> str:
     # A fixed-width UTC form, so that text order is time order in ORDER BY.
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
@@ -191,15 +205,7 @@ class SQLiteReviewStore(ReviewStore):
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                return result
+                return write_transaction(conn, work)
             except sqlite3.Error as exc:
                 raise ReviewStoreError(f"review queue {self.path}: {self._explain(exc)}") \
                     from exc

@@ -16,6 +16,7 @@ import pytest
 from semgrad_guard.errors import AuditError
 from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
 from tests.behaviours import ScriptedScorer
+from tests.sqlite_locks import hold_write_lock
 
 FORK = multiprocessing.get_context("fork")
 
@@ -56,15 +57,6 @@ def _read_for_a_long_time(path: str, holding: Any, release: Any) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
     conn.execute("SELECT COUNT(*) FROM decisions").fetchone()  # holds a read snapshot
-    holding.set()
-    release.wait(120)
-    conn.execute("COMMIT")
-    conn.close()
-
-
-def _hold_the_write_lock(path: str, holding: Any, release: Any) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
     holding.set()
     release.wait(120)
     conn.execute("COMMIT")
@@ -144,7 +136,7 @@ def test_an_escalated_caller_gets_its_case_id_while_the_audit_is_locked(tmp_path
     audit = AuditTrail(audit_path, retry_for=0.5)
     guard = Guard(policy, scorer=ScriptedScorer([0.9, 0.8]), audit=audit)
     holding, release = FORK.Event(), FORK.Event()
-    locker = FORK.Process(target=_hold_the_write_lock, args=(str(audit_path), holding, release))
+    locker = FORK.Process(target=hold_write_lock, args=(str(audit_path), holding, release))
     locker.start()
     try:
         assert holding.wait(30)
@@ -170,7 +162,7 @@ def test_retries_then_a_typed_error_carrying_the_decision(tmp_path: Path) -> Non
     path = tmp_path / "audit.db"
     audit = AuditTrail(path, retry_for=0.3, spool=False)
     holding, release = FORK.Event(), FORK.Event()
-    locker = FORK.Process(target=_hold_the_write_lock, args=(str(path), holding, release))
+    locker = FORK.Process(target=hold_write_lock, args=(str(path), holding, release))
     locker.start()
     try:
         assert holding.wait(30)

@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -20,6 +21,10 @@ from semgrad_guard.review import ReviewQueue, open_review_queue
 from semgrad_guard.review.server import ReviewServer, ReviewServerConfig
 
 REVIEW_TOKEN = "test-review-token-5f0c2a9e7b"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 
 
 def free_port() -> int:
@@ -130,3 +135,17 @@ def browser_review_server(sqlite_url: str) -> Iterator[ReviewServer]:
         config = ReviewServerConfig(token=SecretStr(REVIEW_TOKEN), port=0)
         with ReviewServer(opened, config) as server:
             yield server
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A real headless Chromium, driven by Playwright."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
-import sqlite3
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,9 +18,9 @@ from semgrad_guard.review import SQLiteReviewStore, create_review_app, open_revi
 from semgrad_guard.review.auth import SESSION_COOKIE
 from semgrad_guard.review.queue import ReviewQueue
 from semgrad_guard.review.server import ReviewServer, ReviewServerConfig
+from tests.sqlite_locks import hold_write_lock
 
 from .conftest import REVIEW_TOKEN
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 FORK = multiprocessing.get_context("fork")
 
@@ -159,29 +156,16 @@ class CookieCatcher:
         self.server.server_close()
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 @pytest.mark.parametrize("public_host", [None, "127.0.0.1"])
 def test_the_session_cookie_does_not_reach_other_local_servers(
-        chromium: Any, sqlite_url: str, public_host: str | None) -> None:
+        browser: Any, sqlite_url: str, public_host: str | None) -> None:
     """By default it does not; answering as 127.0.0.1 (the opt-out) shows why it would."""
     other = CookieCatcher()
     queue = open_review_queue(sqlite_url)
     config = ReviewServerConfig(token=SecretStr(REVIEW_TOKEN), port=0, public_host=public_host)
     try:
         server = ReviewServer(queue, config).start()
-        page = chromium.new_page()
+        page = browser.new_page()
         # The reviewer types the loopback address; the page moves to its own name.
         page.goto(f"http://127.0.0.1:{server.port}/")
         assert page.url.startswith(server.url)
@@ -202,15 +186,6 @@ def test_the_session_cookie_does_not_reach_other_local_servers(
         queue.close()
 
 
-def _hold_the_write_lock(path: str, holding: Any, release: Any) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
-    holding.set()
-    release.wait(60)
-    conn.execute("ROLLBACK")
-    conn.close()
-
-
 def test_a_locked_queue_file_gives_a_clear_error_page(tmp_path: Path) -> None:
     path = tmp_path / "review.db"
     queue = ReviewQueue(SQLiteReviewStore(path, busy_timeout=0.5))
@@ -221,7 +196,7 @@ def test_a_locked_queue_file_gives_a_clear_error_page(tmp_path: Path) -> None:
         log_in(client)
         page = client.get(f"/cases/{case.id}").text
         csrf = page.split('name="csrf" value="')[1].split('"')[0]
-        locker = FORK.Process(target=_hold_the_write_lock, args=(str(path), holding, release))
+        locker = FORK.Process(target=hold_write_lock, args=(str(path), holding, release))
         locker.start()
         try:
             assert holding.wait(30)
