@@ -26,7 +26,7 @@ from semgrad_guard.review import (
 def main() -> int:
     token = os.environ.get("SEMGRAD_GUARD_REVIEW_TOKEN")
     if not token:
-        print("set SEMGRAD_GUARD_REVIEW_TOKEN (16+ characters) first", file=sys.stderr)
+        print("set SEMGRAD_GUARD_REVIEW_TOKEN (16+ characters, 8 of them different) first", file=sys.stderr)
         return 2
     queue = open_review_queue()  # <cache>/review.db
     # Fires for decisions made on the page served below (it uses this queue object);

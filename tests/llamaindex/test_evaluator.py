@@ -30,7 +30,7 @@ def test_the_llm_score_of_the_response_is_used(tiny_llm: SemGradLLM) -> None:
                                                                    response=answer)
     assert result.passing is True and result.score == call.score.value
     assert "exact generation ids" in (result.feedback or "")
-    strict = SemGradEvaluator(llm=tiny_llm, max_score=-1.0).evaluate(query=QUESTION,
+    strict = SemGradEvaluator(llm=tiny_llm, max_score=0.0).evaluate(query=QUESTION,
                                                                      response=answer)
     assert strict.passing is False and "over max_score" in (strict.feedback or "")
 
@@ -96,13 +96,13 @@ def test_retry_query_engine_retries_an_uncertain_answer(tiny_llm: SemGradLLM,
 
     before = len(tiny_llm.calls)
     uncertain = RetryQueryEngine(_engine(tiny_llm, main_index),
-                                 SemGradEvaluator(llm=tiny_llm, max_score=-1.0), max_retries=2)
+                                 SemGradEvaluator(llm=tiny_llm, max_score=0.0), max_retries=2)
     response = as_response(uncertain.query(QUESTION))
     calls = tiny_llm.calls[before:]
     assert len(calls) == 3  # the first answer and two retries
     retried_prompt = str(calls[1].prompt)
     assert "Here is a previous bad answer." in retried_prompt
-    assert "semgrad uncertainty" in retried_prompt and "is over max_score -1" in retried_prompt
+    assert "semgrad uncertainty" in retried_prompt and "is over max_score 0" in retried_prompt
     assert response.response == calls[-1].text
 
 
@@ -112,7 +112,7 @@ def test_retry_source_query_engine_retries_over_the_sources(tiny_llm: SemGradLLM
     Settings.llm = tiny_llm  # the engine answers again through Settings.llm
     before = len(tiny_llm.calls)
     first = _engine(tiny_llm, main_index)
-    engine = RetrySourceQueryEngine(first, SemGradEvaluator(llm=tiny_llm, max_score=-1.0),
+    engine = RetrySourceQueryEngine(first, SemGradEvaluator(llm=tiny_llm, max_score=0.0),
                                     llm=tiny_llm, max_retries=1)
     response = as_response(engine.query(QUESTION))
     calls = tiny_llm.calls[before:]

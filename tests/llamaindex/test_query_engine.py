@@ -170,7 +170,7 @@ def test_answers_of_a_semgrad_llm_keep_their_exact_score(tiny_llm: SemGradLLM,
 def test_a_policy_builds_its_guard_on_the_llm_scorer(tiny_llm: SemGradLLM,
                                                      main_index: VectorStoreIndex) -> None:
     policy = PolicyConfig.from_dict({"version": 1, "default": {
-        "threshold": {"max_score": -1.0}, "actions": ["abstain"]}})
+        "threshold": {"max_score": 0.0}, "actions": ["abstain"]}})
     engine = GuardedQueryEngine.from_index(main_index, policy, llm=tiny_llm,
                                            similarity_top_k=1)
     assert engine.guard.scorer is tiny_llm.scorer
