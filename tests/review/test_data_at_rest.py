@@ -86,7 +86,7 @@ def test_review_purge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def _decision(question: str) -> GuardDecision:
     return GuardDecision(action="abstain", answer="-", passed=False, score=None,
-                         error_probability=None, attempts=[], chain="rag", case_id=None,
+                         error_probability=None, attempts=[], rule="rag", case_id=None,
                          reason="test", raw=None, question=question)
 
 
