@@ -35,8 +35,8 @@ its passage) and the unanswerable one (1.67e-5 and 2.27e-5), 1.4 and 1.9 times a
 from them. The warranty answer is correct yet scores over it: at this threshold the
 guard passes only near-verbatim answers, a fair trade for a 135M model, not a rule. On
 another model, or with a calibrated anchor, measure again (or fit a threshold with
-``semgrad-guard fit-thresholds``); tests/llamaindex/test_example.py checks the outcome
-on every run.
+``semgrad-guard fit-thresholds``); integrations/llama-index/tests/test_example.py checks
+the outcome on every run.
 """
 
 from __future__ import annotations

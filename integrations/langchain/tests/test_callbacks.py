@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_semgrad_guard import ChatSemGrad, SemGradCallbackHandler
-
 from semgrad_guard.errors import ConfigError, UncertainAnswerError
 from semgrad_guard.policy import AuditTrail, PolicyConfig
+
+from langchain_semgrad_guard import ChatSemGrad, SemGradCallbackHandler
 
 pytestmark = pytest.mark.real_model
 

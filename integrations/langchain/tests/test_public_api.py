@@ -5,8 +5,9 @@ from __future__ import annotations
 import doctest
 import importlib
 
-import langchain_semgrad_guard
 import pytest
+
+import langchain_semgrad_guard
 
 PUBLIC = [
     "ATTEMPT_KEY",

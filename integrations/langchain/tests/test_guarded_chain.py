@@ -20,11 +20,11 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_semgrad_guard import ATTEMPT_KEY, GuardedChain, guard_chain, widen_retrieval
-
 from semgrad_guard.errors import AbstainedError, ConfigError
 from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
 from tests.behaviours import SCENARIOS, Scenario, ScriptedScorer
+
+from langchain_semgrad_guard import ATTEMPT_KEY, GuardedChain, guard_chain, widen_retrieval
 
 PROMPT = ChatPromptTemplate.from_messages([
     ("system", "Answer from the passages.\n{context}"), ("human", "{question}")])

@@ -16,7 +16,7 @@ from tests.behaviours import SCENARIOS, RecordingReviewQueue, Scenario, Scripted
 
 from .support import MAIN_PASSAGES, OTHER_PASSAGES, ScriptedLLM, as_response, meta
 
-SHARED_POLICY = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+SHARED_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy.yaml"
 
 
 def build(scenario: Scenario, main_index: VectorStoreIndex, other_index: VectorStoreIndex

@@ -12,18 +12,18 @@ from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
+from semgrad_guard.review import open_review_queue
+from tests.behaviours import ScriptedScorer
+
 from langchain_semgrad_guard.middleware import (
     INTERRUPT_TYPE,
     SemGradMiddleware,
     resume_from_review,
     review_decision,
 )
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command
-
-from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
-from semgrad_guard.review import open_review_queue
-from tests.behaviours import ScriptedScorer
 
 POLICY = {
     "version": 1,

@@ -8,10 +8,10 @@ import asyncio
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.tools import tool
-from langchain_semgrad_guard import ChatSemGrad, parse_tool_calls, score_from_metadata
-
 from semgrad_guard.errors import ScoringError
 from tests.behaviours import ScriptedScorer
+
+from langchain_semgrad_guard import ChatSemGrad, parse_tool_calls, score_from_metadata
 
 pytestmark = pytest.mark.real_model
 

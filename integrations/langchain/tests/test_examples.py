@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.real_model
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def _load(name: str) -> ModuleType:

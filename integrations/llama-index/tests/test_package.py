@@ -10,7 +10,7 @@ import llama_index.core
 import llama_index.llms.semgrad_guard as package
 from llama_index.llms.semgrad_guard import scores
 
-ROOT = Path(__file__).resolve().parents[2] / "integrations" / "llama-index"
+ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC_API = [
     "DECISION_KEY",

@@ -13,7 +13,7 @@ import yaml
 
 from semgrad_guard import LocalModel
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llamaindex_rag.py"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "llamaindex_rag.py"
 
 
 def load_example() -> ModuleType:
