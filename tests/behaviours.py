@@ -1,4 +1,4 @@
-"""Shared guard behaviours: scripted scores and the scenarios every integration must pass.
+"""Shared guard behaviours: the scenarios every integration must pass.
 
 A plain module, free of any framework and of tests. The policy tests run each
 :data:`SCENARIOS` entry through ``Guard.run`` and ``Guard.arun``; the LangChain and
@@ -9,7 +9,8 @@ How to use a scenario from an integration test::
 
     @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
     def test_wrapper(scenario):
-        scorer = ScriptedScorer(scenario.scores)       # one entry consumed per attempt
+        # semgrad_guard.testing.ScriptedScorer: one entry consumed per attempt
+        scorer = ScriptedScorer(scenario.scores)
         policy = PolicyConfig.from_dict(scenario.policy)
         guard = Guard(policy, scorer=scorer, review_queue=scenario.review_queue())
         # Build a chain whose n-th call (n = 0, 1, ...) answers scenario.answers[n]
@@ -29,84 +30,16 @@ Scenarios with ``expected.attempts == 1`` also hold for one-shot checks
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from semgrad_guard.errors import ScoringError
-from semgrad_guard.model.generation import Generation
-from semgrad_guard.model.prompts import Prompt
-from semgrad_guard.scoring.result import SCORE_NAMES, UncertaintyScore
 
 #: The scripted answer at each attempt: attempt n answers ANSWERS[n].
 ANSWERS = ("Paris, I think", "Paris", "Paris, France", "Lyon")
 QUESTION = "What is the capital of France?"
 ABSTAIN_MESSAGE = "I don't know the answer to that."
 PENDING_MESSAGE = "A reviewer will answer this shortly."
-
-
-def make_score(value: float, method: str = "semgrad", *, retokenized: bool = False
-               ) -> UncertaintyScore:
-    """An :class:`UncertaintyScore` whose every score equals ``value``.
-
-    >>> make_score(0.25).value
-    0.25
-    """
-    return UncertaintyScore(
-        method=method, value=float(value), scores=dict.fromkeys(SCORE_NAMES, float(value)),
-        components={"semgrad": float(value), "pg": 0.0, "mean_entropy": 0.0, "alpha": 0.0},
-        anchor_offset=-1, anchor_token="<scripted>", layers=(1,), anchor_source="explicit",
-        profile_id=None, model="scripted", prompt_ids=(1,), response_ids=(2,),
-        retokenized=retokenized)
-
-
-class ScriptedScorer:
-    """A scorer stand-in that returns predetermined scores, one per call, in order.
-
-    An entry that is an exception instance is raised instead (to script scoring
-    failures). Running out of entries raises ``LookupError``, so a guard that scores
-    more often than the scenario expects fails loudly. ``calls`` records what was
-    scored: ``("generation", ids)`` or ``("text", prompt, answer)``.
-
-    >>> scorer = ScriptedScorer([0.1, ScoringError("no ids")])
-    >>> scorer.score_text("q", "a").value
-    0.1
-    >>> scorer.score_text("q", "a")
-    Traceback (most recent call last):
-    ...
-    semgrad_guard.errors.ScoringError: no ids
-    """
-
-    def __init__(self, scores: Iterable[float | BaseException]) -> None:
-        self.scores = list(scores)
-        self.calls: list[tuple[Any, ...]] = []
-
-    @property
-    def remaining(self) -> int:
-        return len(self.scores) - len(self.calls)
-
-    def _next(self, *, retokenized: bool) -> UncertaintyScore:
-        index = len(self.calls) - 1
-        if index >= len(self.scores):
-            raise LookupError(f"scripted scorer asked for score {index + 1} of only "
-                              f"{len(self.scores)}")
-        item = self.scores[index]
-        if isinstance(item, BaseException):
-            raise item
-        return make_score(item, retokenized=retokenized)
-
-    def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
-              retokenized: bool = False) -> UncertaintyScore:
-        self.calls.append(("ids", tuple(prompt_ids), tuple(response_ids)))
-        return self._next(retokenized=retokenized)
-
-    def score_generation(self, generation: Generation) -> UncertaintyScore:
-        self.calls.append(("generation", generation.prompt_ids, generation.response_ids))
-        return self._next(retokenized=False)
-
-    def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
-        self.calls.append(("text", prompt, response))
-        return self._next(retokenized=True)
 
 
 @dataclass

@@ -44,3 +44,12 @@ def test_documented_examples_run(module: str) -> None:
     loaded = importlib.import_module(module)
     result = doctest.testmod(loaded, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_the_testing_module_ships_a_scripted_scorer() -> None:
+    """semgrad_guard.testing is for users' own tests: a scorer that returns scripted
+    scores, satisfying the Scorer protocol the guard takes."""
+    from semgrad_guard import testing
+
+    assert sorted(testing.__all__) == ["ScriptedScorer", "scripted_score"]
+    assert isinstance(testing.ScriptedScorer([0.1]), semgrad_guard.Scorer)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from semgrad_guard.errors import ScoringError
 from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
-from tests.behaviours import ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
 
 POLICY = PolicyConfig.from_dict({
     "version": 1,

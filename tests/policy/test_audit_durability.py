@@ -15,7 +15,7 @@ import pytest
 
 from semgrad_guard.errors import AuditError
 from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
-from tests.behaviours import ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
 from tests.sqlite_locks import hold_write_lock
 
 FORK = multiprocessing.get_context("fork")

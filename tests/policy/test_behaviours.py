@@ -15,7 +15,8 @@ from semgrad_guard.policy import (
     GuardDecision,
     PolicyConfig,
 )
-from tests.behaviours import SCENARIOS, Scenario, ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
+from tests.behaviours import SCENARIOS, Scenario
 
 
 class ScriptedChain:

@@ -9,6 +9,7 @@ import pytest
 
 from semgrad_guard.cli import main
 from semgrad_guard.policy import load_policy
+from semgrad_guard.testing import ScriptedScorer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 # Scores and labels of the hand-computed case in test_thresholds.py.
@@ -112,25 +113,20 @@ class EchoModel:
                 for p in prompts]
 
 
-class ConstantScorer:
-    def score_batch(self, pairs):  # type: ignore[no-untyped-def]
-        from tests.behaviours import make_score
-
-        return [make_score(0.5) for _ in pairs]
-
-
 def test_labelling_resumes_from_saved_answers_and_reports_each_batch() -> None:
     from semgrad_guard.calibration.labelling import LabelledScore, label_answers
 
     done = [LabelledScore(1, "saved", "x", {"semgrad": 0.1}, True)]
     batches: list[list[LabelledScore]] = []
-    rows = label_answers("sciq", limit=3, lm=EchoModel(), scorer=ConstantScorer(),
+    scorer = ScriptedScorer([0.5, 0.5])  # the two answers not saved yet
+    rows = label_answers("sciq", limit=3, lm=EchoModel(), scorer=scorer,
                          judge=type("Judge", (), {"is_correct": lambda self, a, g: False})(),
                          batch_size=1, done=done, on_batch=batches.append)
     assert [r.index for r in rows] == [0, 1, 2]
     assert rows[1] is done[0], "a saved answer is not asked again"
     assert [[r.index for r in b] for b in batches] == [[0], [2]]
     assert rows[0].scores["semgrad"] == 0.5 and rows[0].correct is False
+    assert scorer.remaining == 0
 
 
 def test_fit_with_a_log_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,8 @@ from semgrad_guard.policy import (
     GuardDecision,
     PolicyConfig,
 )
-from tests.behaviours import RecordingReviewQueue, ScriptedScorer, make_score
+from semgrad_guard.testing import ScriptedScorer, scripted_score
+from tests.behaviours import RecordingReviewQueue
 
 
 def policy(*actions: Any, **rule: Any) -> PolicyConfig:
@@ -55,7 +56,7 @@ def test_text_is_scored_against_the_prompt_and_flagged_retokenized() -> None:
 
 def test_a_given_score_is_used_as_is_and_read_with_the_rules_method() -> None:
     scorer = ScriptedScorer([])
-    score = make_score(0.3)
+    score = scripted_score(0.3)
     score = type(score)(**{**score.__dict__, "scores": {**score.scores, "hybridgrad": 0.9}})
     guard = Guard(policy(score="hybridgrad"), scorer=scorer)
     decision = guard.check("q", "a", score=score)
@@ -66,7 +67,7 @@ def test_a_given_score_is_used_as_is_and_read_with_the_rules_method() -> None:
 
 
 def test_a_score_the_scorer_did_not_compute_is_a_scoring_failure() -> None:
-    score = make_score(0.1)
+    score = scripted_score(0.1)
     score = type(score)(**{**score.__dict__, "scores": {"semgrad": 0.1}})
     decision = Guard(policy(score="nll")).check("q", "a", score=score)
     assert decision.action == "abstain"

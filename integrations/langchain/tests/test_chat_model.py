@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from semgrad_guard.errors import ScoringError
-from tests.behaviours import ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
 
 from langchain_semgrad_guard import ChatSemGrad, parse_tool_calls, score_from_metadata
 

@@ -22,7 +22,8 @@ from langchain_core.runnables import (
 from langchain_core.vectorstores import InMemoryVectorStore
 from semgrad_guard.errors import AbstainedError, ConfigError
 from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
-from tests.behaviours import SCENARIOS, Scenario, ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer, scripted_score
+from tests.behaviours import SCENARIOS, Scenario
 
 from langchain_semgrad_guard import ATTEMPT_KEY, GuardedChain, guard_chain, widen_retrieval
 
@@ -136,9 +137,7 @@ def test_batch_decides_each_input_and_audits_each() -> None:
     class ByQuestion(ScriptedScorer):
         def score_text(self, prompt: Any, response: str) -> Any:
             self.calls.append(("text", prompt, response))
-            from tests.behaviours import make_score
-
-            return make_score(scores[str(prompt)], retokenized=True)
+            return scripted_score(scores[str(prompt)], retokenized=True)
 
     guarded = guard_chain(chain, policy, scorer=ByQuestion([]), name="faq")
     assert guarded.batch(["q-pass", "q-abstain"]) == ["answer to q-pass", "No."]

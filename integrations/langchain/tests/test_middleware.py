@@ -16,7 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
 from semgrad_guard.review import open_review_queue
-from tests.behaviours import ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
 
 from langchain_semgrad_guard.middleware import (
     INTERRUPT_TYPE,

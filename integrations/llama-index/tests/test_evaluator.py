@@ -15,7 +15,7 @@ from llama_index.core.query_engine import (
 from llama_index.llms.semgrad_guard import SemGradEvaluator, SemGradLLM, answer_prompt
 
 from semgrad_guard import ConfigError, ScoringError
-from tests.behaviours import ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
 
 from .support import MAIN_PASSAGES, as_response
 

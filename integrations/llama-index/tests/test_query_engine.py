@@ -12,7 +12,8 @@ from llama_index.llms.semgrad_guard import GuardedQueryEngine, SemGradLLM, score
 
 from semgrad_guard import AbstainedError, ConfigError, EscalatedError, GuardOutcome
 from semgrad_guard.policy import AuditTrail, EscalateAction, Guard, PolicyConfig, load_policy
-from tests.behaviours import SCENARIOS, RecordingReviewQueue, Scenario, ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
+from tests.behaviours import SCENARIOS, RecordingReviewQueue, Scenario
 
 from .support import MAIN_PASSAGES, OTHER_PASSAGES, ScriptedLLM, as_response, meta
 
