@@ -202,3 +202,81 @@ SCENARIOS: list[Scenario] = [
 
 #: Scenarios by name.
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+
+
+# -- one answer, one decision: the table every integration records alike -----------------------
+@dataclass(frozen=True)
+class DecisionCase:
+    """One answer (``ANSWERS[0]`` to ``QUESTION``), the score it gets (or the scoring
+    failure), and the rule that judges it.
+
+    Every integration that decides on an answer must record the decision
+    :meth:`Guard.check` makes on it (``action``, ``passed`` and ``flags`` say what that
+    is), or raise what it raises (``action`` is ``None``: ``on_score_failure: raise``).
+    """
+
+    name: str
+    policy: dict[str, Any]
+    score: float | BaseException
+    action: str | None
+    passed: bool
+    flags: tuple[str, ...] = ()
+
+    def guard(self) -> Any:
+        """A fresh guard: this case's rule, its scripted score, an audit trail and a
+        review queue."""
+        from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
+        from semgrad_guard.testing import ScriptedScorer
+
+        score = self.score
+        if isinstance(score, BaseException):  # a fresh error for every guard
+            score = type(score)(*score.args)
+        return Guard(PolicyConfig.from_dict(self.policy), scorer=ScriptedScorer([score]),
+                     audit=AuditTrail(), review_queue=RecordingReviewQueue())
+
+    def reference(self) -> list[tuple[Any, ...]]:
+        """What ``Guard.check`` records for this case (raises what it raises)."""
+        guard = self.guard()
+        decision = guard.check(QUESTION, ANSWERS[0])
+        assert (decision.action, decision.passed) == (self.action, self.passed)
+        assert set(self.flags) <= set(decision.flags)
+        return recorded(guard)
+
+    def expected(self) -> list[tuple[Any, ...]]:
+        """What a front end must record: what ``Guard.check`` records, and nothing for
+        the ``raise`` row (whose check must raise the scoring error)."""
+        try:
+            return self.reference()
+        except ScoringError:
+            if self.action is not None:
+                raise
+            return []
+
+
+def recorded(guard: Any) -> list[tuple[Any, ...]]:
+    """A guard's audit records, as far as a decision goes (which rule, what was asked,
+    answered, scored and decided, why, the review case, the flags)."""
+    return [(r.chain, r.question, r.answer, r.chosen_answer, r.action, r.passed, r.method,
+             r.score, r.case_id, r.reason, tuple(r.flags)) for r in guard.audit.records()]
+
+
+_FAILURE = ScoringError("scripted scoring failure")
+
+DECISIONS: list[DecisionCase] = [
+    DecisionCase("pass", _policy({"type": "abstain", "message": ABSTAIN_MESSAGE}), 0.2,
+                 "pass", True),
+    DecisionCase("abstain", _policy({"type": "abstain", "message": ABSTAIN_MESSAGE}), 0.9,
+                 "abstain", False),
+    DecisionCase("escalate", _policy({"type": "escalate", "pending_message": PENDING_MESSAGE}),
+                 0.9, "escalate", False),
+    DecisionCase("flag", _policy("flag"), 0.9, "pass", False, ("uncertain",)),
+    DecisionCase("fail_closed", _policy({"type": "abstain", "message": ABSTAIN_MESSAGE},
+                                        on_score_failure="fail_closed"),
+                 _FAILURE, "abstain", False, ("score_failed",)),
+    DecisionCase("fail_open", _policy({"type": "abstain", "message": ABSTAIN_MESSAGE},
+                                      on_score_failure="fail_open"),
+                 _FAILURE, "pass", False, ("score_failed", "fail_open")),
+    DecisionCase("raise", _policy({"type": "abstain", "message": ABSTAIN_MESSAGE},
+                                  on_score_failure="raise"),
+                 _FAILURE, None, False),
+]

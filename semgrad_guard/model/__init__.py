@@ -5,6 +5,7 @@ from .default_model import DEFAULT_MODEL_NAME, default_model_path
 from .generation import Generation
 from .local_model import LocalModel
 from .prompts import QA_INSTRUCTION, PromptFormat, qa_prompt
+from .streaming import GenerationStream
 
-__all__ = ["DEFAULT_MODEL_NAME", "Generation", "LocalModel", "ModelLayout", "PromptFormat",
-           "QA_INSTRUCTION", "default_model_path", "model_layout", "qa_prompt"]
+__all__ = ["DEFAULT_MODEL_NAME", "Generation", "GenerationStream", "LocalModel", "ModelLayout",
+           "PromptFormat", "QA_INSTRUCTION", "default_model_path", "model_layout", "qa_prompt"]

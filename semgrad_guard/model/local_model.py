@@ -17,6 +17,7 @@ from .clock import synchronize
 from .default_model import DEFAULT_MODEL_NAME, default_model_path
 from .generation import Generation, PrefixCache
 from .prompts import Prompt, PromptFormat
+from .streaming import GenerationStream
 
 
 class LocalModel:
@@ -121,6 +122,21 @@ class LocalModel:
         """Greedy generation (unless overridden) with its exact trace."""
         return self.generate_batch([prompt], max_new_tokens=max_new_tokens, tools=tools,
                                    **generate_kwargs)[0]
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 128,
+               tools: Sequence[Any] | None = None, **generate_kwargs: Any) -> GenerationStream:
+        """:meth:`generate` in a worker thread, its text read as it comes, then its exact
+        trace (``stream.result()``).
+
+        >>> lm = LocalModel.load()
+        >>> stream = lm.stream("What is the chemical symbol of gold?", max_new_tokens=8)
+        >>> text = "".join(stream)
+        >>> text == stream.result().text != ""
+        True
+        """
+        return GenerationStream(self.tokenizer, lambda streamer: self.generate(
+            prompt, max_new_tokens=max_new_tokens, tools=tools, streamer=streamer,
+            **generate_kwargs))
 
     def generate_batch(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 128,
                        tools: Sequence[Any] | None = None, **generate_kwargs: Any

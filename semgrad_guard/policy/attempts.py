@@ -3,11 +3,13 @@ record the guard keeps of it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.generation import Generation
 from ..model.prompts import Prompt
+from ..scoring.metadata import error_from_metadata, generation_from_metadata, score_from_metadata
 from ..scoring.result import UncertaintyScore
 
 
@@ -40,8 +42,10 @@ class AttemptResult:
     Give ``generation`` (the exact ids, from :meth:`LocalModel.generate`) when the chain
     knows it, so the score uses the ids the model produced; without it the answer is
     re-tokenised against ``prompt`` (default: the question) and the score is flagged.
-    Give ``score`` when the chain has already scored the answer. ``context`` holds the
-    retrieved passages (kept for audit and review); ``raw`` is the chain's own output.
+    Give ``score`` when the chain has already scored the answer, or ``score_error`` when
+    it tried and failed: the guard then applies the rule's ``on_score_failure`` to that
+    error instead of scoring again. ``context`` holds the retrieved passages (kept for
+    audit and review); ``raw`` is the chain's own output.
 
     >>> AttemptResult("100 degrees Celsius", context=["Water boils at 100 C."]).answer
     '100 degrees Celsius'
@@ -53,6 +57,25 @@ class AttemptResult:
     context: list[str] = field(default_factory=list)
     raw: Any = None
     prompt: Prompt | None = None
+    score_error: Exception | None = None
+
+    @classmethod
+    def from_metadata(cls, answer: str, metadata: Mapping[str, Any], *, text: str | None = None,
+                      **fields: Any) -> AttemptResult:
+        """The attempt of an answer whose metadata carries its score, or why it has none,
+        and its exact ids (:mod:`semgrad_guard.scoring.metadata`). ``text`` is the text
+        generation produced, when the chain reshaped it into ``answer``.
+
+        >>> AttemptResult.from_metadata("Au", {"semgrad_error": "ScoringError: no ids"}
+        ...                             ).score_error
+        ScoringError('no ids')
+        """
+        score = score_from_metadata(metadata)
+        return cls(answer=answer, score=score,
+                   generation=generation_from_metadata(metadata, answer if text is None
+                                                       else text),
+                   score_error=None if score is not None else error_from_metadata(metadata),
+                   **fields)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import AbstainedError, ConfigError, EscalatedError, ScoringError
@@ -32,6 +33,7 @@ from .config import (
     PolicyConfig,
     RetryWithRetrievalAction,
     Rule,
+    load_policy,
 )
 from .decision import GuardDecision
 
@@ -154,6 +156,48 @@ class Guard:
             scorers[rule.name] = built[key]
         return cls(policy, scorer=scorers, audit=audit, review_queue=review_queue)
 
+    @classmethod
+    def from_policy(cls, policy: Guard | PolicyConfig | Mapping[str, Any] | str | Path,
+                    *, scorer: Scorer | Mapping[str, Scorer] | None = None, model: Any = None,
+                    audit: AuditTrail | str | Path | None = None,
+                    review_queue: Any = None) -> Guard:
+        """The guard of a policy given any way a user holds one: a policy file's path, its
+        dict, a :class:`PolicyConfig`, or a ready :class:`Guard` (returned as it is).
+
+        ``model`` (a :class:`~semgrad_guard.LocalModel`) builds one scorer per rule, as
+        :meth:`from_model` does; else ``scorer`` scores. ``audit`` is an
+        :class:`AuditTrail` or the path of its SQLite file. A ready guard brings its own
+        scorer, audit trail and review queue, so giving those too is an error.
+
+        >>> guard = Guard.from_policy({"version": 1, "default": {
+        ...     "threshold": {"max_score": 0.5}}})
+        >>> Guard.from_policy(guard) is guard, guard.rule_for("any").name
+        (True, 'default')
+        """
+        if isinstance(policy, Guard):
+            given = [name for name, part in (("scorer", scorer), ("model", model),
+                                             ("audit", audit), ("review_queue", review_queue))
+                     if part is not None]
+            if given:
+                raise ConfigError(f"a ready Guard brings its own scorer, audit trail and "
+                                  f"review queue; give {given[0]}= to the Guard instead")
+            return policy
+        if isinstance(policy, PolicyConfig):
+            config = policy
+        elif isinstance(policy, str | Path):
+            config = load_policy(policy)
+        elif isinstance(policy, Mapping):
+            config = PolicyConfig.from_dict(policy)
+        else:
+            raise ConfigError(f"policy must be a file path, a dict, a PolicyConfig or a Guard, "
+                              f"got {type(policy).__name__}")
+        trail = AuditTrail(audit) if isinstance(audit, str | Path) else audit
+        if model is not None:
+            if scorer is not None:
+                raise ConfigError("give scorer or model, not both")
+            return cls.from_model(config, model, audit=trail, review_queue=review_queue)
+        return cls(config, scorer=scorer, audit=trail, review_queue=review_queue)
+
     def _validate(self) -> None:
         for rule in (self.policy.default, *self.policy.chains):
             for action in rule.actions:
@@ -195,11 +239,17 @@ class Guard:
               score: UncertaintyScore | None = None, context: Sequence[str] = (),
               run_name: str | None = None, tags: Sequence[str] = (),
               metadata: Mapping[str, Any] | None = None, *, raw: Any = None,
-              prompt: Prompt | None = None) -> GuardDecision:
-        """Decide on one answer already produced: no retries (retry actions are skipped)."""
+              prompt: Prompt | None = None, score_error: Exception | None = None
+              ) -> GuardDecision:
+        """Decide on one answer already produced: no retries (retry actions are skipped).
+
+        The answer is scored as :class:`AttemptResult` says (``score``, else
+        ``score_error``, else its ``generation``, else its text against ``prompt``).
+        """
         rule = self.rule_for(run_name, tags, metadata)
         first = AttemptResult(answer=answer, generation=generation, score=score,
-                              context=list(context), raw=raw, prompt=prompt)
+                              context=list(context), raw=raw, prompt=prompt,
+                              score_error=score_error)
         process = _decide(question, rule, first, None, run_name, tuple(tags),
                           dict(metadata or {}))
         return self._drive(process, None, run_name, tags, metadata)
@@ -247,11 +297,13 @@ class Guard:
                      score: UncertaintyScore | None = None, context: Sequence[str] = (),
                      run_name: str | None = None, tags: Sequence[str] = (),
                      metadata: Mapping[str, Any] | None = None, *, raw: Any = None,
-                     prompt: Prompt | None = None) -> GuardDecision:
+                     prompt: Prompt | None = None, score_error: Exception | None = None
+                     ) -> GuardDecision:
         """The async twin of :meth:`check`."""
         rule = self.rule_for(run_name, tags, metadata)
         first = AttemptResult(answer=answer, generation=generation, score=score,
-                              context=list(context), raw=raw, prompt=prompt)
+                              context=list(context), raw=raw, prompt=prompt,
+                              score_error=score_error)
         process = _decide(question, rule, first, None, run_name, tuple(tags),
                           dict(metadata or {}))
         return await self._adrive(process, None, run_name, tags, metadata)
@@ -285,7 +337,8 @@ class Guard:
         return _finish(outcome)
 
     # -- the work the decision asks for ------------------------------------------------------------
-    def _scorer_for(self, rule: Rule) -> Scorer | None:
+    def scorer_for(self, rule: Rule) -> Scorer | None:
+        """The scorer of a rule's answers (``None`` when the guard has none)."""
         if isinstance(self.scorer, Mapping):
             return self.scorer.get(rule.name, self.scorer.get(self.policy.default.name))
         return self.scorer
@@ -293,8 +346,10 @@ class Guard:
     def score(self, rule: Rule, question: str, result: AttemptResult) -> UncertaintyScore:
         """The score of one attempt under a rule (raises on a scoring failure)."""
         score = result.score
+        if score is None and result.score_error is not None:
+            raise result.score_error
         if score is None:
-            scorer = self._scorer_for(rule)
+            scorer = self.scorer_for(rule)
             if scorer is None:
                 raise ScoringError(f"rule {rule.name!r} has no scorer and the answer came "
                                    f"without a score")

@@ -1,5 +1,5 @@
 """The shared scenarios (tests/behaviours.py) through Guard.run, Guard.arun and, for the
-one-attempt scenarios, Guard.check / Guard.acheck."""
+one-attempt scenarios, Guard.check / Guard.acheck; the decision table through both twins."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from semgrad_guard.errors import ScoringError
 from semgrad_guard.policy import (
     Attempt,
     AttemptResult,
@@ -16,7 +17,15 @@ from semgrad_guard.policy import (
     PolicyConfig,
 )
 from semgrad_guard.testing import ScriptedScorer
-from tests.behaviours import SCENARIOS, Scenario
+from tests.behaviours import (
+    ANSWERS,
+    DECISIONS,
+    QUESTION,
+    SCENARIOS,
+    DecisionCase,
+    Scenario,
+    recorded,
+)
 
 
 class ScriptedChain:
@@ -112,3 +121,37 @@ def test_acheck(scenario: Scenario) -> None:
     guard, scorer = build(scenario)
     decision = asyncio.run(guard.acheck(scenario.question, scenario.answers[0]))
     check_decision(scenario, decision, None, scorer, guard)
+
+
+@pytest.mark.parametrize("case", DECISIONS, ids=lambda c: c.name)
+def test_the_async_twin_records_what_check_records(case: DecisionCase) -> None:
+    guard = case.guard()
+    if case.action is None:
+        with pytest.raises(ScoringError, match="scripted scoring failure"):
+            case.reference()
+        with pytest.raises(ScoringError, match="scripted scoring failure"):
+            asyncio.run(guard.acheck(QUESTION, ANSWERS[0]))
+        assert recorded(guard) == []
+        return
+    decision = asyncio.run(guard.acheck(QUESTION, ANSWERS[0]))
+    assert recorded(guard) == case.reference()
+    assert (decision.action, decision.passed) == (case.action, case.passed)
+
+
+def test_an_answer_that_comes_with_its_scoring_error_is_not_scored_again() -> None:
+    """A producer that tried to score and failed hands the guard its error: the rule's
+    failure mode applies to it, as if the guard's scorer had raised it."""
+    from semgrad_guard.errors import ContextWindowError
+
+    scorer = ScriptedScorer([])
+    policy = PolicyConfig.from_dict({"version": 1, "default": {
+        "threshold": {"max_score": 0.5}, "on_score_failure": "fail_open"}})
+    decision = Guard(policy, scorer=scorer).check(
+        QUESTION, ANSWERS[0], score_error=ContextWindowError("too long"))
+    assert scorer.calls == []
+    assert (decision.action, decision.passed) == ("pass", False)
+    assert decision.attempts[0].error == "ContextWindowError: too long"
+    raising = Guard(policy.model_copy(update={"default": policy.default.model_copy(
+        update={"on_score_failure": "raise"})}), scorer=scorer)
+    with pytest.raises(ContextWindowError):
+        raising.check(QUESTION, ANSWERS[0], score_error=ContextWindowError("too long"))

@@ -1,0 +1,127 @@
+"""The score as an answer's metadata carries it, and back.
+
+A framework's answer object (LangChain's ``response_metadata``, LlamaIndex's
+``additional_kwargs``) holds plain data, laid out the same way by every integration:
+
+- ``semgrad``: the score (:meth:`UncertaintyScore.to_dict` without the ids), or ``None``
+  with ``semgrad_error`` saying why it could not be computed (``"ErrorType: message"``);
+- ``prompt_ids`` / ``response_ids`` / ``stop_reason``: the exact generation.
+
+:func:`answer_metadata` writes it; :func:`score_from_metadata`,
+:func:`generation_from_metadata` and :func:`error_from_metadata` read it back.
+
+>>> from semgrad_guard.model.generation import Generation
+>>> from semgrad_guard.testing import scripted_score
+>>> generation = Generation((1, 2), (3, 4), "Au", "eos")
+>>> metadata = answer_metadata(generation, scripted_score(0.25), None)
+>>> score_from_metadata(metadata).value, generation_from_metadata(metadata, "Au") == generation
+(0.25, True)
+>>> error_from_metadata(answer_metadata(generation, None, "ContextWindowError: too long"))
+ContextWindowError('too long')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import errors
+from ..errors import ScoringError
+from ..model.generation import Generation
+from .result import UncertaintyScore
+from .scorer import Scorer
+
+#: The metadata key holding the score.
+SCORE_KEY = "semgrad"
+#: The metadata key saying why an answer has no score.
+SCORE_ERROR_KEY = "semgrad_error"
+
+_STOP_REASONS = ("eos", "length", "stop_string")
+
+
+def describe_error(error: BaseException) -> str:
+    """An error as metadata and records hold it: ``"ErrorType: message"``."""
+    return f"{type(error).__name__}: {error}"
+
+
+def score_or_error(scorer: Scorer, generation: Generation
+                   ) -> tuple[UncertaintyScore | None, str | None]:
+    """Score a generation on its exact ids: the score, or ``None`` and why it could not
+    be computed (an answer is never lost to a scoring failure; a policy's failure mode
+    decides what happens to it)."""
+    try:
+        return scorer.score_generation(generation), None
+    except ScoringError as exc:
+        return None, describe_error(exc)
+
+
+def score_metadata(score: UncertaintyScore) -> dict[str, Any]:
+    """The score as metadata holds it: ``to_dict()`` without the ids (they sit next to
+    it, once)."""
+    data = score.to_dict()
+    data.pop("prompt_ids")
+    data.pop("response_ids")
+    return data
+
+
+def answer_metadata(generation: Generation, score: UncertaintyScore | None,
+                    error: str | None) -> dict[str, Any]:
+    """An answer's metadata: its exact ids and stop reason, and its score or why it has
+    none."""
+    data: dict[str, Any] = {
+        SCORE_KEY: None if score is None else score_metadata(score),
+        "prompt_ids": list(generation.prompt_ids),
+        "response_ids": list(generation.response_ids),
+        "stop_reason": generation.stop_reason,
+    }
+    if error is not None:
+        data[SCORE_ERROR_KEY] = error
+    return data
+
+
+def score_from_metadata(metadata: Mapping[str, Any]) -> UncertaintyScore | None:
+    """The score an answer's metadata carries, or ``None``.
+
+    >>> score_from_metadata({"finish_reason": "stop"}) is None
+    True
+    """
+    data = metadata.get(SCORE_KEY)
+    if not isinstance(data, Mapping):
+        return None
+    fields = dict(data)
+    fields["layers"] = tuple(fields.get("layers", ()))
+    fields["prompt_ids"] = tuple(metadata.get("prompt_ids") or ())
+    fields["response_ids"] = tuple(metadata.get("response_ids") or ())
+    return UncertaintyScore(**fields)
+
+
+def generation_from_metadata(metadata: Mapping[str, Any], text: str = "") -> Generation | None:
+    """The exact generation behind an answer, when its metadata carries the ids."""
+    prompt_ids = metadata.get("prompt_ids")
+    response_ids = metadata.get("response_ids")
+    if not prompt_ids or not response_ids:
+        return None
+    reason = metadata.get("stop_reason", "eos")
+    return Generation(tuple(int(i) for i in prompt_ids), tuple(int(i) for i in response_ids),
+                      text, reason if reason in _STOP_REASONS else "eos")
+
+
+def error_from_metadata(metadata: Mapping[str, Any]) -> ScoringError | None:
+    """Why an answer has no score, as the typed error its producer caught (a
+    :class:`ScoringError` subclass), or ``None``."""
+    text = metadata.get(SCORE_ERROR_KEY)
+    return None if not text else scoring_error(str(text))
+
+
+def scoring_error(text: str) -> ScoringError:
+    """The typed error a ``"ErrorType: message"`` text describes
+    (:class:`ScoringError` itself when the type is not one of its subclasses).
+
+    >>> scoring_error("EmptyResponseError: the response has no tokens")
+    EmptyResponseError('the response has no tokens')
+    """
+    name, sep, message = text.partition(": ")
+    kind = getattr(errors, name, None) if sep else None
+    if isinstance(kind, type) and issubclass(kind, ScoringError):
+        return kind(message)
+    return ScoringError(text)
