@@ -2,16 +2,19 @@
 
 LangChain callbacks see every generation but can only observe: a handler stops a run
 only by raising, and only when its ``raise_error`` is true. So
-:class:`SemGradCallbackHandler` scores and records each generation, and in strict mode
-raises :class:`~semgrad_guard.errors.UncertainAnswerError` (carrying the decision and
-its score) for an answer over its threshold. To change what a chain returns (abstain,
-retry, escalate), wrap it with :func:`~langchain_semgrad_guard.guard_chain`.
+:class:`SemGradCallbackHandler` scores each generation, has the guard decide on it
+(:meth:`semgrad_guard.policy.Guard.check`, as every integration does), records both,
+and in strict mode raises :class:`~semgrad_guard.errors.UncertainAnswerError`
+(carrying the decision and its score) for an answer the policy does not pass. To change
+what a chain returns (abstain, retry, escalate), wrap it with
+:func:`~langchain_semgrad_guard.guard_chain`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -20,17 +23,16 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel, ConfigDict, Field
 from semgrad_guard import LocalModel, SemGradScorer, UncertaintyScore
-from semgrad_guard.errors import ConfigError, ScoringError, UncertainAnswerError
-from semgrad_guard.policy import Attempt, AttemptRecord, AuditTrail, Guard, GuardDecision
-from semgrad_guard.policy.config import PolicyConfig, Rule
-
-from .messages import (
-    SCORE_ERROR_KEY,
-    answer_text,
+from semgrad_guard.errors import ConfigError, GuardOutcome, ScoringError, UncertainAnswerError
+from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig, Rule
+from semgrad_guard.scoring.metadata import (
+    describe_error,
+    error_from_metadata,
     generation_from_metadata,
     score_from_metadata,
-    to_chat_messages,
 )
+
+from .messages import answer_text, to_chat_messages
 
 Prompt = str | list[dict[str, Any]]
 
@@ -88,12 +90,17 @@ class ScoredGeneration(BaseModel):
     source: str = Field(description="Where the score came from: 'response_metadata' "
                                     "(ChatSemGrad), 'exact_ids' or 'retokenized'.")
     error: str | None = Field(None, description="Why the score could not be computed.")
-    rule: str | None = Field(None, description="The policy rule that set the threshold.")
+    rule: str | None = Field(default=None,
+                             description="The policy rule that set the threshold.")
+    decision: GuardDecision | None = Field(
+        default=None, description="The guard's decision on the answer (None without a threshold).")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; the score as ``UncertaintyScore.to_dict()``."""
-        data = self.model_dump(exclude={"score"})
+        """Plain data; the score as ``UncertaintyScore.to_dict()``, the decision as
+        ``GuardDecision.to_dict()``."""
+        data = self.model_dump(exclude={"score", "decision"})
         data["score"] = None if self.score is None else self.score.to_dict()
+        data["decision"] = None if self.decision is None else self.decision.to_dict()
         return data
 
 
@@ -154,25 +161,6 @@ class GenerationTracker(BaseCallbackHandler):
         return out
 
 
-def score_captured(captured: CapturedGeneration, scorer: Any | None
-                   ) -> tuple[UncertaintyScore, str]:
-    """Score one captured generation: the score ``ChatSemGrad`` put in its metadata,
-    else its exact ids, else a re-tokenised score (flagged ``retokenized``).
-
-    Returns ``(score, source)``; raises :class:`ScoringError` when none is possible.
-    """
-    carried = score_from_metadata(captured.metadata)
-    if carried is not None:
-        return carried, "response_metadata"
-    if scorer is None:
-        reason = captured.metadata.get(SCORE_ERROR_KEY)
-        raise ScoringError(reason or "the answer carries no score and no scorer was given")
-    generation = generation_from_metadata(captured.metadata, captured.text)
-    if generation is not None:
-        return scorer.score_generation(generation), "exact_ids"
-    return retokenized_score(scorer, captured.prompt, captured.text), "retokenized"
-
-
 def strip_echo(prompt: Prompt, text: str, model: LocalModel | None) -> str:
     """The answer without the prompt, for pipelines that return the prompt too
     (``HuggingFacePipeline`` does unless built with ``return_full_text=False``)."""
@@ -202,19 +190,25 @@ def retokenized_score(scorer: Any, prompt: Prompt, text: str) -> UncertaintyScor
 
 
 class SemGradCallbackHandler(GenerationTracker):
-    """Scores every generation of the runs it is attached to, records it, and in strict
-    mode raises :class:`~semgrad_guard.errors.UncertainAnswerError` for an uncertain one.
+    """Scores every generation of the runs it is attached to, has the policy decide on
+    it, records both, and in strict mode raises
+    :class:`~semgrad_guard.errors.UncertainAnswerError` for an answer the policy does not
+    pass.
 
     Answers of :class:`~langchain_semgrad_guard.ChatSemGrad` arrive scored (exact ids,
     nothing recomputed). Answers of other local models (``HuggingFacePipeline``,
     ``ChatHuggingFace``) over the same transformers model are re-tokenised and scored
     by ``scorer``, flagged ``retokenized=True`` (build one with :meth:`for_pipeline`).
 
-    The threshold is ``max_score`` on ``method``, or the rule a ``policy`` gives the
-    LLM run (its name, tags and metadata). In strict mode the handler sets
-    ``raise_error = True``, which LangChain needs to let a handler's exception stop
-    the run; a score that cannot be computed then fails closed (raises) unless the
-    policy rule says ``fail_open``.
+    The decision is :meth:`Guard.check <semgrad_guard.policy.Guard.check>`'s, under the
+    rule that ``policy`` (a file, dict, ``PolicyConfig`` or ``Guard``) gives the LLM run
+    (its name, tags and metadata), or under ``max_score`` on ``method``: an answer over
+    it is passed on, flagged ``uncertain`` (in strict mode it is abstained from). A score that cannot be
+    computed follows the rule's ``on_score_failure``. The handler only observes: what a
+    chain returns is unchanged (wrap the chain with
+    :func:`~langchain_semgrad_guard.guard_chain` to act). In strict mode the handler
+    sets ``raise_error = True``, which LangChain needs to let a handler's exception stop
+    the run.
 
     >>> from langchain_semgrad_guard import ChatSemGrad
     >>> chat = ChatSemGrad.load(max_new_tokens=8)
@@ -225,7 +219,8 @@ class SemGradCallbackHandler(GenerationTracker):
     """
 
     def __init__(self, scorer: SemGradScorer | Any | None = None, *,
-                 max_score: float | None = None, policy: PolicyConfig | Guard | None = None,
+                 max_score: float | None = None,
+                 policy: PolicyConfig | Guard | Mapping[str, Any] | str | Path | None = None,
                  method: str = "semgrad", strict: bool = False,
                  audit: AuditTrail | None = None) -> None:
         super().__init__()
@@ -233,12 +228,23 @@ class SemGradCallbackHandler(GenerationTracker):
             raise ConfigError("give max_score or policy, not both")
         if strict and max_score is None and policy is None:
             raise ConfigError("strict mode needs a threshold: give max_score or policy")
+        self.guard: Guard | None = None
+        if policy is not None:
+            self.guard = Guard.from_policy(policy, audit=audit, scorer=None
+                                           if isinstance(policy, Guard) else scorer)
+        elif max_score is not None:
+            self.guard = Guard(PolicyConfig.from_dict({"version": 1, "default": {
+                "name": "callback", "score": method, "threshold": {"max_score": max_score},
+                "actions": ["abstain" if strict else "flag"]}}), scorer=scorer, audit=audit)
+        elif audit is not None:
+            raise ConfigError("an audit trail records decisions, which need a threshold: "
+                              "give max_score or policy")
         self.scorer = scorer
         self.max_score = max_score
-        self.policy = policy.policy if isinstance(policy, Guard) else policy
+        self.policy = None if policy is None or self.guard is None else self.guard.policy
         self.method = method
         self.strict = strict
-        self.audit = audit
+        self.audit = None if self.guard is None else self.guard.audit
         # LangChain swallows a handler's exceptions unless this is set.
         self.raise_error = strict
         self.records: list[ScoredGeneration] = []
@@ -256,77 +262,89 @@ class SemGradCallbackHandler(GenerationTracker):
         return cls(SemGradScorer(local, method=method), **kwargs)
 
     def _rule(self, captured: CapturedGeneration) -> Rule | None:
-        if self.policy is None:
+        if self.guard is None:
             return None
-        return self.policy.rule_for(captured.name, captured.tags, captured.run_metadata)
+        return self.guard.rule_for(captured.name, captured.tags, captured.run_metadata)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID,
                    parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         for captured in self._captured(response, run_id):
-            record = self.score(captured)
+            record, raised = self._judge(captured)
             with self._lock:
                 self.records.append(record)
-            decision = _decision(record, self.strict)
-            if self.audit is not None:
-                self.audit.record(decision, {"run_name": captured.name, "tags": captured.tags,
-                                             "source": record.source})
-            if self.strict and record.passed is False:
-                raise UncertainAnswerError(f"uncertain answer: {decision.reason}",
-                                           decision=decision)
+            decision = record.decision
+            if self.strict and decision is not None and decision.action != "pass":
+                # The rule's own typed outcome when its action raises, else the handler's.
+                raise raised or UncertainAnswerError(f"uncertain answer: {decision.reason}",
+                                                     decision=decision)
 
     def score(self, captured: CapturedGeneration) -> ScoredGeneration:
-        """Score one captured generation and judge it against the threshold."""
+        """Score one captured generation and have the policy decide on it (the decision
+        is audited when the guard has an audit trail)."""
+        return self._judge(captured)[0]
+
+    def _judge(self, captured: CapturedGeneration
+               ) -> tuple[ScoredGeneration, GuardOutcome | None]:
         rule = self._rule(captured)
-        method = rule.score if rule is not None else self.method
-        threshold = rule.threshold.max_score if rule is not None else self.max_score
-        score: UncertaintyScore | None = None
-        source, error = "retokenized", None
+        scorer = self.scorer
+        if scorer is None and self.guard is not None and rule is not None:
+            scorer = self.guard.scorer_for(rule)
+        score, error, source, text = score_captured(captured, scorer)
+        if self.guard is None or rule is None:  # no threshold: scored, not decided
+            if score is not None:
+                try:
+                    score = score.with_method(self.method)
+                except KeyError as exc:
+                    score, error = None, exc
+            return ScoredGeneration(
+                run_id=captured.run_id, question=captured.question, text=text, score=score,
+                method=self.method, value=None if score is None else score.value,
+                threshold=None, passed=None,
+                retokenized=bool(score is not None and score.retokenized), source=source,
+                error=None if error is None else describe_error(error)), None
+        raised: GuardOutcome | None = None
         try:
-            score, source = score_captured(captured, self.scorer)
-            score = score.with_method(method)
-        except (ScoringError, KeyError) as exc:
-            if rule is not None and rule.on_score_failure == "raise":
-                raise
-            error = f"{type(exc).__name__}: {exc}"
-        value = None if score is None else score.value
-        passed: bool | None
-        if value is None:
-            # A score that cannot be computed fails closed unless the rule says otherwise.
-            fail_open = rule is not None and rule.on_score_failure == "fail_open"
-            passed = True if fail_open else (None if rule is None and threshold is None
-                                             else False)
-        elif rule is not None:
-            passed = rule.threshold.passes(value)
-        else:
-            passed = None if threshold is None else value <= threshold
-        text = captured.text
-        if source == "retokenized":
-            text = strip_echo(captured.prompt, text, getattr(self.scorer, "model", None))
+            decision = self.guard.check(captured.question, text, score=score,
+                                        score_error=error, prompt=captured.prompt,
+                                        run_name=captured.name, tags=captured.tags,
+                                        metadata=captured.run_metadata)
+        except GuardOutcome as outcome:  # the rule's action raises (raise_error: true)
+            decision, raised = outcome.decision, outcome
+        chosen = decision.chosen
         return ScoredGeneration(
-            run_id=captured.run_id, question=captured.question, text=text, score=score,
-            method=method, value=value, threshold=threshold, passed=passed,
-            retokenized=bool(score.retokenized) if score is not None else False, source=source,
-            error=error, rule=None if rule is None else rule.name)
+            run_id=captured.run_id, question=captured.question, text=text,
+            score=decision.score, method=rule.score, value=decision.value,
+            threshold=rule.threshold.max_score, passed=decision.passed,
+            retokenized=bool(decision.score is not None and decision.score.retokenized),
+            source=source, error=None if chosen is None else chosen.error,
+            rule=decision.rule if self.policy is not None else None,
+            decision=decision), raised
 
 
-def _decision(record: ScoredGeneration, strict: bool) -> GuardDecision:
-    """The record as a guard decision: strict mode abstains from an uncertain answer;
-    otherwise the answer passes on, flagged when uncertain."""
-    uncertain = record.passed is False
-    action = "abstain" if strict and uncertain else "pass"
-    attempt = AttemptRecord(Attempt(number=0, k=None, query=record.question), record.text,
-                            record.score, record.value, None, bool(record.passed), [],
-                            record.error)
-    flags = [f for f, on in (("uncertain", uncertain), ("retokenized", record.retokenized),
-                             ("score_failed", record.error is not None)) if on]
-    shown = (f"score not computed ({record.error})" if record.value is None
-             else f"{record.method} {record.value:.4g}")
-    limit = "" if record.threshold is None else f", threshold {record.threshold:g}"
-    return GuardDecision(
-        action=action,  # type: ignore[arg-type]
-        answer=None if action == "abstain" else record.text, passed=record.passed is True,
-        score=record.score, error_probability=None, attempts=[attempt],
-        rule=record.rule or "callback", case_id=None,
-        reason=f"{shown}{limit}", question=record.question,
-        chosen_answer=record.text, chosen_index=0, flags=tuple(flags))
+def score_captured(captured: CapturedGeneration, scorer: Any | None
+                   ) -> tuple[UncertaintyScore | None, Exception | None, str, str]:
+    """Score one captured generation: the score ``ChatSemGrad`` put in its metadata (or
+    the error it recorded), else its exact ids, else a re-tokenised score (flagged
+    ``retokenized``).
 
+    Returns ``(score, error, source, text)``: the score or why there is none, where it
+    came from (``"response_metadata"``, ``"exact_ids"`` or ``"retokenized"``) and the
+    answer text that was scored (an echoed prompt removed).
+    """
+    carried = score_from_metadata(captured.metadata)
+    failed = None if carried is not None else error_from_metadata(captured.metadata)
+    if carried is not None or failed is not None:
+        return carried, failed, "response_metadata", captured.text
+    generation = generation_from_metadata(captured.metadata, captured.text)
+    source = "exact_ids" if generation is not None else "retokenized"
+    text = captured.text if generation is not None else strip_echo(
+        captured.prompt, captured.text, getattr(scorer, "model", None))
+    if scorer is None:
+        return None, ScoringError("the answer carries no score and no scorer was given"), \
+            source, text
+    try:
+        if generation is not None:
+            return scorer.score_generation(generation), None, source, text
+        return retokenized_score(scorer, captured.prompt, captured.text), None, source, text
+    except Exception as exc:  # noqa: BLE001 - the guard applies on_score_failure to it
+        return None, exc, source, text

@@ -4,7 +4,6 @@ generation, so it knows the exact ids of every answer and scores it with SemGrad
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -22,10 +21,10 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, model_validator
 from semgrad_guard import Generation, LocalModel, SemGradScorer, UncertaintyScore
-from semgrad_guard.errors import ScoringError
 from semgrad_guard.policy import Scorer
+from semgrad_guard.scoring.metadata import answer_metadata, score_or_error
 
-from .messages import SCORE_ERROR_KEY, SCORE_KEY, score_metadata, to_chat_messages
+from .messages import to_chat_messages
 from .tool_calls import (
     DEFAULT_TOOL_PROMPT,
     parse_tool_calls,
@@ -179,10 +178,7 @@ class ChatSemGrad(BaseChatModel):
     def _score(self, generation: Generation) -> tuple[UncertaintyScore | None, str | None]:
         if not self.score_answers or self.scorer is None:
             return None, None
-        try:
-            return self.scorer.score_generation(generation), None
-        except ScoringError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+        return score_or_error(self.scorer, generation)
 
     def _answer(self, generation: Generation, text: str, tools: bool
                 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -197,15 +193,8 @@ class ChatSemGrad(BaseChatModel):
             calls = {"tool_calls": tool_calls, "invalid_tool_calls": invalid}
             if tool_calls:
                 finish = "tool_calls"
-        metadata: dict[str, Any] = {
-            "model_name": self.model.name, "finish_reason": finish,
-            "stop_reason": generation.stop_reason,
-            "prompt_ids": list(generation.prompt_ids),
-            "response_ids": list(generation.response_ids),
-            SCORE_KEY: None if score is None else score_metadata(score),
-        }
-        if error is not None:
-            metadata[SCORE_ERROR_KEY] = error
+        metadata: dict[str, Any] = {"model_name": self.model.name, "finish_reason": finish,
+                                    **answer_metadata(generation, score, error)}
         return content, calls, metadata
 
     def _usage(self, generation: Generation) -> dict[str, int]:
@@ -260,40 +249,16 @@ class ChatSemGrad(BaseChatModel):
             # A tool call is only readable once complete: one chunk, when it is.
             yield self._whole_as_chunk(messages, stop, tools, kwargs)
             return
-        from transformers import TextIteratorStreamer
-
         prompt, _ = self._prompt(messages, None)
-        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True,
-                                        skip_special_tokens=True)
-        result: dict[str, Any] = {}
-        gen_kwargs = self._generate_kwargs(stop, kwargs)
-
-        def work() -> None:
-            try:
-                result["generation"] = self.model.generate(prompt, streamer=streamer,
-                                                           **gen_kwargs)
-            except BaseException as exc:  # handed to the consuming thread below
-                result["error"] = exc
-                streamer.end()
-
-        worker = threading.Thread(target=work, name="semgrad-generate", daemon=True)
-        worker.start()
+        stream = self.model.stream(prompt, **self._generate_kwargs(stop, kwargs))
         emitted = ""
-        raw = ""
-        for piece in streamer:
-            raw += piece
-            # Emit only what the final (stripped) text will surely start with.
-            visible = raw.strip()
-            if len(visible) > len(emitted) and visible.startswith(emitted):
-                delta, emitted = visible[len(emitted):], visible
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
-                if run_manager:
-                    run_manager.on_llm_new_token(delta, chunk=chunk)
-                yield chunk
-        worker.join()
-        if "error" in result:
-            raise result["error"]
-        generation: Generation = result["generation"]
+        for delta in stream:
+            emitted += delta
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
+            if run_manager:
+                run_manager.on_llm_new_token(delta, chunk=chunk)
+            yield chunk
+        generation = stream.result()
         text = self._finish_text(generation, stop)
         content, _, metadata = self._answer(generation, text, False)
         rest = content[len(emitted):] if content.startswith(emitted) else ""

@@ -1,7 +1,8 @@
 """LangChain messages as chat-template messages, and the score in ``response_metadata``.
 
 :class:`~langchain_semgrad_guard.ChatSemGrad` writes, in every answer's
-``response_metadata``:
+``response_metadata``, the layout every semgrad-guard integration uses
+(:mod:`semgrad_guard.scoring.metadata`):
 
 - ``prompt_ids`` / ``response_ids``: the exact ids the model saw and produced;
 - ``semgrad``: the score (:meth:`UncertaintyScore.to_dict` without the ids), or
@@ -28,15 +29,20 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from semgrad_guard import Generation, UncertaintyScore
 from semgrad_guard.errors import ConfigError
+from semgrad_guard.scoring.metadata import (
+    SCORE_ERROR_KEY,
+    SCORE_KEY,
+    generation_from_metadata,
+    score_from_metadata,
+    score_metadata,
+)
 
 from .tool_calls import format_tool_call
 
-#: The ``response_metadata`` key holding the score.
-SCORE_KEY = "semgrad"
-#: The ``response_metadata`` key saying why an answer has no score.
-SCORE_ERROR_KEY = "semgrad_error"
+__all__ = ["SCORE_ERROR_KEY", "SCORE_KEY", "answer_text", "generation_from_metadata",
+           "json_args", "message_text", "score_from_metadata", "score_metadata",
+           "to_chat_messages"]
 
 _ROLES: dict[type[BaseMessage], str] = {
     SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant", ToolMessage: "tool",
@@ -88,42 +94,6 @@ def to_chat_messages(messages: Sequence[BaseMessage], *, native_tools: bool = Fa
             entry["tool_call_id"] = message.tool_call_id
         out.append(entry)
     return out
-
-
-def score_metadata(score: UncertaintyScore) -> dict[str, Any]:
-    """The score as ``response_metadata`` holds it: ``to_dict()`` without the ids
-    (they sit next to it, once)."""
-    data = score.to_dict()
-    data.pop("prompt_ids")
-    data.pop("response_ids")
-    return data
-
-
-def score_from_metadata(metadata: Mapping[str, Any]) -> UncertaintyScore | None:
-    """The score an answer's ``response_metadata`` carries, or ``None``.
-
-    >>> score_from_metadata({"finish_reason": "stop"}) is None
-    True
-    """
-    data = metadata.get(SCORE_KEY)
-    if not isinstance(data, Mapping):
-        return None
-    fields = dict(data)
-    fields["layers"] = tuple(fields.get("layers", ()))
-    fields["prompt_ids"] = tuple(metadata.get("prompt_ids") or ())
-    fields["response_ids"] = tuple(metadata.get("response_ids") or ())
-    return UncertaintyScore(**fields)
-
-
-def generation_from_metadata(metadata: Mapping[str, Any], text: str = "") -> Generation | None:
-    """The exact generation behind an answer, when its metadata carries the ids."""
-    prompt_ids = metadata.get("prompt_ids")
-    response_ids = metadata.get("response_ids")
-    if not prompt_ids or not response_ids:
-        return None
-    reason = metadata.get("stop_reason", "eos")
-    return Generation(tuple(int(i) for i in prompt_ids), tuple(int(i) for i in response_ids),
-                      text, reason if reason in ("eos", "length", "stop_string") else "eos")
 
 
 def answer_text(message: BaseMessage) -> str:

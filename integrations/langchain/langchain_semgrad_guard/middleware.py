@@ -38,9 +38,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Interrupt, interrupt
 from semgrad_guard import UncertaintyScore
 from semgrad_guard.errors import ConfigError
-from semgrad_guard.policy import Guard, GuardDecision
+from semgrad_guard.policy import AttemptResult, Guard, GuardDecision
 
-from .messages import answer_text, json_args, message_text, score_from_metadata, to_chat_messages
+from .messages import answer_text, json_args, message_text, to_chat_messages
 
 #: The ``interrupt()`` value's ``type`` for a SemGrad escalation.
 INTERRUPT_TYPE = "semgrad_review"
@@ -106,7 +106,7 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
 
     # -- scoring a turn, once ------------------------------------------------------------------
     def _turn(self, request: ModelRequest[Any], response: ModelResponse[Any]
-              ) -> tuple[int, AIMessage, str, list[dict[str, Any]], UncertaintyScore | None]:
+              ) -> tuple[int, AIMessage, str, list[dict[str, Any]], AttemptResult]:
         index = max((i for i, m in enumerate(response.result) if isinstance(m, AIMessage)),
                     default=-1)
         if index < 0:
@@ -119,8 +119,10 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
             history.insert(0, request.system_message)
         question = next((message_text(m) for m in reversed(request.messages)
                          if isinstance(m, HumanMessage)), "")
-        return (index, ai, question, to_chat_messages(history),
-                score_from_metadata(ai.response_metadata))
+        prompt = to_chat_messages(history)
+        return (index, ai, question, prompt,
+                AttemptResult.from_metadata(answer_text(ai), ai.response_metadata,
+                                            prompt=prompt))
 
     def _tool_rule_args(self, name: str, call_id: str | None) -> dict[str, Any]:
         return {"run_name": name, "tags": [*self.tags, TOOL_CALL_TAG],
@@ -178,19 +180,18 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
     ) -> ExtendedModelResponse[Any]:
         """Run the model, score its turn and decide its tool calls (or its answer)."""
         response = handler(request)
-        index, message, question, prompt, score = self._turn(request, response)
-        if score is None:
-            score = self._score(question, message, prompt)
+        index, message, question, prompt, turn = self._turn(request, response)
+        score, error = self._score(question, turn)
         tools: dict[str, GuardDecision] = {}
         answer = None
         for call in message.tool_calls:
             if self._gated(call["name"]):
                 tools[str(call["id"])] = self.guard.check(
-                    question, _call_text(call), score=score, prompt=prompt,
+                    question, _call_text(call), score=score, score_error=error, prompt=prompt,
                     **self._tool_rule_args(call["name"], call["id"]))
         if not message.tool_calls and self.guard_answers:
-            answer = self.guard.check(question, answer_text(message), score=score, prompt=prompt,
-                                      run_name=self.agent_name, tags=self.tags)
+            answer = self.guard.check(question, turn.answer, score=score, score_error=error,
+                                      prompt=prompt, run_name=self.agent_name, tags=self.tags)
         return self._finish(response, index, message, self._entry(message, score, tools, answer),
                             answer)
 
@@ -202,35 +203,33 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
         import asyncio
 
         response = await handler(request)
-        index, message, question, prompt, score = self._turn(request, response)
-        if score is None:
-            score = await asyncio.to_thread(self._score, question, message, prompt)
+        index, message, question, prompt, turn = self._turn(request, response)
+        score, error = await asyncio.to_thread(self._score, question, turn)
         tools: dict[str, GuardDecision] = {}
         answer = None
         for call in message.tool_calls:
             if self._gated(call["name"]):
                 tools[str(call["id"])] = await self.guard.acheck(
-                    question, _call_text(call), score=score, prompt=prompt,
+                    question, _call_text(call), score=score, score_error=error, prompt=prompt,
                     **self._tool_rule_args(call["name"], call["id"]))
         if not message.tool_calls and self.guard_answers:
-            answer = await self.guard.acheck(question, answer_text(message), score=score,
-                                             prompt=prompt, run_name=self.agent_name,
-                                             tags=self.tags)
+            answer = await self.guard.acheck(question, turn.answer, score=score,
+                                             score_error=error, prompt=prompt,
+                                             run_name=self.agent_name, tags=self.tags)
         return self._finish(response, index, message, self._entry(message, score, tools, answer),
                             answer)
 
-    def _score(self, question: str, message: AIMessage, prompt: list[dict[str, Any]]
-               ) -> UncertaintyScore | None:
-        """One score for the whole turn (shared by its tool calls); ``None`` lets each
-        rule's ``on_score_failure`` decide."""
-        from semgrad_guard.policy import AttemptResult
-
+    def _score(self, question: str, turn: AttemptResult
+               ) -> tuple[UncertaintyScore | None, Exception | None]:
+        """One score for the whole turn, shared by its tool calls, or why there is none
+        (each check then applies its rule's ``on_score_failure`` to it)."""
+        if turn.score is not None or turn.score_error is not None:
+            return turn.score, turn.score_error
         rule = self.guard.rule_for(self.agent_name, self.tags)
         try:
-            return self.guard.score(rule, question, AttemptResult(
-                answer=answer_text(message), prompt=prompt))
-        except Exception:  # noqa: BLE001 - each check applies its rule's on_score_failure
-            return None
+            return self.guard.score(rule, question, turn), None
+        except Exception as exc:  # noqa: BLE001 - each check applies its rule's failure mode
+            return None, exc
 
     # -- gating tool calls -----------------------------------------------------------------------
     @staticmethod

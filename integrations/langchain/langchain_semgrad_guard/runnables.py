@@ -16,6 +16,7 @@ A chain that cannot be configured can be given as a factory, ``attempt -> chain`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.config import ensure_config, patch_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from semgrad_guard.errors import ConfigError, ScoringError
+from semgrad_guard.errors import ConfigError
 from semgrad_guard.policy import (
     Attempt,
     AttemptResult,
@@ -43,11 +44,11 @@ from semgrad_guard.policy import (
     Guard,
     GuardDecision,
     PolicyConfig,
-    load_policy,
+    Rule,
 )
 
 from .callbacks import CapturedGeneration, GenerationTracker, retokenized_score
-from .messages import generation_from_metadata, message_text, score_from_metadata
+from .messages import message_text
 
 #: The ``config["configurable"]`` key that carries the attempt (number, k, query,
 #: retriever) to any runnable in the chain that wants to read it.
@@ -123,14 +124,14 @@ class GuardedChain(Runnable[Any, Any]):
     :class:`~semgrad_guard.policy.GuardDecision` itself.
 
     >>> from langchain_core.runnables import RunnableLambda
-    >>> from semgrad_guard import LocalModel, SemGradScorer
     >>> from semgrad_guard.policy import PolicyConfig, Guard
+    >>> from semgrad_guard.testing import ScriptedScorer
     >>> policy = PolicyConfig.from_dict({"version": 1, "default": {
-    ...     "threshold": {"max_score": 1e-4}, "actions": ["abstain"]}})
-    >>> scorer = SemGradScorer(LocalModel.load(), profile=None)  # SemGrad about 6e-4 here
+    ...     "threshold": {"max_score": 0.5}, "actions": ["abstain"]}})
     >>> chain = RunnableLambda(lambda q: "Paris")
-    >>> GuardedChain(chain, Guard(policy, scorer=scorer)).invoke("Capital?")
-    'I am not confident enough in an answer to this question.'
+    >>> guarded = GuardedChain(chain, Guard(policy, scorer=ScriptedScorer([0.2, 0.9])))
+    >>> guarded.invoke("Capital of France?"), guarded.invoke("Capital of Australia?")
+    ('Paris', 'I am not confident enough in an answer to this question.')
     """
 
     def __init__(self, chain: Runnable[Any, Any] | ChainFactory, guard: Guard, *,
@@ -260,32 +261,25 @@ class GuardedChain(Runnable[Any, Any]):
                               f"pass answer_key=")
         raise ConfigError(f"cannot read an answer from a {type(output).__name__} output")
 
-    def _result(self, output: Any, recorder: _AttemptRecorder, rule_name: str
-                ) -> AttemptResult:
+    def _result(self, output: Any, recorder: _AttemptRecorder, rule: Rule) -> AttemptResult:
         answer = self.answer_of(output)
         context = [d.page_content for d in recorder.documents]
         if not recorder.generations:
             return AttemptResult(answer=answer, context=context, raw=output)
         last = recorder.generations[-1]
-        score = score_from_metadata(last.metadata)
-        generation = generation_from_metadata(last.metadata, last.text)
-        if score is None and generation is None and isinstance(last.prompt, str):
-            # A text LLM's prompt is already formatted: tokenise it as it is.
-            scorer = self._scorer(rule_name)
-            if scorer is not None:
-                try:
-                    score = retokenized_score(scorer, last.prompt, last.text)
-                except ScoringError:
-                    score = None  # the guard scores again and applies on_score_failure
         prompt = last.prompt if isinstance(last.prompt, list) else None
-        return AttemptResult(answer=answer, generation=generation, score=score, context=context,
-                             raw=output, prompt=prompt)
-
-    def _scorer(self, rule_name: str) -> Any:
-        scorer = self.guard.scorer
-        if isinstance(scorer, Mapping):
-            return scorer.get(rule_name, scorer.get(self.guard.policy.default.name))
-        return scorer
+        result = AttemptResult.from_metadata(answer, last.metadata, text=last.text,
+                                             context=context, raw=output, prompt=prompt)
+        scorer = self.guard.scorer_for(rule)
+        if result.score is None and result.score_error is None and result.generation is None \
+                and isinstance(last.prompt, str) and scorer is not None:
+            # A text LLM's prompt is already formatted: tokenise it as it is.
+            try:
+                score = retokenized_score(scorer, last.prompt, last.text)
+            except Exception as exc:  # noqa: BLE001 - the guard applies on_score_failure
+                return replace(result, score_error=exc)
+            return replace(result, score=score)
+        return result
 
     # -- the output -------------------------------------------------------------------------------
     def _shape(self, decision: GuardDecision) -> Any:
@@ -325,7 +319,7 @@ class GuardedChain(Runnable[Any, Any]):
             output = self._chain_for(attempt).invoke(
                 self._attempt_input(value, attempt),
                 self._attempt_config(config, attempt, recorder))
-            return self._result(output, recorder, rule.name)
+            return self._result(output, recorder, rule)
 
         return self._shape(self.guard.run(question, attempt_fn, **args))
 
@@ -346,7 +340,7 @@ class GuardedChain(Runnable[Any, Any]):
             output = await self._chain_for(attempt).ainvoke(
                 self._attempt_input(value, attempt),
                 self._attempt_config(config, attempt, recorder))
-            return self._result(output, recorder, rule.name)
+            return self._result(output, recorder, rule)
 
         return self._shape(await self.guard.arun(question, attempt_fn, **args))
 
@@ -376,31 +370,8 @@ def guard_chain(chain: Runnable[Any, Any] | ChainFactory,
     >>> [r.action for r in guarded.guard.audit.records()]
     ['pass']
     """
-    if isinstance(policy, Guard):
-        if scorer is not None or model is not None or audit is not None \
-                or review_queue is not None:
-            raise ConfigError("a ready Guard brings its own scorer, audit trail and review "
-                              "queue; give those to the Guard")
-        guard = policy
-    else:
-        config = _policy(policy)
-        trail = audit if isinstance(audit, AuditTrail) else AuditTrail(audit)
-        if model is not None and scorer is not None:
-            raise ConfigError("give scorer or model, not both")
-        if model is not None:
-            guard = Guard.from_model(config, model, audit=trail, review_queue=review_queue)
-        else:
-            guard = Guard(config, scorer=scorer, audit=trail, review_queue=review_queue)
+    if audit is None and not isinstance(policy, Guard):
+        audit = AuditTrail()  # every guarded chain keeps its decisions
+    guard = Guard.from_policy(policy, scorer=scorer, model=model, audit=audit,
+                              review_queue=review_queue)
     return GuardedChain(chain, guard, name=name, **options)
-
-
-def _policy(policy: str | Path | PolicyConfig | Mapping[str, Any]) -> PolicyConfig:
-    if isinstance(policy, PolicyConfig):
-        return policy
-    if isinstance(policy, str | Path):
-        return load_policy(policy)
-    if isinstance(policy, Mapping):
-        return PolicyConfig.from_dict(policy)
-    raise ConfigError(f"policy must be a file path, a PolicyConfig, a dict or a Guard, got "
-                      f"{type(policy).__name__}")
-

@@ -52,7 +52,7 @@ def test_strict_mode_raises_with_the_score(chat: ChatSemGrad) -> None:
     assert decision.action == "abstain" and decision.score is not None
     assert caught.value.score is decision.score
     assert decision.value == handler.records[0].value
-    assert "threshold 1e-12" in str(caught.value)
+    assert "over max_score 1e-12" in str(caught.value)
 
 
 @pytest.mark.asyncio
