@@ -3,6 +3,7 @@ ids of the generation, sync, async and streamed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ from llama_index.llms.semgrad_guard import (
     SemGradLLM,
     score_from_response,
 )
+from llama_index.llms.semgrad_guard.base import recorded_calls
 
 from semgrad_guard import ConfigError, LocalModel, SemGradScorer
 
@@ -162,3 +164,25 @@ def test_scorer_of_another_model_is_refused(tiny_lm: LocalModel, default_lm: Loc
         SemGradLLM(tiny_lm, scorer=SemGradScorer(default_lm))
     llm = SemGradLLM(scorer=SemGradScorer(tiny_lm))
     assert llm.model is tiny_lm
+
+
+@pytest.mark.asyncio
+async def test_each_context_records_its_own_answers(tiny_llm: SemGradLLM) -> None:
+    """Concurrent queries each see the answers given in their own context, streamed ones
+    included, even when the answers run in worker threads."""
+
+    async def ask(question: str, stream: bool) -> tuple[Any, list[Any]]:
+        with recorded_calls() as calls:
+            if stream:
+                response = [c async for c in await tiny_llm.astream_complete(question)][-1]
+            else:
+                response = await tiny_llm.acomplete(question)
+        return response, calls
+
+    (first, first_calls), (second, second_calls) = await asyncio.gather(
+        ask(QUESTION, False), ask("Which city is the capital of France?", True))
+    assert first_calls == [first.raw] and second_calls == [second.raw]
+    with recorded_calls() as outer:
+        with recorded_calls() as inner:
+            tiny_llm.complete(QUESTION)
+    assert len(outer) == len(inner) == 1 and outer[0] is inner[0]

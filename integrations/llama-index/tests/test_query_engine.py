@@ -149,8 +149,16 @@ def test_raise_error_carries_the_decision(action: str, error: type[Exception],
 
 
 def test_answers_of_a_semgrad_llm_keep_their_exact_score(tiny_llm: SemGradLLM,
-                                                         main_index: VectorStoreIndex) -> None:
-    """The guard reads the score the LLM computed on the exact ids: nothing is re-scored."""
+                                                         main_index: VectorStoreIndex,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The guard reads the score the LLM computed on the exact ids: nothing is re-scored,
+    and the engine takes it from the call it made, not by matching the answer's text."""
+
+    def no_text_matching(self: SemGradLLM, text: str) -> None:
+        raise AssertionError("the engine looked its answer up by text")
+
+    monkeypatch.setattr(SemGradLLM, "find_call", no_text_matching)
     scorer = ScriptedScorer([])  # would fail the attempt if the guard had to score
     policy = PolicyConfig.from_dict({"version": 1, "default": {
         "threshold": {"max_score": 1e9}, "actions": ["abstain"]}})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -24,10 +25,38 @@ from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 
-from semgrad_guard import ConfigError, LocalModel, ScoringError, SemGradScorer
+from semgrad_guard import ConfigError, Generation, LocalModel, SemGradScorer
 from semgrad_guard.model.prompts import Prompt
+from semgrad_guard.scoring.metadata import score_or_error
 
 from .scores import ScoredCompletion
+
+# The lists of answers being recorded in this context (see recorded_calls).
+_RECORDING: ContextVar[tuple[list[ScoredCompletion], ...]] = ContextVar(
+    "semgrad_recorded_calls", default=())
+
+
+@contextmanager
+def recorded_calls() -> Iterator[list[ScoredCompletion]]:
+    """Collect the scored answers every :class:`SemGradLLM` gives inside this block, in
+    the order they finish.
+
+    The recording follows the context (as ``contextvars`` do): work the block runs in
+    worker threads (``asyncio.to_thread``) and tasks is recorded; concurrent queries in
+    other contexts are not.
+
+    >>> llm = SemGradLLM(max_new_tokens=8)
+    >>> with recorded_calls() as calls:
+    ...     response = llm.complete("What is the chemical symbol of gold?")
+    >>> [call is response.raw for call in calls]
+    [True]
+    """
+    calls: list[ScoredCompletion] = []
+    token = _RECORDING.set((*_RECORDING.get(), calls))
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
 
 
 class SemGradLLM(LLM):
@@ -141,8 +170,9 @@ class SemGradLLM(LLM):
     def find_call(self, text: str) -> ScoredCompletion | None:
         """The most recent answer whose text is ``text`` (whitespace aside), if kept.
 
-        A query engine's response holds only the answer's text; this finds the exact
-        generation and score behind it.
+        An evaluator is given only the answer's text; this finds the exact generation and
+        score behind it. (Code that runs the LLM itself records its answers with
+        :func:`recorded_calls` instead.)
         """
         wanted = text.strip()
         for call in reversed(self._calls):
@@ -151,20 +181,43 @@ class SemGradLLM(LLM):
         return None
 
     # -- generation and scoring -------------------------------------------------------------------
-    def _run(self, prompt: Prompt, kwargs: dict[str, Any], streamer: Any = None
-             ) -> ScoredCompletion:
-        options = {**self.generate_kwargs}
-        if streamer is not None:
-            options["streamer"] = streamer
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         max_new = kwargs.get("max_new_tokens") or kwargs.get("max_tokens") or self.max_new_tokens
-        generation = self._model.generate(prompt, max_new_tokens=int(max_new), **options)
-        try:
-            score, error = self._scorer.score_generation(generation), None
-        except ScoringError as exc:
-            score, error = None, f"{type(exc).__name__}: {exc}"
+        return {**self.generate_kwargs, "max_new_tokens": int(max_new)}
+
+    def _scored(self, prompt: Prompt, generation: Generation) -> ScoredCompletion:
+        score, error = score_or_error(self._scorer, generation)
         call = ScoredCompletion(prompt=prompt, generation=generation, score=score, error=error)
         self._calls.append(call)
+        for recording in _RECORDING.get():
+            recording.append(call)
         return call
+
+    def _run(self, prompt: Prompt, kwargs: dict[str, Any]) -> ScoredCompletion:
+        return self._scored(prompt, self._model.generate(prompt, **self._options(kwargs)))
+
+    def _stream(self, prompt: Prompt, kwargs: dict[str, Any], chat: bool
+                ) -> Generator[Any, None, None]:
+        """The responses of an answer while it is generated (the text so far and the new
+        piece), then the scored answer (with an empty delta)."""
+        options = self._options(kwargs)
+        options.pop("streamer", None)  # the stream brings its own
+        stream = self._model.stream(prompt, **options)
+        text = ""
+        for delta in stream:
+            text += delta
+            yield (ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                                delta=delta) if chat else CompletionResponse(text=text,
+                                                                             delta=delta))
+        call = self._scored(prompt, stream.result())
+        yield self._chat(call, delta="") if chat else self._completion(call, delta="")
+
+    async def _astream(self, prompt: Prompt, kwargs: dict[str, Any], chat: bool
+                       ) -> AsyncGenerator[Any, None]:
+        responses = self._stream(prompt, kwargs, chat)
+        # Generation and scoring are CPU/GPU bound: each step runs off the event loop.
+        while (response := await asyncio.to_thread(next, responses, None)) is not None:
+            yield response
 
     def _completion_prompt(self, prompt: str, formatted: bool) -> Prompt:
         if not formatted and self.completion_to_prompt is not None:
@@ -201,30 +254,11 @@ class SemGradLLM(LLM):
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any
                         ) -> CompletionResponseGen:
-        stream = _Stream(self, self._completion_prompt(prompt, formatted), kwargs)
-
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for delta in stream:
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
-            yield self._completion(stream.result(), delta="")
-
-        return gen()
+        return self._stream(self._completion_prompt(prompt, formatted), kwargs, chat=False)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream = _Stream(self, self._chat_prompt(messages), kwargs)
-
-        def gen() -> ChatResponseGen:
-            text = ""
-            for delta in stream:
-                text += delta
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                                   delta=delta)
-            yield self._chat(stream.result(), delta="")
-
-        return gen()
+        return self._stream(self._chat_prompt(messages), kwargs, chat=True)
 
     # -- async: the same work in a worker thread ------------------------------------------------------
     @llm_completion_callback()
@@ -241,89 +275,9 @@ class SemGradLLM(LLM):
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any
                                ) -> CompletionResponseAsyncGen:
-        stream = _Stream(self, self._completion_prompt(prompt, formatted), kwargs)
-
-        async def gen() -> CompletionResponseAsyncGen:
-            text = ""
-            async for delta in stream.aiter():
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
-            yield self._completion(await stream.aresult(), delta="")
-
-        return gen()
+        return self._astream(self._completion_prompt(prompt, formatted), kwargs, chat=False)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any
                            ) -> ChatResponseAsyncGen:
-        stream = _Stream(self, self._chat_prompt(messages), kwargs)
-
-        async def gen() -> ChatResponseAsyncGen:
-            text = ""
-            async for delta in stream.aiter():
-                text += delta
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                                   delta=delta)
-            yield self._chat(await stream.aresult(), delta="")
-
-        return gen()
-
-
-class _Stream:
-    """Generation in a worker thread, its text read piece by piece; the worker scores the
-    finished generation, so the score is ready when the text ends."""
-
-    def __init__(self, llm: SemGradLLM, prompt: Prompt, kwargs: dict[str, Any]) -> None:
-        from transformers import TextIteratorStreamer
-
-        self._streamer = TextIteratorStreamer(llm.model.tokenizer, skip_prompt=True,
-                                              skip_special_tokens=True)
-        self._call: ScoredCompletion | None = None
-        self._error: BaseException | None = None
-        self._started = False
-        self._thread = threading.Thread(target=self._work, args=(llm, prompt, kwargs),
-                                        daemon=True)
-
-    def _work(self, llm: SemGradLLM, prompt: Prompt, kwargs: dict[str, Any]) -> None:
-        try:
-            self._call = llm._run(prompt, kwargs, streamer=self._streamer)
-        except BaseException as exc:  # re-raised in the reading thread by result()
-            self._error = exc
-            self._streamer.end()  # unblocks the reader
-
-    def _start(self) -> None:
-        if not self._started:
-            self._started = True
-            self._thread.start()
-
-    def _pieces(self) -> Iterator[str]:
-        self._start()
-        leading = True
-        for piece in self._streamer:
-            if leading:  # the finished text is stripped; so is the streamed one
-                piece = piece.lstrip()
-                leading = not piece
-            if piece:
-                yield piece
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces()
-
-    async def aiter(self) -> AsyncIterator[str]:
-        pieces = self._pieces()
-        while True:
-            piece = await asyncio.to_thread(next, pieces, None)
-            if piece is None:
-                return
-            yield piece
-
-    def result(self) -> ScoredCompletion:
-        self._start()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if self._call is None:  # pragma: no cover - the worker sets one or the other
-            raise ScoringError("the streamed generation ended without a result")
-        return self._call
-
-    async def aresult(self) -> ScoredCompletion:
-        return await asyncio.to_thread(self.result)
+        return self._astream(self._chat_prompt(messages), kwargs, chat=True)

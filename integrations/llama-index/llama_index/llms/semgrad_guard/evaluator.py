@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.evaluation.base import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 
-from semgrad_guard import ConfigError, ScoringError, UncertaintyScore
-from semgrad_guard.policy import PolicyConfig, Rule, Scorer, Threshold, load_policy
+from semgrad_guard import ConfigError, UncertaintyScore
+from semgrad_guard.errors import EmptyResponseError
+from semgrad_guard.policy import (
+    AttemptResult,
+    Guard,
+    GuardDecision,
+    PolicyConfig,
+    Rule,
+    Scorer,
+    Threshold,
+)
 
 from .base import SemGradLLM
 from .scores import answer_prompt
 
 
 class SemGradEvaluator(BaseEvaluator):
-    """Passes a response when its SemGrad uncertainty is within a threshold.
+    """Passes a response when the policy passes it.
+
+    The decision is :meth:`Guard.check <semgrad_guard.policy.Guard.check>`'s, under one
+    threshold (``max_score=`` or ``threshold=``, on ``method``; an uncertain answer
+    fails) or under the rule a policy gives the chain (:meth:`from_policy`, or
+    ``guard=`` with ``chain_name=``), so that the evaluator and the guarded query engine
+    decide alike. A response passes when the decision's action is ``pass``.
 
     The score is the one the :class:`SemGradLLM` computed when it generated the
-    response (exact ids), found by the response's text. A response the LLM did not
-    produce (another LLM, or an answer that fell out of its history) is re-scored by
-    ``scorer`` against LlamaIndex's question-answering prompt over the contexts; that
-    score is flagged ``retokenized`` and the feedback says so. A response that cannot
-    be scored fails (fail closed) unless ``fail_open=True``.
+    response (exact ids), found by the response's text among its recent answers. A
+    response the LLM did not produce (another LLM, or an answer that fell out of its
+    history) is re-scored by ``scorer`` against LlamaIndex's question-answering prompt
+    over the contexts; that score is flagged ``retokenized`` and the feedback says so.
+    A response that cannot be scored follows the rule's ``on_score_failure``: fail
+    closed (fails), ``fail_open`` (passes, ``fail_open=True`` here), or ``raise``.
 
-    ``EvaluationResult.score`` is the raw uncertainty (**higher = more uncertain**);
-    ``passing`` says whether it is at or under the threshold. Give the threshold as
-    ``max_score=`` or take it from a policy file with :meth:`from_policy`, so that the
-    evaluator and the guarded query engine read the same rule.
-
+    ``EvaluationResult.score`` is the raw uncertainty (**higher = more uncertain**).
     With ``RetryQueryEngine`` an uncertain answer is retried with the feedback appended
     to the query; ``RetrySourceQueryEngine`` retries over the response's source nodes.
 
@@ -48,31 +60,61 @@ class SemGradEvaluator(BaseEvaluator):
 
     def __init__(self, llm: SemGradLLM | None = None, *, scorer: Scorer | None = None,
                  max_score: float | None = None, threshold: Threshold | None = None,
-                 method: str = "semgrad", fail_open: bool = False) -> None:
-        if llm is None and scorer is None:
-            raise ConfigError("SemGradEvaluator needs the SemGradLLM that answers (llm=) or a "
-                              "scorer for answers known only as text (scorer=)")
-        if (max_score is None) == (threshold is None):
-            raise ConfigError("give exactly one of max_score and threshold")
+                 method: str = "semgrad", fail_open: bool = False, guard: Guard | None = None,
+                 chain_name: str | None = None, tags: Sequence[str] = (),
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        if guard is not None:
+            if max_score is not None or threshold is not None or fail_open or scorer is not None:
+                raise ConfigError("a guard brings its own rules and scorer; give max_score, "
+                                  "threshold, fail_open and scorer without one")
+        else:
+            if llm is None and scorer is None:
+                raise ConfigError("SemGradEvaluator needs the SemGradLLM that answers (llm=) "
+                                  "or a scorer for answers known only as text (scorer=)")
+            if (max_score is None) == (threshold is None):
+                raise ConfigError("give exactly one of max_score and threshold")
+            limit = threshold if threshold is not None \
+                else Threshold.model_validate({"max_score": max_score})
+            guard = Guard(PolicyConfig.from_dict({"version": 1, "default": {
+                "score": method, "threshold": limit, "actions": ["abstain"],
+                "on_score_failure": "fail_open" if fail_open else "fail_closed"}}),
+                scorer=scorer if scorer is not None else (llm.scorer if llm else None))
         self.llm = llm
-        self.scorer = scorer if scorer is not None else (llm.scorer if llm else None)
-        self.threshold = threshold if threshold is not None \
-            else Threshold.model_validate({"max_score": max_score})
-        self.method = method
-        self.fail_open = fail_open
+        self.guard = guard
+        self.chain_name = chain_name
+        self.tags = tuple(tags)
+        self.metadata = dict(metadata or {})
+        self.scorer = guard.scorer_for(self.rule)
 
     @classmethod
-    def from_policy(cls, policy: PolicyConfig | str, chain_name: str, *,
-                    llm: SemGradLLM | None = None, scorer: Scorer | None = None,
-                    tags: Sequence[str] = (), metadata: dict[str, Any] | None = None
-                    ) -> SemGradEvaluator:
-        """The evaluator for the rule a policy gives the chain ``chain_name``: its score,
-        threshold and failure mode (``fail_open`` passes, the others fail)."""
-        if not isinstance(policy, PolicyConfig):
-            policy = load_policy(policy)
-        rule: Rule = policy.rule_for(chain_name, tags, metadata)
-        return cls(llm, scorer=scorer, threshold=rule.threshold, method=rule.score,
-                   fail_open=rule.on_score_failure == "fail_open")
+    def from_policy(cls, policy: Guard | PolicyConfig | Mapping[str, Any] | str | Path,
+                    chain_name: str, *, llm: SemGradLLM | None = None,
+                    scorer: Scorer | None = None, tags: Sequence[str] = (),
+                    metadata: dict[str, Any] | None = None) -> SemGradEvaluator:
+        """The evaluator deciding under the rule a policy (a file, dict, ``PolicyConfig``
+        or ``Guard``) gives the chain ``chain_name``: its score, threshold, actions and
+        failure mode."""
+        if not isinstance(policy, Guard) and scorer is None and llm is not None:
+            scorer = llm.scorer
+        guard = Guard.from_policy(policy, scorer=scorer)
+        return cls(llm, guard=guard, chain_name=chain_name, tags=tags, metadata=metadata)
+
+    @property
+    def rule(self) -> Rule:
+        """The policy rule that decides."""
+        return self.guard.rule_for(self.chain_name, self.tags, self.metadata)
+
+    @property
+    def threshold(self) -> Threshold:
+        return self.rule.threshold
+
+    @property
+    def method(self) -> str:
+        return self.rule.score
+
+    @property
+    def fail_open(self) -> bool:
+        return self.rule.on_score_failure == "fail_open"
 
     def _get_prompts(self) -> PromptDictType:
         return {}
@@ -81,55 +123,66 @@ class SemGradEvaluator(BaseEvaluator):
         return None
 
     # -- the score of a response -----------------------------------------------------------------
+    def _attempt(self, query: str | None, response: str | None,
+                 contexts: Sequence[str] | None) -> AttemptResult:
+        """What the guard decides on: the LLM's own answer (exact ids, and its score or
+        scoring error) when it wrote the response, else the text, to be re-scored."""
+        text = response or ""
+        fields: dict[str, Any] = {"context": list(contexts or ()),
+                                  "prompt": answer_prompt(query or "", contexts or ())}
+        if not text.strip():
+            return AttemptResult(text, score_error=EmptyResponseError("the response is empty"),
+                                 **fields)
+        call = self.llm.find_call(text) if self.llm is not None else None
+        return AttemptResult(text, **fields) if call is None else call.attempt(text, **fields)
+
     def score_response(self, query: str | None, response: str,
                        contexts: Sequence[str] | None = None) -> UncertaintyScore:
-        """The score of ``response``: the LLM's own (exact ids) if it produced it, else a
-        re-tokenised one. Raises :class:`ScoringError` when neither is possible."""
-        call = self.llm.find_call(response) if self.llm is not None else None
-        if call is not None and call.score is not None:
-            score = call.score
-        elif call is not None and self.scorer is not None:
-            score = self.scorer.score_generation(call.generation)
-        elif self.scorer is not None:
-            score = self.scorer.score_text(answer_prompt(query or "", contexts or ()), response)
-        else:
-            raise ScoringError("the response was not produced by this evaluator's LLM and "
-                               "no scorer was given to re-score it")
-        return score if score.method == self.method else score.with_method(self.method)
+        """The score of ``response`` under the rule's method: the LLM's own (exact ids) if
+        it produced it, else a re-tokenised one. Raises what scoring raised."""
+        return self.guard.score(self.rule, query or "",
+                                self._attempt(query, response, contexts))
 
     def evaluate(self, query: str | None = None, response: str | None = None,
                  contexts: Sequence[str] | None = None, **kwargs: Any) -> EvaluationResult:
-        if response is None or not response.strip():
-            return self._unscored(query, response, contexts, "the response is empty")
-        try:
-            score = self.score_response(query, response, contexts)
-        except (ScoringError, KeyError) as exc:
-            return self._unscored(query, response, contexts, f"{type(exc).__name__}: {exc}")
-        return self._judged(query, response, contexts, score)
+        attempt = self._attempt(query, response, contexts)
+        decision = self.guard.check(query or "", **self._check_args(attempt))
+        return self._result(query, response, contexts, decision)
 
     async def aevaluate(self, query: str | None = None, response: str | None = None,
                         contexts: Sequence[str] | None = None, **kwargs: Any
                         ) -> EvaluationResult:
-        return await asyncio.to_thread(self.evaluate, query, response, contexts)
+        attempt = self._attempt(query, response, contexts)
+        decision = await self.guard.acheck(query or "", **self._check_args(attempt))
+        return self._result(query, response, contexts, decision)
 
-    def _judged(self, query: str | None, response: str, contexts: Sequence[str] | None,
-                score: UncertaintyScore) -> EvaluationResult:
-        passing = self.threshold.passes(score.value)
-        limit = (f"max_score {self.threshold.max_score:g}" if self.threshold.max_score is not None
-                 else f"max_error_probability {self.threshold.max_error_probability:g}")
+    def _check_args(self, attempt: AttemptResult) -> dict[str, Any]:
+        return {"answer": attempt.answer, "generation": attempt.generation,
+                "score": attempt.score, "score_error": attempt.score_error,
+                "context": attempt.context, "prompt": attempt.prompt,
+                "run_name": self.chain_name, "tags": self.tags, "metadata": self.metadata}
+
+    def _result(self, query: str | None, response: str | None, contexts: Sequence[str] | None,
+                decision: GuardDecision) -> EvaluationResult:
+        passing = decision.action == "pass"
+        chosen, score = decision.chosen, decision.score
+        if chosen is None or score is None:
+            why = decision.reason if chosen is None or chosen.error is None else chosen.error
+            mode = "fail_open: passed" if "fail_open" in decision.flags \
+                else "fail_closed: treated as uncertain"
+            return EvaluationResult(query=query, response=response, contexts=contexts,
+                                    passing=passing, score=None,
+                                    feedback=f"the answer could not be scored ({why}); {mode}.",
+                                    invalid_result=True, invalid_reason=why)
+        limit = self.threshold
+        bound = (f"max_score {limit.max_score:g}" if limit.max_score is not None
+                 else f"max_error_probability {limit.max_error_probability:g}")
         how = "re-tokenised answer" if score.retokenized else "exact generation ids"
-        verdict = "within" if passing else "over"
-        feedback = (f"{score.method} uncertainty {score.value:.4g} is {verdict} {limit} "
-                    f"({how}).")
+        verdict = "within" if chosen.passed else "over"
+        feedback = f"{score.method} uncertainty {score.value:.4g} is {verdict} {bound} ({how})."
+        if decision.action == "escalate":
+            feedback += f" Escalated to review case {decision.case_id}."
         if not passing:
             feedback += " The answer is uncertain; answer again using the context."
         return EvaluationResult(query=query, response=response, contexts=contexts,
                                 passing=passing, score=score.value, feedback=feedback)
-
-    def _unscored(self, query: str | None, response: str | None, contexts: Sequence[str] | None,
-                  why: str) -> EvaluationResult:
-        mode = "fail_open: passed" if self.fail_open else "fail_closed: treated as uncertain"
-        return EvaluationResult(query=query, response=response, contexts=contexts,
-                                passing=self.fail_open, score=None,
-                                feedback=f"the answer could not be scored ({why}); {mode}.",
-                                invalid_result=True, invalid_reason=why)

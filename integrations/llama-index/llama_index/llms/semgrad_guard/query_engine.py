@@ -27,20 +27,28 @@ from semgrad_guard.policy import (
     GuardDecision,
     PolicyConfig,
     RetryWithRetrievalAction,
-    load_policy,
 )
 
-from .base import SemGradLLM
-from .scores import DECISION_KEY, SCORE_ERROR_KEY, SCORE_KEY, answer_prompt, score_metadata
+from .base import SemGradLLM, recorded_calls
+from .scores import (
+    DECISION_KEY,
+    SCORE_ERROR_KEY,
+    SCORE_KEY,
+    ScoredCompletion,
+    answer_prompt,
+    score_metadata,
+)
 
 
 class GuardedQueryEngine(BaseQueryEngine):
     """Retrieves, answers and applies the chain's rule from the policy file.
 
-    Every answer is scored (by the :class:`SemGradLLM` that wrote it, on the exact ids;
+    Every answer is scored: by the :class:`SemGradLLM` that wrote it, on the exact ids
+    (the last LLM call of the attempt, recorded as it finishes: :func:`recorded_calls`);
     answers of another LLM are re-scored by the guard's scorer, flagged
-    ``retokenized``). The rule for ``chain_name`` (the run name the policy's ``match``
-    sees, as for the LangChain integration) then decides:
+    ``retokenized``. The rule for ``chain_name`` (the run name the policy's ``match``
+    sees, as for the LangChain integration) then decides through
+    :meth:`Guard.run <semgrad_guard.policy.Guard.run>`:
 
     - **pass**: the answer is returned;
     - **retry with retrieval**: the question runs again with the depth the policy gives
@@ -72,21 +80,18 @@ class GuardedQueryEngine(BaseQueryEngine):
     """
 
     def __init__(self, retriever: BaseRetriever,
-                 guard: Guard | PolicyConfig | str | Path, *, chain_name: str | None = None,
-                 llm: LLM | None = None, response_synthesizer: BaseSynthesizer | None = None,
+                 guard: Guard | PolicyConfig | Mapping[str, Any] | str | Path, *,
+                 chain_name: str | None = None, llm: LLM | None = None,
+                 response_synthesizer: BaseSynthesizer | None = None,
                  retrievers: Mapping[str, BaseRetriever] | None = None,
                  tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None,
                  audit: AuditTrail | None = None, review_queue: Any = None,
                  callback_manager: CallbackManager | None = None) -> None:
         self._llm = llm or (None if response_synthesizer is not None else Settings.llm)
-        if not isinstance(guard, Guard):
-            policy = guard if isinstance(guard, PolicyConfig) else load_policy(guard)
-            scorer = self._llm.scorer if isinstance(self._llm, SemGradLLM) else None
-            guard = Guard(policy, scorer=scorer, audit=audit, review_queue=review_queue)
-        elif audit is not None or review_queue is not None:
-            raise ConfigError("audit= and review_queue= configure a Guard built from a "
-                              "policy; give them to your Guard instead")
-        self.guard = guard
+        scorer = self._llm.scorer if isinstance(self._llm, SemGradLLM) \
+            and not isinstance(guard, Guard) else None
+        self.guard = Guard.from_policy(guard, scorer=scorer, audit=audit,
+                                       review_queue=review_queue)
         self.chain_name = chain_name
         self.tags = tuple(tags)
         self.metadata = dict(metadata or {})
@@ -101,8 +106,8 @@ class GuardedQueryEngine(BaseQueryEngine):
         super().__init__(callback_manager=callback_manager)
 
     @classmethod
-    def from_index(cls, index: Any, guard: Guard | PolicyConfig | str | Path, *,
-                   chain_name: str | None = None, llm: LLM | None = None,
+    def from_index(cls, index: Any, guard: Guard | PolicyConfig | Mapping[str, Any] | str | Path,
+                   *, chain_name: str | None = None, llm: LLM | None = None,
                    similarity_top_k: int = 2, **kwargs: Any) -> GuardedQueryEngine:
         """A guarded engine over ``index.as_retriever(similarity_top_k=...)``."""
         return cls(index.as_retriever(similarity_top_k=similarity_top_k), guard,
@@ -146,25 +151,33 @@ class GuardedQueryEngine(BaseQueryEngine):
         query = bundle if attempt.query == bundle.query_str else QueryBundle(attempt.query)
         return retriever, query
 
-    def _result(self, query: QueryBundle, nodes: list[NodeWithScore], response: Any
-                ) -> AttemptResult:
+    @staticmethod
+    def _result(query: QueryBundle, nodes: list[NodeWithScore], response: Any,
+                calls: list[ScoredCompletion]) -> AttemptResult:
+        """The attempt the guard decides on: the answer, with the exact generation and
+        score of the last LLM call that wrote it when a :class:`SemGradLLM` did (else
+        the guard scores the text)."""
         text = str(getattr(response, "response", None) or "")
-        call = self._llm.find_call(text) if isinstance(self._llm, SemGradLLM) else None
         contexts = [n.node.get_content() for n in nodes]
-        return AttemptResult(
-            answer=text, generation=None if call is None else call.generation,
-            score=None if call is None else call.score, context=contexts, raw=response,
-            prompt=answer_prompt(query.query_str, contexts))
+        fields: dict[str, Any] = {"context": contexts, "raw": response,
+                                  "prompt": answer_prompt(query.query_str, contexts)}
+        if not calls:
+            return AttemptResult(answer=text, **fields)
+        return calls[-1].attempt(text, **fields)
 
     def _attempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
         retriever, query = self._plan(bundle, attempt)
         nodes = retriever.retrieve(query)
-        return self._result(query, nodes, self._synthesizer.synthesize(query, nodes))
+        with recorded_calls() as calls:
+            response = self._synthesizer.synthesize(query, nodes)
+        return self._result(query, nodes, response, calls)
 
     async def _aattempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
         retriever, query = self._plan(bundle, attempt)
         nodes = await retriever.aretrieve(query)
-        return self._result(query, nodes, await self._synthesizer.asynthesize(query, nodes))
+        with recorded_calls() as calls:
+            response = await self._synthesizer.asynthesize(query, nodes)
+        return self._result(query, nodes, response, calls)
 
     # -- the query --------------------------------------------------------------------------------
     def query(self, str_or_query_bundle: QueryType) -> Response:

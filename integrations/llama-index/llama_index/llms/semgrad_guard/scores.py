@@ -1,5 +1,6 @@
-"""How a score travels through LlamaIndex, laid out as the LangChain integration lays it
-out in ``response_metadata``.
+"""How a score travels through LlamaIndex: in the layout every semgrad-guard
+integration uses (:mod:`semgrad_guard.scoring.metadata`), so one reader serves both
+frameworks.
 
 An LLM response's ``additional_kwargs`` holds:
 
@@ -23,21 +24,21 @@ from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT_TMPL
 
 from semgrad_guard import Generation, UncertaintyScore
 from semgrad_guard.model.prompts import Prompt
+from semgrad_guard.policy import AttemptResult
+from semgrad_guard.scoring.metadata import (
+    SCORE_ERROR_KEY,
+    SCORE_KEY,
+    answer_metadata,
+    score_from_metadata,
+    score_metadata,
+    scoring_error,
+)
 
-#: The key of the score in LLM responses and guarded query-engine responses.
-SCORE_KEY = "semgrad"
-#: The key saying why an answer has no score.
-SCORE_ERROR_KEY = "semgrad_error"
+__all__ = ["DECISION_KEY", "SCORE_ERROR_KEY", "SCORE_KEY", "ScoredCompletion", "answer_prompt",
+           "score_from_response", "score_metadata"]
+
 #: The key of the guard's decision in a guarded query-engine response.
 DECISION_KEY = "guard_decision"
-
-
-def score_metadata(score: UncertaintyScore) -> dict[str, Any]:
-    """The score as response metadata holds it: ``to_dict()`` without the ids."""
-    data = score.to_dict()
-    data.pop("prompt_ids")
-    data.pop("response_ids")
-    return data
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,15 @@ class ScoredCompletion:
 
     def metadata(self) -> dict[str, Any]:
         """What the LLM puts in a response's ``additional_kwargs``."""
-        data: dict[str, Any] = {
-            SCORE_KEY: None if self.score is None else score_metadata(self.score),
-            "prompt_ids": list(self.generation.prompt_ids),
-            "response_ids": list(self.generation.response_ids),
-            "stop_reason": self.generation.stop_reason,
-        }
-        if self.error is not None:
-            data[SCORE_ERROR_KEY] = self.error
-        return data
+        return answer_metadata(self.generation, self.score, self.error)
+
+    def attempt(self, answer: str | None = None, **fields: Any) -> AttemptResult:
+        """What the guard decides on for this answer: its exact ids and its score (or
+        the scoring error, which the rule's ``on_score_failure`` then handles)."""
+        return AttemptResult(
+            answer=self.text if answer is None else answer, generation=self.generation,
+            score=self.score, score_error=None if self.error is None or self.score is not None
+            else scoring_error(self.error), **fields)
 
 
 def score_from_response(response: Any) -> UncertaintyScore | None:
@@ -81,12 +82,10 @@ def score_from_response(response: Any) -> UncertaintyScore | None:
         return raw.score
     for attr in ("additional_kwargs", "metadata"):
         holder = getattr(response, attr, None)
-        if isinstance(holder, Mapping) and isinstance(holder.get(SCORE_KEY), Mapping):
-            fields = dict(holder[SCORE_KEY])
-            fields["layers"] = tuple(fields.get("layers", ()))
-            fields["prompt_ids"] = tuple(holder.get("prompt_ids") or ())
-            fields["response_ids"] = tuple(holder.get("response_ids") or ())
-            return UncertaintyScore(**fields)
+        if isinstance(holder, Mapping):
+            score = score_from_metadata(holder)
+            if score is not None:
+                return score
     return None
 
 
