@@ -8,9 +8,12 @@
     ├── ScoringError                a (prompt, response) pair that cannot be scored
     │   ├── EmptyResponseError      the response has no tokens
     │   ├── ContextWindowError      prompt + response exceed the model's context window
+    │   ├── ResponseTooLongError    the response is longer than the scorer's maximum
+    │   ├── NonFiniteScoreError     the pass produced a NaN or infinite value
     │   ├── GradientAccessError     the model gives no gradient access (no torch module,
     │   │                           no decoder blocks, inference mode)
-    │   └── TokenizerMismatchError  token ids the model's embedding cannot hold
+    │   └── TokenizerMismatchError  a tokenizer that is not the model's (special tokens,
+    │                               vocabulary fingerprint, ids outside the embedding)
     ├── CalibrationError            the anchor search or a threshold fit cannot run
     ├── ReviewError                 the human review queue cannot do what was asked
     │   ├── CaseNotFoundError       no escalated case has that id
@@ -55,12 +58,22 @@ class ContextWindowError(ScoringError, ValueError):
     """The prompt and response do not fit in the model's context window."""
 
 
+class ResponseTooLongError(ScoringError, ValueError):
+    """The response has more tokens than the scorer's ``max_response_tokens``."""
+
+
+class NonFiniteScoreError(ScoringError, ArithmeticError):
+    """The scoring pass produced a NaN or an infinite value (named in the message)."""
+
+
 class GradientAccessError(ScoringError):
     """The model does not give the gradient access SemGrad needs."""
 
 
 class TokenizerMismatchError(ScoringError, ValueError):
-    """The tokenizer produces ids that the model's embedding cannot hold."""
+    """The tokenizer is not the model's: its special tokens disagree with the model's
+    configuration, its vocabulary differs from the one a profile was calibrated with, or
+    it produces ids that the model's embedding cannot hold."""
 
 
 class CalibrationError(SemGradGuardError):

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AbstainedError, ConfigError, EscalatedError, ScoringError
+from ..errors import (
+    AbstainedError,
+    ConfigError,
+    EscalatedError,
+    NonFiniteScoreError,
+    ScoringError,
+)
 from ..model.generation import Generation
 from ..model.prompts import Prompt
 from ..review.queue import open_review_queue
@@ -364,8 +370,14 @@ class Guard:
             except KeyError as exc:
                 raise ScoringError(f"rule {rule.name!r} reads score {rule.score!r}, which the "
                                    f"scorer did not compute ({exc})") from exc
-        if not math.isfinite(score.value):
-            raise ScoringError(f"score {score.method} is not finite: {score.value}")
+        # A pass that produced NaN anywhere is broken as a whole, and a case or audit row
+        # cannot hold the value: the answer follows the failure mode, unscored.
+        bad = {name: value for name, value in {**score.components, **score.scores,
+                                              score.method: score.value}.items()
+               if not math.isfinite(value)}
+        if bad:
+            listed = ", ".join(f"{name} = {value}" for name, value in sorted(bad.items()))
+            raise NonFiniteScoreError(f"the score of this answer is not finite: {listed}")
         return score
 
     def _score_capturing(self, request: _Score) -> UncertaintyScore | BaseException:

@@ -16,7 +16,8 @@ PUBLIC = [
     "AuditTrail", "CalibrationError", "ConfigError", "ContextWindowError",
     "EmptyResponseError", "EscalatedError", "Generation", "GradientAccessError", "Guard",
     "GuardDecision", "GuardOutcome", "LocalModel", "ModelLoadError", "ModelProfile",
-    "PolicyConfig", "ProfileStore", "PromptFormat", "Rule", "Scorer", "ScoringError",
+    "NonFiniteScoreError", "PolicyConfig", "ProfileStore", "PromptFormat",
+    "ResponseTooLongError", "Rule", "Scorer", "ScoringError",
     "SemGradGuardError", "SemGradScorer", "TokenizerMismatchError", "UncertainAnswerError",
     "UncertaintyScore", "__version__", "load_policy", "model_fingerprint", "qa_prompt",
 ]

@@ -270,3 +270,33 @@ def test_decision_to_dict_is_plain_data() -> None:
     data = decision.to_dict()
     json.dumps(data)
     assert data["attempts"][0]["context"] == ["c"] and data["value"] == 0.2
+
+
+def _non_finite_score(headline: str) -> Any:
+    """A score as a pass over one -inf logit produces it: the gradient scores NaN, the
+    likelihood of the answer (which avoids that token) finite."""
+    score = scripted_score(0.9)
+    nan = float("nan")
+    scores = {**score.scores, "semgrad": nan, "hybridgrad": nan, "mean_entropy": nan}
+    return type(score)(**{**score.__dict__, "scores": scores, "value": scores[headline],
+                          "method": headline, "components": {**score.components,
+                                                             "semgrad": nan}})
+
+
+@pytest.mark.parametrize("headline", ["semgrad", "nll"])
+def test_a_non_finite_score_still_escalates_and_is_recorded(tmp_path: Any, headline: str
+                                                            ) -> None:
+    from semgrad_guard.review import open_review_queue
+
+    queue = open_review_queue(tmp_path / "queue.db")
+    audit = AuditTrail(tmp_path / "audit.db")
+    guard = Guard(policy("escalate", score=headline), audit=audit, review_queue=queue)
+    decision = guard.check("q", "a", score=_non_finite_score(headline))
+    assert decision.action == "escalate" and decision.case_id is not None
+    assert "score_failed" in decision.flags and decision.score is None
+    assert (decision.attempts[0].error or "").startswith("NonFiniteScoreError")
+    assert "semgrad = nan" in (decision.attempts[0].error or "")
+    case = queue.get(decision.case_id)
+    assert case.score is None
+    [record] = audit.records()
+    assert record.action == "escalate" and record.case_id == decision.case_id
