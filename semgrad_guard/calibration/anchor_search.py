@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..errors import CalibrationError
 from ..model.local_model import LocalModel
-from ..model.prompts import qa_prompt
+from ..model.prompts import common_tail_length, qa_prompt
 from ..scoring.profile import ModelProfile, model_fingerprint
 
 LayerRule = Literal["upper-half", "best-block"]
@@ -53,19 +53,10 @@ def template_tail_length(lm: LocalModel, prompts: Sequence[list[int]]) -> int:
     Structural (two unrelated questions rendered through the template) and empirical
     (the common tail of every calibration prompt) at once: the smaller wins.
     """
-    probes = [lm.prompt_ids(qa_prompt(q)) for q in ("Xylophones hum", "Why do zebras sleep?",
-                                                     "quantum jelly 42")]
-    structural = min(_common_tail(probes[0], p) for p in probes[1:])
-    empirical = min(_common_tail(prompts[0], p) for p in prompts[1:]) if len(prompts) > 1 \
-        else structural
+    structural = lm.prompt_format.fixed_tail_length(lm.tokenizer)
+    empirical = min(common_tail_length(prompts[0], p) for p in prompts[1:]) \
+        if len(prompts) > 1 else structural
     return min(structural, empirical)
-
-
-def _common_tail(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
 
 
 def collect_states(lm: LocalModel, prompts: Sequence[list[int]], window: int,

@@ -17,6 +17,18 @@ Prompt = str | Sequence[Message]
 QA_INSTRUCTION = "Please directly answer the following question with one or few words:\n{question}"
 
 
+# Unrelated questions with different endings: their prompts share only the format's tail.
+_TAIL_PROBES = ("Xylophones hum", "Why do zebras sleep?", "quantum jelly 42")
+
+
+def common_tail_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many final ids ``a`` and ``b`` have in common."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def qa_prompt(question: str) -> list[dict[str, str]]:
     """The reference question-answering prompt: one user message, no system prompt."""
     return [{"role": "user", "content": QA_INSTRUCTION.format(question=question)}]
@@ -108,6 +120,13 @@ class PromptFormat:
         ChatML models such as Qwen (-3)."""
         n = self.header_length(tokenizer)
         return -n if n > 0 else -1
+
+    def fixed_tail_length(self, tokenizer: Any) -> int:
+        """How many final prompt tokens the format writes after the user's message, the
+        same whatever the message: the anchor offsets outside the question text are
+        ``-1 .. -fixed_tail_length``."""
+        probes = [self.encode(tokenizer, qa_prompt(q)) for q in _TAIL_PROBES]
+        return min(common_tail_length(probes[0], p) for p in probes[1:])
 
     def fingerprint(self, tokenizer: Any) -> str:
         """Stable hash of everything that shapes the prompt's tail."""

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 #: Every score the shared forward/backward pass produces. Higher = more uncertain.
 SCORE_NAMES = ("semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob")
 
 ScoreName = Literal["semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob"]
+
+
+@dataclass(frozen=True)
+class HiddenStates:
+    """Every layer's hidden state of one answer's pass, for a probe.
+
+    ``anchor[l]`` and ``last[l]`` are ``hidden_states[l]`` (Hugging Face numbering: 0 is
+    the embedding output, the last is the final-norm output) at the anchor token and at
+    the last position the pass runs: the answer's last fed token ``y_{T-1}``, whose state
+    predicted the answer's final token (the last prompt token when ``T = 1``).
+    Both are float32 tensors of shape ``[layers + 1, hidden size]`` on the CPU.
+    """
+
+    anchor: torch.Tensor
+    last: torch.Tensor
+
+    def to_dict(self) -> dict[str, list[list[float]]]:
+        return {"anchor": self.anchor.tolist(), "last": self.last.tolist()}
 
 
 @dataclass(frozen=True)
@@ -25,7 +46,14 @@ class UncertaintyScore:
     - ``max_prob``: ``1 - mean_t max_v p_t(v)``, one minus the mean top-token probability.
 
     ``components`` holds HybridGrad's parts (``semgrad``, ``pg``, ``mean_entropy``,
-    ``alpha``). ``anchor_offset`` counts back from the end of the prompt (-1 is the
+    ``alpha``). ``features`` holds every named statistic of the pass (higher = more
+    uncertain for each): the scores above, ``semgrad_sum`` (SemGrad of the summed
+    objective, ``answer_tokens * semgrad``), ``objective_mean`` and ``objective_sum``,
+    ``max_entropy``, ``max_token_nll`` (``-min_t log p(y_t)``), ``answer_tokens``, and
+    the anchor gradient's norms ``grad_l1/<offset>/<layer>`` and ``grad_l2/<offset>/<layer>``
+    of the mean objective at every eligible offset and anchor layer. ``hidden_states``
+    (when the scorer was asked for them) holds every layer's hidden state at the anchor
+    and the last position; ``to_dict()`` leaves it out unless asked. ``anchor_offset`` counts back from the end of the prompt (-1 is the
     last prompt token); ``layers`` use Hugging Face ``hidden_states`` numbering (0 is
     the embedding output). ``anchor_source`` says whether a calibrated model profile
     chose the anchor or the documented default did. ``retokenized`` is true when the
@@ -47,12 +75,20 @@ class UncertaintyScore:
     retokenized: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     direction: Literal["higher_is_more_uncertain"] = "higher_is_more_uncertain"
+    features: dict[str, float] = field(default_factory=dict)
+    hidden_states: HiddenStates | None = field(default=None, repr=False, compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+    def to_dict(self, hidden_states: bool = False) -> dict[str, Any]:
+        """Plain data; the (large) hidden states only when ``hidden_states`` is true."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("scores", "components", "timings", "features"):
+            d[name] = dict(d[name])
         d["layers"] = list(self.layers)
         d["prompt_ids"] = list(self.prompt_ids)
         d["response_ids"] = list(self.response_ids)
+        probe = d.pop("hidden_states")
+        if hidden_states:
+            d["hidden_states"] = None if probe is None else probe.to_dict()
         return d
 
     def with_method(self, method: str) -> UncertaintyScore:

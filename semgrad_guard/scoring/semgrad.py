@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from ..errors import (
     ContextWindowError,
     EmptyResponseError,
     GradientAccessError,
+    NonFiniteScoreError,
     ScoringError,
     TokenizerMismatchError,
 )
@@ -25,7 +27,8 @@ from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
 from .profile import ModelProfile, ProfileStore, model_fingerprint
-from .result import SCORE_NAMES, UncertaintyScore
+from .result import SCORE_NAMES, HiddenStates, UncertaintyScore
+from .statistics import anchor_gradients, answer_statistics, features
 
 # Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
 _VOCAB_CHUNK = 8192
@@ -78,12 +81,21 @@ class SemGradScorer:
     ``profile`` is ``"auto"`` (use the cached calibrated profile of this model and
     prompt format, else the documented default anchor), ``None`` (always the default),
     or a :class:`ModelProfile`. ``anchor_offset`` / ``layers`` override both.
+
+    The same pass gives each answer's named features (``score.features``): the anchor
+    gradient's L1 and L2 norm in every anchor layer at every offset of
+    ``feature_offsets`` (``"auto"``: every offset of the prompt format's fixed tail after
+    the question, plus the anchor's), and the likelihood statistics.
+    ``hidden_states=True`` also keeps every layer's hidden state at the anchor and at
+    the last position of the pass (``score.hidden_states``, for probes).
     """
 
     def __init__(self, model: LocalModel, *, method: str = "semgrad",
                  profile: ModelProfile | str | None = "auto", anchor_offset: int | None = None,
                  layers: Sequence[int] | None = None, hybrid: bool = True,
-                 batch_size: int = 16, profile_store: ProfileStore | None = None) -> None:
+                 batch_size: int = 16, profile_store: ProfileStore | None = None,
+                 feature_offsets: Sequence[int] | Literal["auto"] = "auto",
+                 hidden_states: bool = False) -> None:
         if method not in SCORE_NAMES:
             raise ConfigError(f"unknown score method {method!r}; allowed: {', '.join(SCORE_NAMES)}")
         if method == "hybridgrad" and not hybrid:
@@ -92,8 +104,10 @@ class SemGradScorer:
         self.method = method
         self.hybrid = hybrid
         self.batch_size = batch_size
+        self.hidden_states = hidden_states
         self.profile = self._resolve_profile(profile, profile_store)
         self.anchor = self._resolve_anchor(anchor_offset, layers)
+        self.feature_offsets = self._resolve_offsets(feature_offsets)
 
     # -- configuration -------------------------------------------------------------------
     def _resolve_profile(self, profile: ModelProfile | str | None,
@@ -125,6 +139,22 @@ class SemGradScorer:
         for layer in base.layers:
             layout.module_producing(layer)  # raises on a layer out of range
         return Anchor(base.offset, tuple(sorted(set(base.layers))), base.source, base.profile_id)
+
+    def _resolve_offsets(self, requested: Sequence[int] | str) -> tuple[int, ...]:
+        if isinstance(requested, str):
+            if requested != "auto":
+                raise ConfigError(f"feature_offsets must be 'auto' or a list of negative "
+                                  f"offsets, got {requested!r}")
+            tail = self.profile.fixed_suffix_length if self.profile is not None else 0
+            if tail <= 0:
+                tail = self.model.prompt_format.fixed_tail_length(self.model.tokenizer)
+            offsets = set(range(-1, -tail - 1, -1))
+        else:
+            offsets = {int(k) for k in requested}
+            if any(k >= 0 for k in offsets):
+                raise ConfigError(f"feature_offsets must be negative (-1 is the last prompt "
+                                  f"token), got {sorted(offsets)}")
+        return tuple(sorted(offsets | {self.anchor.offset}, reverse=True))
 
     # -- public entry points ---------------------------------------------------------------
     def generate_and_score(self, prompt: Prompt, **generate_kwargs: Any
@@ -198,7 +228,7 @@ class SemGradScorer:
         # closes before padding would inflate that part by over a quarter.
         order = sorted(range(len(rows)), key=lambda i: (len(rows[i][1]), len(rows[i][0])))
         vocab = self.model.layout.vocab_rows
-        tail = 1 - self.anchor.offset  # graph positions besides the answer's own
+        tail = 1 - self.feature_offsets[-1]  # graph positions besides the answer's own
         start = 0
         while start < len(order):
             end = start + 1
@@ -274,9 +304,13 @@ class SemGradScorer:
             targets[i, :len(r)] = torch.tensor(r)
             answer[i, :len(r)] = True
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # Columns before the anchor cannot depend on it (attention is causal): they run
-        # once without a graph, or come from generation's cache.
-        split = prompt_width + anchor.offset
+        # Columns before the earliest feature offset cannot depend on it (attention is
+        # causal): they run once without a graph, or come from generation's cache. The
+        # graph starts there, so one backward pass gives the gradient at every offset.
+        split = max(prompt_width + self.feature_offsets[-1], 0)
+        offsets = tuple(k for k in self.feature_offsets if prompt_width + k >= 0)
+        columns = [prompt_width + k - split for k in offsets]
+        anchor_column = prompt_width + anchor.offset - split
 
         captured: dict[int, torch.Tensor] = {}
         head: dict[str, torch.Tensor] = {}
@@ -299,7 +333,7 @@ class SemGradScorer:
 
         t0 = time.perf_counter()
         with lm.lock, frozen_for_scoring(lm.model):
-            past = self._reused_prefix(caches, prompt_width, anchor.offset)
+            past = self._reused_prefix(caches, prompt_width, split - prompt_width)
             if past is None:
                 past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
                                     positions[:, :split].to(device))
@@ -307,18 +341,10 @@ class SemGradScorer:
                        for layer in anchor.layers]
             handles.append(layout.lm_head.register_forward_hook(capture_head))
             try:
-                out = self._forward(ids[:, split:].to(device), mask.to(device),
-                                    positions[:, split:].to(device), keep, past)
-                logits = out.float()[:, -keep:]
-                logp = torch.log_softmax(logits, dim=-1)
-                with torch.no_grad():
-                    probs = logp.exp()
-                    entropy = -(probs * logp).sum(-1)
-                    top_prob = probs.max(-1).values
-                tok_logp = logp.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
+                logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
+                                               positions[:, split:].to(device), keep, past)
                 answer_d = answer.to(device)
-                n_tok = torch.tensor(lengths, device=device, dtype=torch.float32)
-                objective = -(entropy * tok_logp * answer_d).sum(-1) / n_tok
+                stats = answer_statistics(logits[:, -keep:], targets.to(device), answer_d)
                 synchronize(device)
                 t1 = time.perf_counter()
                 if lowest not in captured or not captured[lowest].requires_grad:
@@ -328,25 +354,24 @@ class SemGradScorer:
                 wanted = [captured[layer] for layer in anchor.layers]
                 if self.hybrid:
                     wanted.append(head["output"])
-                grads = torch.autograd.grad(objective.sum(), wanted)
+                grads = torch.autograd.grad(stats.objective.sum(), wanted)
             finally:
                 for handle in handles:
                     handle.remove()
         synchronize(device)
         t2 = time.perf_counter()
 
-        # The anchor is the first column of the pass with a graph.
-        at_anchor = torch.stack([g[:, 0].float() for g in grads[: len(anchor.layers)]])  # [S, B, d]
-        semgrad = at_anchor.abs().mean(dim=(0, 2))
         with torch.no_grad():
-            masked_entropy = (entropy * answer_d).sum(-1) / n_tok
-            nll = -(tok_logp.detach() * answer_d).sum(-1)
-            max_prob = 1.0 - (top_prob * answer_d).sum(-1) / n_tok
+            norms = anchor_gradients(grads[: len(anchor.layers)], anchor.layers, anchor_column,
+                                     columns, offsets)
+            semgrad = norms.semgrad
             if self.hybrid:
                 pg = self._lm_head_gradient(grads[-1].float()[:, -keep:], head["input"].float()
                                             [:, -keep:], answer_d)
-                alpha = torch.exp(-masked_entropy)
+                alpha = torch.exp(-stats.mean_entropy)
                 hybrid = hybridgrad(semgrad, pg, alpha)
+            named = features(stats, norms, [len(p) for p, _ in rows])
+            probes = self._probe_states(hidden, rows, prompt_width, split, anchor_column)
         synchronize(device)
         t3 = time.perf_counter()
 
@@ -355,13 +380,14 @@ class SemGradScorer:
                    "batch_size": float(batch)}
         results = []
         for i, (p, r) in enumerate(rows):
-            scores = {"semgrad": float(semgrad[i]), "nll": float(nll[i]),
-                      "nll_per_token": float(nll[i]) / lengths[i],
-                      "mean_entropy": float(masked_entropy[i]), "max_prob": float(max_prob[i])}
+            feats = named[i]
+            scores = {name: feats[name] for name in
+                      ("semgrad", "nll", "nll_per_token", "mean_entropy", "max_prob")}
             components = {"semgrad": scores["semgrad"], "mean_entropy": scores["mean_entropy"]}
             if self.hybrid:
                 scores["hybridgrad"] = float(hybrid[i])
                 components.update(pg=float(pg[i]), alpha=float(alpha[i]))
+            _check_finite(i, {**scores, **components, **feats})
             a = len(p) + anchor.offset
             results.append(UncertaintyScore(
                 method=self.method, value=scores[self.method], scores=scores,
@@ -369,8 +395,25 @@ class SemGradScorer:
                 anchor_token=lm.tokenizer.decode([p[a]]), layers=anchor.layers,
                 anchor_source=anchor.source,  # type: ignore[arg-type]
                 profile_id=anchor.profile_id, model=lm.name, prompt_ids=tuple(p),
-                response_ids=tuple(r), retokenized=retokenized, timings=dict(timings)))
+                response_ids=tuple(r), retokenized=retokenized, timings=dict(timings),
+                features=feats, hidden_states=probes[i] if probes else None))
         return results
+
+    @staticmethod
+    def _probe_states(hidden: tuple[torch.Tensor, ...] | None,
+                      rows: list[tuple[list[int], list[int]]], prompt_width: int, split: int,
+                      anchor_column: int) -> list[HiddenStates]:
+        """Every layer's hidden state at the anchor and at the pass's last position."""
+        if hidden is None:
+            return []
+        stacked = torch.stack(hidden, dim=1)  # [B, layers, columns, d]
+        states = []
+        for i, (_, r) in enumerate(rows):
+            # The last column a row feeds holds y_{T-1}, whose state predicted y_T.
+            last = prompt_width + len(r) - 2 - split
+            states.append(HiddenStates(anchor=stacked[i, :, anchor_column].float().cpu(),
+                                       last=stacked[i, :, last].float().cpu()))
+        return states
 
     @staticmethod
     def _reused_prefix(caches: Sequence[PrefixCache | None], width: int, offset: int) -> Any:
@@ -396,15 +439,19 @@ class SemGradScorer:
         return out.past_key_values
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                 keep: int, past: Any) -> torch.Tensor:
+                 keep: int, past: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The logits (at least the last ``keep`` columns') and, when asked for, every
+        layer's hidden states of the columns run."""
         model = self.model.model
         kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
                   "past_key_values": past, "use_cache": past is not None}
+        if self.hidden_states:
+            kwargs["output_hidden_states"] = True
         try:
             out = model(**kwargs, logits_to_keep=keep)
         except TypeError:  # older architectures compute every position's logits
             out = model(**kwargs)
-        return out.logits
+        return out.logits, (tuple(out.hidden_states) if self.hidden_states else None)
 
     @staticmethod
     def _lm_head_gradient(grad_logits: torch.Tensor, hidden: torch.Tensor,
@@ -422,3 +469,14 @@ class SemGradScorer:
             block = torch.bmm(g[:, :, lo:lo + _VOCAB_CHUNK].transpose(1, 2), h)
             totals += block.abs().sum(dim=(1, 2))
         return totals / (vocab * dim)
+
+
+def _check_finite(row: int, values: dict[str, float]) -> None:
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{name} = {value}" for name, value in list(bad.items())[:6])
+        more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
+        raise NonFiniteScoreError(
+            f"the pass over answer {row} of its batch produced non-finite values: "
+            f"{shown}{more} (the model's logits or hidden states hold NaN or infinity, or "
+            f"it gives the answer probability zero)")

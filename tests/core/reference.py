@@ -31,3 +31,36 @@ def naive_scores(model: torch.nn.Module, prompt: Sequence[int], response: Sequen
             "hybridgrad": float(alpha * pg + (1 - alpha) * semgrad),
             "nll": float(-tok.detach().sum()), "mean_entropy": float(entropy.mean()),
             "max_prob": float(1 - logp.detach().exp().max(-1).values.mean())}
+
+
+def naive_features(model: torch.nn.Module, prompt: Sequence[int], response: Sequence[int],
+                   anchor: int, offsets: Sequence[int], layers: Sequence[int]
+                   ) -> dict[str, float]:
+    """Every named feature of one answer, one quantity at a time: a separate backward
+    pass for each objective, offset and layer. Entropy uses 0 log 0 = 0."""
+    ids = torch.tensor([list(prompt) + list(response)])
+    n, t = len(prompt), len(response)
+    targets = torch.tensor(list(response))
+    out = model(input_ids=ids, output_hidden_states=True)
+    logp = torch.log_softmax(out.logits[0, n - 1 : n + t - 1].float(), -1)
+    entropy = torch.special.entr(logp.exp()).sum(-1).detach()
+    tok = logp[torch.arange(t), targets]
+    summed = -(entropy * tok).sum()
+    mean = summed / t
+    features = {"objective_mean": mean.item(), "objective_sum": summed.item(),
+                "nll": -tok.sum().item(), "nll_per_token": -tok.mean().item(),
+                "mean_entropy": entropy.mean().item(), "max_entropy": entropy.max().item(),
+                "max_token_nll": -tok.min().item(),
+                "max_prob": 1 - logp.exp().max(-1).values.mean().item(),
+                "answer_tokens": float(t)}
+    for name, objective in (("semgrad", mean), ("semgrad_sum", summed)):
+        at_anchor = [torch.autograd.grad(objective, out.hidden_states[layer],
+                                         retain_graph=True)[0][0, n + anchor]
+                     for layer in layers]
+        features[name] = float(torch.stack([g.abs().mean() for g in at_anchor]).mean())
+    for offset in offsets:
+        for layer in layers:
+            (g,) = torch.autograd.grad(mean, out.hidden_states[layer], retain_graph=True)
+            features[f"grad_l1/{offset}/{layer}"] = float(g[0, n + offset].abs().sum())
+            features[f"grad_l2/{offset}/{layer}"] = float(g[0, n + offset].pow(2).sum().sqrt())
+    return features

@@ -1,0 +1,124 @@
+"""The named features of the one pass against separately computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semgrad_guard import SemGradScorer, UncertaintyScore
+from semgrad_guard.scoring.statistics import SCALAR_FEATURES
+
+from .reference import naive_features
+from .test_scores import pairs
+from .tiny import tiny_llama, tiny_local_model
+
+# After the question the tiny chat template writes "<|im_end|> <|im_start|> assistant".
+TAIL = (-1, -2, -3)
+
+
+def feature_names(offsets: tuple[int, ...], layers: tuple[int, ...]) -> set[str]:
+    return set(SCALAR_FEATURES) | {f"grad_{norm}/{k}/{layer}" for norm in ("l1", "l2")
+                                   for k in offsets for layer in layers}
+
+
+def test_eligible_offsets_are_the_templates_fixed_tail() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm)
+    assert scorer.anchor.offset == -2 and scorer.feature_offsets == TAIL
+    score = scorer.score(*pairs(lm)[0])
+    assert set(score.features) == feature_names(TAIL, (2, 3))
+    explicit = SemGradScorer(lm, anchor_offset=-7, feature_offsets=[-1, -2])
+    assert explicit.feature_offsets == (-1, -2, -7)
+    assert SemGradScorer(lm, feature_offsets=()).feature_offsets == (-2,)
+
+
+@pytest.mark.parametrize(("anchor", "layers"), [(-2, (2, 3)), (-1, (1,)), (-5, (0, 2))])
+def test_every_feature_equals_a_separate_computation(anchor: int, layers: tuple[int, ...]
+                                                     ) -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm, anchor_offset=anchor, layers=layers)
+    reference = tiny_llama()
+    for prompt, response in pairs(lm):
+        got = scorer.score(prompt, response).features
+        want = naive_features(reference, prompt, response, anchor, scorer.feature_offsets,
+                              layers)
+        assert set(got) == set(want)
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+
+
+def test_headline_scores_do_not_move_with_the_wider_graph() -> None:
+    """Without other offsets the graph starts at the anchor (the pass before features);
+    taking every offset's gradient starts it earlier. The configured anchor's scores stay
+    what they were: the same operations on the same values (float32 kernels may round
+    differently for the wider matrices: at most a few units in the last place)."""
+    lm = tiny_local_model()
+    rows = pairs(lm)
+    narrow = SemGradScorer(lm, feature_offsets=(), anchor_offset=-1)
+    wide = SemGradScorer(lm, anchor_offset=-1)
+    assert narrow.feature_offsets == (-1,) and wide.feature_offsets == TAIL
+    for before, after in zip(narrow.score_batch(rows), wide.score_batch(rows), strict=True):
+        assert after.scores == pytest.approx(before.scores, rel=1e-6, abs=0)
+        assert after.components == pytest.approx(before.components, rel=1e-6, abs=0)
+        same = {k: v for k, v in after.features.items() if "/-1/" in k or "/" not in k}
+        assert same == pytest.approx(before.features, rel=1e-6, abs=0)
+
+
+def test_batch_equals_single_and_cache_reuse_equals_fresh() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm, hidden_states=True)
+    rows = pairs(lm)
+    batch = scorer.score_batch(rows)
+    generations = lm.generate_batch(["what is the color of the sky ?", "who wrote the moon ?"],
+                                    max_new_tokens=5)
+    fresh = [scorer.score(g.prompt_ids, g.response_ids) for g in generations]
+    reused = scorer.score_generations(generations)
+    for together, alone in [*zip(batch, [scorer.score(p, r) for p, r in rows], strict=True),
+                            *zip(reused, fresh, strict=True)]:
+        assert set(together.features) == set(alone.features)
+        for name, value in alone.features.items():
+            assert together.features[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+        assert together.hidden_states is not None and alone.hidden_states is not None
+        torch.testing.assert_close(together.hidden_states.anchor, alone.hidden_states.anchor)
+        torch.testing.assert_close(together.hidden_states.last, alone.hidden_states.last)
+
+
+def test_hidden_states_equal_a_plain_forward() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm, hidden_states=True)
+    model = tiny_llama()
+    for prompt, response in pairs(lm):
+        probe = scorer.score(prompt, response).hidden_states
+        assert probe is not None
+        with torch.no_grad():
+            states = model(input_ids=torch.tensor([prompt + response]),
+                           output_hidden_states=True).hidden_states
+        n, t = len(prompt), len(response)
+        assert probe.anchor.shape == probe.last.shape == (len(states), 32)
+        torch.testing.assert_close(probe.anchor, torch.stack([h[0, n - 2] for h in states]))
+        torch.testing.assert_close(probe.last, torch.stack([h[0, n + t - 2] for h in states]))
+
+
+def test_hidden_states_only_when_asked_and_left_out_of_to_dict() -> None:
+    lm = tiny_local_model()
+    prompt, response = pairs(lm)[0]
+    assert SemGradScorer(lm).score(prompt, response).hidden_states is None
+    score = SemGradScorer(lm, hidden_states=True).score(prompt, response)
+    d = score.to_dict()
+    assert "hidden_states" not in d and d["features"] == score.features
+    assert UncertaintyScore(**{**d, "layers": tuple(d["layers"]),
+                               "prompt_ids": tuple(d["prompt_ids"]),
+                               "response_ids": tuple(d["response_ids"])}) == score
+    full = score.to_dict(hidden_states=True)
+    assert len(full["hidden_states"]["anchor"]) == 5 and len(full["hidden_states"]["last"][0]) == 32
+
+
+def test_an_offset_before_a_short_prompt_is_left_out() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm, anchor_offset=-1, layers=(2,), feature_offsets=[-1, -2, -3, -4])
+    short, longer = [1, 5, 2], lm.prompt_ids("what is the color of the sky ?")
+    scores = scorer.score_batch([(short, [44, 2]), (longer, [44, 2])])
+    assert "grad_l1/-3/2" in scores[0].features and "grad_l1/-4/2" not in scores[0].features
+    assert "grad_l1/-4/2" in scores[1].features
+    alone = scorer.score(short, [44, 2])
+    assert alone.features == pytest.approx(scores[0].features, rel=1e-4)
