@@ -228,7 +228,7 @@ class SemGradScorer:
         # closes before padding would inflate that part by over a quarter.
         order = sorted(range(len(rows)), key=lambda i: (len(rows[i][1]), len(rows[i][0])))
         vocab = self.model.layout.vocab_rows
-        tail = 1 - self.feature_offsets[-1]  # graph positions besides the answer's own
+        tail = 1 - self.anchor.offset  # graph positions besides the answer's own
         start = 0
         while start < len(order):
             end = start + 1
@@ -304,25 +304,29 @@ class SemGradScorer:
             targets[i, :len(r)] = torch.tensor(r)
             answer[i, :len(r)] = True
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # Columns before the earliest feature offset cannot depend on it (attention is
-        # causal): they run once without a graph, or come from generation's cache. The
-        # graph starts there, so one backward pass gives the gradient at every offset.
-        split = max(prompt_width + self.feature_offsets[-1], 0)
+        # Columns before the anchor cannot depend on it (attention is causal): they run
+        # once without a graph, or come from generation's cache. Feature offsets before
+        # the anchor get their gradient from a short pass over the template's tail: the
+        # answer's pass takes those columns' keys and values from the prefix by value
+        # (so that every score of the anchor is computed exactly as without features)
+        # and from the tail pass by gradient, and one backward reaches them all.
+        split = prompt_width + anchor.offset
         offsets = tuple(k for k in self.feature_offsets if prompt_width + k >= 0)
-        columns = [prompt_width + k - split for k in offsets]
-        anchor_column = prompt_width + anchor.offset - split
+        tail_start = min([prompt_width + k for k in offsets if k < anchor.offset],
+                         default=split)
 
         captured: dict[int, torch.Tensor] = {}
+        tail_captured: dict[int, torch.Tensor] = {}
         head: dict[str, torch.Tensor] = {}
         lowest = anchor.layers[0]
 
-        def capture(layer: int):  # type: ignore[no-untyped-def]
+        def capture(layer: int, into: dict[int, torch.Tensor]):  # type: ignore[no-untyped-def]
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
                 h = output[0] if isinstance(output, tuple) else output
                 if layer == lowest:
                     # The backward pass stops here: nothing below needs a gradient.
                     h = h.detach().requires_grad_(True)
-                captured[layer] = h
+                into[layer] = h
                 if layer != lowest:
                     return None
                 return (h, *output[1:]) if isinstance(output, tuple) else h
@@ -331,14 +335,27 @@ class SemGradScorer:
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             head["input"], head["output"] = inputs[0], output
 
+        def hooks(into: dict[int, torch.Tensor]) -> list[Any]:
+            return [layout.module_producing(layer).register_forward_hook(capture(layer, into))
+                    for layer in anchor.layers]
+
         t0 = time.perf_counter()
         with lm.lock, frozen_for_scoring(lm.model):
-            past = self._reused_prefix(caches, prompt_width, split - prompt_width)
+            past = self._reused_prefix(caches, prompt_width, anchor.offset)
             if past is None:
                 past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
                                     positions[:, :split].to(device))
-            handles = [layout.module_producing(layer).register_forward_hook(capture(layer))
-                       for layer in anchor.layers]
+            if tail_start < split:
+                handles = hooks(tail_captured)
+                try:
+                    past = self._tail_pass(past, ids.to(device), mask.to(device),
+                                           positions.to(device), tail_start, split)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                if lowest not in tail_captured:  # a cache the tail pass cannot join
+                    tail_start = split
+            handles = hooks(captured)
             handles.append(layout.lm_head.register_forward_hook(capture_head))
             try:
                 logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
@@ -354,6 +371,8 @@ class SemGradScorer:
                 wanted = [captured[layer] for layer in anchor.layers]
                 if self.hybrid:
                     wanted.append(head["output"])
+                if tail_start < split:
+                    wanted += [tail_captured[layer] for layer in anchor.layers]
                 grads = torch.autograd.grad(stats.objective.sum(), wanted)
             finally:
                 for handle in handles:
@@ -362,16 +381,22 @@ class SemGradScorer:
         t2 = time.perf_counter()
 
         with torch.no_grad():
-            norms = anchor_gradients(grads[: len(anchor.layers)], anchor.layers, anchor_column,
-                                     columns, offsets)
+            n_layers = len(anchor.layers)
+            at_layers = list(grads[:n_layers])
+            if tail_start < split:  # the tail's columns, then the answer pass's
+                at_layers = [torch.cat([t, g], dim=1)
+                             for t, g in zip(grads[-n_layers:], at_layers, strict=True)]
+            offsets = tuple(k for k in offsets if prompt_width + k >= tail_start)
+            norms = anchor_gradients(at_layers, anchor.layers, split - tail_start,
+                                     [prompt_width + k - tail_start for k in offsets], offsets)
             semgrad = norms.semgrad
             if self.hybrid:
-                pg = self._lm_head_gradient(grads[-1].float()[:, -keep:], head["input"].float()
-                                            [:, -keep:], answer_d)
+                pg = self._lm_head_gradient(grads[n_layers].float()[:, -keep:],
+                                            head["input"].float()[:, -keep:], answer_d)
                 alpha = torch.exp(-stats.mean_entropy)
                 hybrid = hybridgrad(semgrad, pg, alpha)
             named = features(stats, norms, [len(p) for p, _ in rows])
-            probes = self._probe_states(hidden, rows, prompt_width, split, anchor_column)
+            probes = self._probe_states(hidden, rows, prompt_width, split)
         synchronize(device)
         t3 = time.perf_counter()
 
@@ -401,9 +426,10 @@ class SemGradScorer:
 
     @staticmethod
     def _probe_states(hidden: tuple[torch.Tensor, ...] | None,
-                      rows: list[tuple[list[int], list[int]]], prompt_width: int, split: int,
-                      anchor_column: int) -> list[HiddenStates]:
-        """Every layer's hidden state at the anchor and at the pass's last position."""
+                      rows: list[tuple[list[int], list[int]]], prompt_width: int, split: int
+                      ) -> list[HiddenStates]:
+        """Every layer's hidden state at the anchor (the answer pass's first column) and
+        at the pass's last position of each row."""
         if hidden is None:
             return []
         stacked = torch.stack(hidden, dim=1)  # [B, layers, columns, d]
@@ -411,9 +437,43 @@ class SemGradScorer:
         for i, (_, r) in enumerate(rows):
             # The last column a row feeds holds y_{T-1}, whose state predicted y_T.
             last = prompt_width + len(r) - 2 - split
-            states.append(HiddenStates(anchor=stacked[i, :, anchor_column].float().cpu(),
+            states.append(HiddenStates(anchor=stacked[i, :, 0].float().cpu(),
                                        last=stacked[i, :, last].float().cpu()))
         return states
+
+    def _tail_pass(self, past: Any, ids: torch.Tensor, mask: torch.Tensor,
+                   positions: torch.Tensor, start: int, split: int) -> Any:
+        """Run columns ``start .. split`` (the template tail before the anchor) with a
+        graph, and return the prefix cache whose keys and values there carry the prefix's
+        values and this pass's gradient. ``past`` unchanged when its layout is not one
+        this can join (then the offsets before the anchor are left out)."""
+        layers = _cache_tensors(past)
+        if layers is None:
+            return past
+        from transformers import DynamicCache
+
+        before = DynamicCache(ddp_cache_data=[(k[:, :, :start], v[:, :, :start])
+                                              for k, v in layers])
+        model = self.model.model
+        body = getattr(model, "base_model", model)  # no output head: no logits needed
+        kwargs: dict[str, Any] = {}
+        if body is model:
+            kwargs["logits_to_keep"] = 1
+        out = body(input_ids=ids[:, start:split], attention_mask=mask[:, :split],
+                   position_ids=positions[:, start:split], past_key_values=before,
+                   use_cache=True, **kwargs)
+        tail = _cache_tensors(out.past_key_values)
+        if tail is None or len(tail) != len(layers):
+            return past
+        joined = []
+        for (k, v), (tk, tv) in zip(layers, tail, strict=True):
+            if tk.requires_grad:
+                k = torch.cat([k[:, :, :start], _ValueOf.apply(k[:, :, start:],
+                                                               tk[:, :, start:])], dim=2)
+                v = torch.cat([v[:, :, :start], _ValueOf.apply(v[:, :, start:],
+                                                               tv[:, :, start:])], dim=2)
+            joined.append((k, v))
+        return DynamicCache(ddp_cache_data=joined)
 
     @staticmethod
     def _reused_prefix(caches: Sequence[PrefixCache | None], width: int, offset: int) -> Any:
@@ -480,3 +540,25 @@ def _check_finite(row: int, values: dict[str, float]) -> None:
             f"the pass over answer {row} of its batch produced non-finite values: "
             f"{shown}{more} (the model's logits or hidden states hold NaN or infinity, or "
             f"it gives the answer probability zero)")
+
+
+class _ValueOf(torch.autograd.Function):
+    """``value``'s numbers with ``source``'s gradient: the answer's pass sees exactly the
+    prefix's keys and values, and its gradient reaches the tail pass that recomputed them
+    (the two agree to rounding)."""
+
+    @staticmethod
+    def forward(ctx: Any, value: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, grad
+
+
+def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer (keys, values) of a plain dynamic cache; None for any other layout."""
+    if cache is None or type(cache).__name__ != "DynamicCache" or any(
+            type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+        return None
+    return [(layer.keys, layer.values) for layer in cache.layers]

@@ -47,21 +47,23 @@ def test_every_feature_equals_a_separate_computation(anchor: int, layers: tuple[
             assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
 
 
-def test_headline_scores_do_not_move_with_the_wider_graph() -> None:
-    """Without other offsets the graph starts at the anchor (the pass before features);
-    taking every offset's gradient starts it earlier. The configured anchor's scores stay
-    what they were: the same operations on the same values (float32 kernels may round
-    differently for the wider matrices: at most a few units in the last place)."""
+def test_scores_of_the_anchor_stay_bit_for_bit() -> None:
+    """Without other offsets the pass is the one before features; the offsets before the
+    anchor add a pass over the template's tail whose values the answer's pass does not
+    see. The configured anchor's scores stay exactly what they were, bit for bit."""
     lm = tiny_local_model()
     rows = pairs(lm)
-    narrow = SemGradScorer(lm, feature_offsets=(), anchor_offset=-1)
-    wide = SemGradScorer(lm, anchor_offset=-1)
+    narrow = SemGradScorer(lm, feature_offsets=(), anchor_offset=-1, method="hybridgrad")
+    wide = SemGradScorer(lm, anchor_offset=-1, method="hybridgrad", hidden_states=True)
     assert narrow.feature_offsets == (-1,) and wide.feature_offsets == TAIL
-    for before, after in zip(narrow.score_batch(rows), wide.score_batch(rows), strict=True):
-        assert after.scores == pytest.approx(before.scores, rel=1e-6, abs=0)
-        assert after.components == pytest.approx(before.components, rel=1e-6, abs=0)
+    generations = lm.generate_batch(["what is the color of the sky ?", "who wrote the moon ?"],
+                                    max_new_tokens=5)
+    without = narrow.score_batch(rows) + narrow.score_generations(generations, release=False)
+    with_features = wide.score_batch(rows) + wide.score_generations(generations)
+    for before, after in zip(without, with_features, strict=True):
+        assert after.scores == before.scores and after.components == before.components
         same = {k: v for k, v in after.features.items() if "/-1/" in k or "/" not in k}
-        assert same == pytest.approx(before.features, rel=1e-6, abs=0)
+        assert same == before.features
 
 
 def test_batch_equals_single_and_cache_reuse_equals_fresh() -> None:
