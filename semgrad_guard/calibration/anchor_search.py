@@ -24,6 +24,7 @@ from .._version import __version__
 from ..errors import CalibrationError
 from ..model.local_model import LocalModel
 from ..model.prompts import common_tail_length, qa_prompt
+from ..model.vocabulary import tokenizer_fingerprint
 from ..scoring.profile import ModelProfile, model_fingerprint
 
 LayerRule = Literal["upper-half", "best-block"]
@@ -152,7 +153,7 @@ def search_anchor(lm: LocalModel, questions: Sequence[Sequence[str]], *, window:
         layers=tuple(layers), anchor_token=lm.tokenizer.decode([prompt[len(prompt) + best]]),
         layer_rule=layer_rule, sps=table.as_dict(), fixed_suffix_length=tail,
         data={**(data or {}), "questions": len(groups), "wordings": len(prompts)},
-        library_version=__version__)
+        library_version=__version__, tokenizer_fingerprint=tokenizer_fingerprint(lm.tokenizer))
     return profile, table
 
 

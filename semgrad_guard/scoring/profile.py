@@ -48,7 +48,9 @@ class ModelProfile:
     ``anchor_offset`` is negative, counted back from the end of the prompt (-1 is the
     last prompt token); ``layers`` use Hugging Face ``hidden_states`` numbering.
     ``sps`` maps ``"offset,layer"`` to the Semantic Preservation Score of that
-    candidate (method.md, SPS).
+    candidate (method.md, SPS). ``tokenizer_fingerprint`` identifies the tokenizer it was
+    calibrated with; a scorer using the profile with another tokenizer refuses it
+    (profiles made before it was recorded carry none and are not checked).
     """
 
     model_name: str
@@ -62,6 +64,7 @@ class ModelProfile:
     fixed_suffix_length: int = 0
     data: dict[str, Any] = field(default_factory=dict)
     library_version: str = ""
+    tokenizer_fingerprint: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 

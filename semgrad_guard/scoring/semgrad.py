@@ -18,6 +18,7 @@ from ..errors import (
     EmptyResponseError,
     GradientAccessError,
     NonFiniteScoreError,
+    ResponseTooLongError,
     ScoringError,
     TokenizerMismatchError,
 )
@@ -26,6 +27,7 @@ from ..model.frozen import frozen_for_scoring
 from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
+from ..model.vocabulary import check_fingerprint, check_special_tokens
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import SCORE_NAMES, HiddenStates, UncertaintyScore
 from .statistics import anchor_gradients, answer_statistics, features
@@ -36,6 +38,9 @@ _VOCAB_CHUNK = 8192
 _LOGIT_BUDGET = 48_000_000
 # Positions a chunk's graph may span, as a multiple of its rows' own.
 _PADDING_SLACK = 1.25
+#: Longest answer a scorer takes by default (tokens); benchmarks/scoring_memory.py
+#: measures the memory a scored answer takes against its length.
+DEFAULT_MAX_RESPONSE_TOKENS = 1024
 
 
 def hybridgrad(semgrad: Any, pg: Any, alpha: Any) -> Any:
@@ -88,6 +93,11 @@ class SemGradScorer:
     the question, plus the anchor's), and the likelihood statistics.
     ``hidden_states=True`` also keeps every layer's hidden state at the anchor and at
     the last position of the pass (``score.hidden_states``, for probes).
+
+    ``max_response_tokens`` bounds the answers scored (memory grows linearly with the
+    answer; ``benchmarks/scoring_memory.py`` measures it); longer ones raise
+    ``ResponseTooLongError``.
+    ``None`` lifts the bound.
     """
 
     def __init__(self, model: LocalModel, *, method: str = "semgrad",
@@ -95,17 +105,26 @@ class SemGradScorer:
                  layers: Sequence[int] | None = None, hybrid: bool = True,
                  batch_size: int = 16, profile_store: ProfileStore | None = None,
                  feature_offsets: Sequence[int] | Literal["auto"] = "auto",
-                 hidden_states: bool = False) -> None:
+                 hidden_states: bool = False,
+                 max_response_tokens: int | None = DEFAULT_MAX_RESPONSE_TOKENS) -> None:
         if method not in SCORE_NAMES:
             raise ConfigError(f"unknown score method {method!r}; allowed: {', '.join(SCORE_NAMES)}")
         if method == "hybridgrad" and not hybrid:
             raise ConfigError("method 'hybridgrad' needs hybrid=True")
+        if max_response_tokens is not None and max_response_tokens < 1:
+            raise ConfigError(f"max_response_tokens must be at least 1 (or None), got "
+                              f"{max_response_tokens}")
         self.model = model
         self.method = method
         self.hybrid = hybrid
         self.batch_size = batch_size
         self.hidden_states = hidden_states
+        self.max_response_tokens = max_response_tokens
+        check_special_tokens(model.model, model.tokenizer)
         self.profile = self._resolve_profile(profile, profile_store)
+        if self.profile is not None:
+            check_fingerprint(self.profile.tokenizer_fingerprint, model.tokenizer,
+                              f"model profile {self.profile.profile_id}")
         self.anchor = self._resolve_anchor(anchor_offset, layers)
         self.feature_offsets = self._resolve_offsets(feature_offsets)
 
@@ -170,6 +189,10 @@ class SemGradScorer:
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text: re-tokenised, and flagged as such."""
+        if not response.strip():
+            raise EmptyResponseError(
+                "empty answer text: there is no answer to score (only the end-of-turn "
+                "token would be scored)")
         return self.score_batch([(self.model.prompt_ids(prompt),
                                   self.model.response_ids(response))], retokenized=True)[0]
 
@@ -259,6 +282,11 @@ class SemGradScorer:
         if len(prompt) < -self.anchor.offset:
             raise ScoringError(f"prompt of {len(prompt)} tokens is shorter than the anchor "
                                f"offset {self.anchor.offset}")
+        if self.max_response_tokens is not None and len(response) > self.max_response_tokens:
+            raise ResponseTooLongError(
+                f"response of {len(response)} tokens is longer than max_response_tokens="
+                f"{self.max_response_tokens}; scoring memory grows with the answer's length "
+                f"(raise the bound, or pass None, to score it anyway)")
         total = len(prompt) + len(response)
         if layout.context_window is not None and total > layout.context_window:
             raise ContextWindowError(

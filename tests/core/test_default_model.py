@@ -6,9 +6,18 @@ import json
 
 import pytest
 
-from semgrad_guard import LocalModel, ModelProfile, ProfileStore, SemGradScorer, qa_prompt
+from semgrad_guard import (
+    LocalModel,
+    ModelProfile,
+    ProfileStore,
+    ResponseTooLongError,
+    SemGradScorer,
+    TokenizerMismatchError,
+    qa_prompt,
+)
 from semgrad_guard.calibration import search_anchor
 from semgrad_guard.cli import main
+from semgrad_guard.model.vocabulary import tokenizer_fingerprint
 
 pytestmark = pytest.mark.real_model
 
@@ -58,6 +67,7 @@ def test_calibrated_profile_round_trips(default_lm: LocalModel, tmp_path) -> Non
                "Plants absorb which gas?"]]
     profile, table = search_anchor(default_lm, groups, progress=False)
     assert -profile.anchor_offset <= profile.fixed_suffix_length == 6
+    assert profile.tokenizer_fingerprint == tokenizer_fingerprint(default_lm.tokenizer)
     store = ProfileStore(tmp_path)
     assert ModelProfile.load(store.save(profile)) == profile
     scorer = SemGradScorer(default_lm, profile_store=store)
@@ -73,3 +83,33 @@ def test_default_model_uses_the_shipped_profile(default_lm: LocalModel, tmp_path
     assert scorer.anchor.offset == -1 and scorer.anchor.layers == tuple(range(15, 30))
     assert SemGradScorer(default_lm, profile_store=ProfileStore(tmp_path, builtin=False)
                          ).anchor.source == "default"
+
+
+def test_a_bert_tokenizer_on_the_default_model_is_refused(default_lm: LocalModel) -> None:
+    from transformers import AutoTokenizer
+
+    from semgrad_guard.embeddings import default_embedding_path
+
+    bert = AutoTokenizer.from_pretrained(default_embedding_path())  # all-MiniLM-L6-v2's
+    assert len(bert) < default_lm.layout.vocab_rows  # every id fits the embedding
+    wrong = LocalModel(default_lm.model, bert, name="SmolLM2 with a BERT tokenizer")
+    with pytest.raises(TokenizerMismatchError, match=r"id 1 .* is '\[unused0\]', not a "
+                                                     r"special token; id 2 .* '\[unused1\]'"):
+        SemGradScorer(wrong)
+
+
+def test_the_shipped_profile_records_the_default_tokenizer(default_lm: LocalModel,
+                                                           tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scorer = SemGradScorer(default_lm, profile_store=ProfileStore(tmp_path))
+    assert scorer.profile is not None
+    assert scorer.profile.tokenizer_fingerprint == tokenizer_fingerprint(default_lm.tokenizer)
+    assert scorer.feature_offsets == (-1, -2, -3, -4, -5, -6)
+
+
+def test_answers_over_the_default_maximum_are_refused_before_any_pass(default_lm: LocalModel
+                                                                      ) -> None:
+    scorer = SemGradScorer(default_lm)
+    prompt = default_lm.prompt_ids(qa_prompt("Tell me a long story."))
+    with pytest.raises(ResponseTooLongError, match="response of 1025 tokens is longer than "
+                                                   "max_response_tokens=1024"):
+        scorer.score(prompt, [28] * 1025)

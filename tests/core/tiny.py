@@ -50,3 +50,14 @@ def tiny_llama(vocab_size: int = 128, layers: int = 4, tie: bool = False, seed: 
 
 def tiny_local_model(chat: bool = True, **kwargs: object) -> LocalModel:
     return LocalModel(tiny_llama(**kwargs), tiny_tokenizer(chat), name="tiny-llama")  # type: ignore[arg-type]
+
+
+def tiny_bert_tokenizer() -> PreTrainedTokenizerFast:
+    """A BERT-style tokenizer ([PAD], [unusedN], [UNK], [CLS], [SEP], [MASK], words) whose
+    ids all fit the tiny model's embedding: the wrong tokenizer, by its special tokens."""
+    specials = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(WORDS) - {""}))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
