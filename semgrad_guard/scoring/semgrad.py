@@ -555,7 +555,7 @@ class SemGradScorer:
         totals = torch.zeros(g.shape[0], device=g.device)
         for lo in range(0, vocab, _VOCAB_CHUNK):
             block = torch.bmm(g[:, :, lo:lo + _VOCAB_CHUNK].transpose(1, 2), h)
-            totals += block.abs().sum(dim=(1, 2))
+            totals += block.abs_().sum(dim=(1, 2))  # in place: no second block in memory
         return totals / (vocab * dim)
 
 
