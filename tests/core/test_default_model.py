@@ -113,3 +113,20 @@ def test_answers_over_the_default_maximum_are_refused_before_any_pass(default_lm
     with pytest.raises(ResponseTooLongError, match="response of 1025 tokens is longer than "
                                                    "max_response_tokens=1024"):
         scorer.score(prompt, [28] * 1025)
+
+
+def test_features_leave_the_anchors_scores_where_they_were(default_lm: LocalModel) -> None:
+    """The pass that takes every offset's gradient scores the configured anchor bit for
+    bit as the pass without them does (a pass starting at the earliest offset moved them
+    by up to 7.6e-6 relative)."""
+    questions = ["What is the capital of France?", "Who wrote Hamlet?",
+                 "What gas do plants absorb?", "Which planet is known as the red planet?"]
+    generations = default_lm.generate_batch([qa_prompt(q) for q in questions],
+                                            max_new_tokens=40)
+    anchor_only = SemGradScorer(default_lm, feature_offsets=(), method="hybridgrad")
+    with_features = SemGradScorer(default_lm, method="hybridgrad")
+    before = anchor_only.score_generations(generations, release=False)
+    after = with_features.score_generations(generations)
+    for b, a in zip(before, after, strict=True):
+        assert a.scores == b.scores and a.components == b.components
+        assert len([name for name in a.features if name.startswith("grad_l1/")]) == 6 * 15
