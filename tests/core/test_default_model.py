@@ -112,7 +112,7 @@ def test_answers_over_the_default_maximum_are_refused_before_any_pass(default_lm
     prompt = default_lm.prompt_ids(qa_prompt("Tell me a long story."))
     with pytest.raises(ResponseTooLongError, match="response of 1025 tokens is longer than "
                                                    "max_response_tokens=1024"):
-        scorer.score(prompt, [28] * 1025)
+        scorer.score_batch([(prompt, [28] * 1025)])[0]
 
 
 def test_features_leave_the_anchors_scores_where_they_were(default_lm: LocalModel) -> None:
@@ -125,8 +125,8 @@ def test_features_leave_the_anchors_scores_where_they_were(default_lm: LocalMode
                                             max_new_tokens=40)
     anchor_only = SemGradScorer(default_lm, feature_offsets=(), method="hybridgrad")
     with_features = SemGradScorer(default_lm, method="hybridgrad")
-    before = anchor_only.score_generations(generations, release=False)
-    after = with_features.score_generations(generations)
+    before = anchor_only.score_batch(generations, release=False)
+    after = with_features.score_batch(generations)
     for b, a in zip(before, after, strict=True):
         assert a.scores == b.scores and a.components == b.components
         assert len([name for name in a.features if name.startswith("grad_l1/")]) == 6 * 15

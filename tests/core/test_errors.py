@@ -98,7 +98,8 @@ def test_a_token_ruled_out_by_a_minus_infinite_logit_leaves_every_score_finite()
     response = [44, 73, 68, 2]
     handle = rule_out(lm, 7)
     try:
-        score = SemGradScorer(lm, anchor_offset=-1, layers=(2, 3)).score(prompt, response)
+        scorer = SemGradScorer(lm, anchor_offset=-1, layers=(2, 3))
+        score = scorer.score_batch([(prompt, response)])[0]
         want = naive_features(lm.model, prompt, response, -1, (-1, -2, -3), (2, 3))
     finally:
         handle.remove()
@@ -114,7 +115,8 @@ def test_a_non_finite_pass_raises_a_typed_error(token: int, value: float) -> Non
     handle = rule_out(lm, token, value)
     try:
         with pytest.raises(NonFiniteScoreError, match="non-finite values: .*(nan|inf)"):
-            SemGradScorer(lm).score(lm.prompt_ids("what is the sky ?"), [44, 73, 68, 2])
+            SemGradScorer(lm).score_batch([(lm.prompt_ids("what is the sky ?"),
+                                            [44, 73, 68, 2])])
     finally:
         handle.remove()
 
@@ -189,10 +191,10 @@ def test_a_response_over_the_maximum_scored_length() -> None:
     prompt = lm.prompt_ids("what is the sky ?")
     assert SemGradScorer(lm).max_response_tokens == DEFAULT_MAX_RESPONSE_TOKENS
     bounded = SemGradScorer(lm, max_response_tokens=4)
-    assert bounded.score(prompt, [44, 45, 46, 2]).features["answer_tokens"] == 4
+    assert bounded.score_batch([(prompt, [44, 45, 46, 2])])[0].features["answer_tokens"] == 4
     with pytest.raises(ResponseTooLongError,
                        match="response of 5 tokens is longer than max_response_tokens=4"):
-        bounded.score(prompt, [44, 45, 46, 47, 2])
-    assert SemGradScorer(lm, max_response_tokens=None).score(prompt, [44] * 40 + [2])
+        bounded.score_batch([(prompt, [44, 45, 46, 47, 2])])[0]
+    assert SemGradScorer(lm, max_response_tokens=None).score_batch([(prompt, [44] * 40 + [2])])[0]
     with pytest.raises(ConfigError, match="max_response_tokens must be at least 1"):
         SemGradScorer(lm, max_response_tokens=0)

@@ -25,7 +25,7 @@ def test_eligible_offsets_are_the_templates_fixed_tail() -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm)
     assert scorer.anchor.offset == -2 and scorer.feature_offsets == TAIL
-    score = scorer.score(*pairs(lm)[0])
+    score = scorer.score_batch([pairs(lm)[0]])[0]
     assert set(score.features) == feature_names(TAIL, (2, 3))
     explicit = SemGradScorer(lm, anchor_offset=-7, feature_offsets=[-1, -2])
     assert explicit.feature_offsets == (-1, -2, -7)
@@ -39,7 +39,7 @@ def test_every_feature_equals_a_separate_computation(anchor: int, layers: tuple[
     scorer = SemGradScorer(lm, anchor_offset=anchor, layers=layers)
     reference = tiny_llama()
     for prompt, response in pairs(lm):
-        got = scorer.score(prompt, response).features
+        got = scorer.score_batch([(prompt, response)])[0].features
         want = naive_features(reference, prompt, response, anchor, scorer.feature_offsets,
                               layers)
         assert set(got) == set(want)
@@ -58,8 +58,8 @@ def test_scores_of_the_anchor_stay_bit_for_bit() -> None:
     assert narrow.feature_offsets == (-1,) and wide.feature_offsets == TAIL
     generations = lm.generate_batch(["what is the color of the sky ?", "who wrote the moon ?"],
                                     max_new_tokens=5)
-    without = narrow.score_batch(rows) + narrow.score_generations(generations, release=False)
-    with_features = wide.score_batch(rows) + wide.score_generations(generations)
+    without = narrow.score_batch(rows) + narrow.score_batch(generations, release=False)
+    with_features = wide.score_batch(rows) + wide.score_batch(generations)
     for before, after in zip(without, with_features, strict=True):
         assert after.scores == before.scores and after.components == before.components
         same = {k: v for k, v in after.features.items() if "/-1/" in k or "/" not in k}
@@ -73,9 +73,10 @@ def test_batch_equals_single_and_cache_reuse_equals_fresh() -> None:
     batch = scorer.score_batch(rows)
     generations = lm.generate_batch(["what is the color of the sky ?", "who wrote the moon ?"],
                                     max_new_tokens=5)
-    fresh = [scorer.score(g.prompt_ids, g.response_ids) for g in generations]
-    reused = scorer.score_generations(generations)
-    for together, alone in [*zip(batch, [scorer.score(p, r) for p, r in rows], strict=True),
+    fresh = [scorer.score_batch([(g.prompt_ids, g.response_ids)])[0] for g in generations]
+    reused = scorer.score_batch(generations)
+    alone_rows = [scorer.score_batch([row])[0] for row in rows]
+    for together, alone in [*zip(batch, alone_rows, strict=True),
                             *zip(reused, fresh, strict=True)]:
         assert set(together.features) == set(alone.features)
         for name, value in alone.features.items():
@@ -90,7 +91,7 @@ def test_hidden_states_equal_a_plain_forward() -> None:
     scorer = SemGradScorer(lm, hidden_states=True)
     model = tiny_llama()
     for prompt, response in pairs(lm):
-        probe = scorer.score(prompt, response).hidden_states
+        probe = scorer.score_batch([(prompt, response)])[0].hidden_states
         assert probe is not None
         with torch.no_grad():
             states = model(input_ids=torch.tensor([prompt + response]),
@@ -104,8 +105,8 @@ def test_hidden_states_equal_a_plain_forward() -> None:
 def test_hidden_states_only_when_asked_and_left_out_of_to_dict() -> None:
     lm = tiny_local_model()
     prompt, response = pairs(lm)[0]
-    assert SemGradScorer(lm).score(prompt, response).hidden_states is None
-    score = SemGradScorer(lm, hidden_states=True).score(prompt, response)
+    assert SemGradScorer(lm).score_batch([(prompt, response)])[0].hidden_states is None
+    score = SemGradScorer(lm, hidden_states=True).score_batch([(prompt, response)])[0]
     d = score.to_dict()
     assert "hidden_states" not in d and d["features"] == score.features
     assert UncertaintyScore(**{**d, "layers": tuple(d["layers"]),
@@ -122,5 +123,5 @@ def test_an_offset_before_a_short_prompt_is_left_out() -> None:
     scores = scorer.score_batch([(short, [44, 2]), (longer, [44, 2])])
     assert "grad_l1/-3/2" in scores[0].features and "grad_l1/-4/2" not in scores[0].features
     assert "grad_l1/-4/2" in scores[1].features
-    alone = scorer.score(short, [44, 2])
+    alone = scorer.score_batch([(short, [44, 2])])[0]
     assert alone.features == pytest.approx(scores[0].features, rel=1e-4)
