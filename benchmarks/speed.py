@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 
 import torch
 from tqdm.auto import tqdm
 
+from semgrad_bench.resources import peak_rss_mib
 from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
 from semgrad_guard.calibration.datasets import load_qa
 from semgrad_guard.model.clock import describe
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
