@@ -46,6 +46,11 @@ class ModelLoadError(SemGradGuardError):
     """A model or tokenizer could not be loaded."""
 
 
+class InvalidTextError(SemGradGuardError, ValueError):
+    """Text given to the model cannot be tokenised: it is not a ``str``, or it is not
+    valid Unicode (a lone surrogate, named with its position)."""
+
+
 class ScoringError(SemGradGuardError):
     """A (prompt, response) pair could not be scored."""
 

@@ -18,6 +18,7 @@ from .default_model import DEFAULT_MODEL_NAME, default_model_path
 from .generation import Generation, PrefixCache
 from .prompts import Prompt, PromptFormat
 from .streaming import GenerationStream
+from .text import tokenizable
 
 
 class LocalModel:
@@ -111,6 +112,7 @@ class LocalModel:
         A chat model's answer ends with its end-of-turn token, so that token is added
         as generation would have produced it.
         """
+        text = tokenizable(text, "the answer text")
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         eos = self.tokenizer.eos_token_id
         if self.prompt_format.kind == "chat" and eos is not None:

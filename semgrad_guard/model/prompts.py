@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from .text import tokenizable
 
 Message = Mapping[str, Any]
 Prompt = str | Sequence[Message]
@@ -72,6 +73,9 @@ class PromptFormat:
 
     def messages(self, prompt: Prompt) -> list[dict[str, Any]]:
         msgs = as_messages(prompt)
+        for m in msgs:  # the position is named in the user's own text, not the rendered one
+            if isinstance(m.get("content"), str):
+                tokenizable(m["content"], f"the prompt's {m.get('role', 'user')} message")
         if self.system_prompt is not None and not any(m["role"] == "system" for m in msgs):
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
         return msgs
@@ -98,6 +102,7 @@ class PromptFormat:
         text = self.render(tokenizer, prompt, tools)
         # A chat template writes its own BOS where the model wants one.
         add_special = self.kind == "plain"
+        text = tokenizable(text, "the rendered prompt")
         return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
     def header_length(self, tokenizer: Any) -> int:

@@ -14,6 +14,7 @@ from semgrad_guard import (
     ContextWindowError,
     EmptyResponseError,
     GradientAccessError,
+    InvalidTextError,
     LocalModel,
     ModelProfile,
     NonFiniteScoreError,
@@ -148,6 +149,24 @@ def test_a_broken_pass_follows_the_failure_mode_and_is_recorded(tmp_path: Path) 
 def test_empty_answer_text(scorer: SemGradScorer, text: str) -> None:
     with pytest.raises(EmptyResponseError, match="empty answer text"):
         scorer.score_text("what is the color of the sky ?", text)
+
+
+def test_a_lone_surrogate_is_named_before_the_tokenizer_sees_it(scorer: SemGradScorer) -> None:
+    """The tokenizer raised a bare TypeError for a str holding a lone surrogate."""
+    lm = scorer.model
+    with pytest.raises(InvalidTextError, match=r"the answer text holds a lone surrogate "
+                                               r"\('\\ud800'\) at position 5"):
+        scorer.score_text("what is the color of the sky ?", "blue \ud800 sky")
+    with pytest.raises(InvalidTextError, match=r"the prompt's user message holds a lone "
+                                               r"surrogate \('\\udfff'\) at position 4"):
+        scorer.score_text("what\udfff is the color of the sky ?", "blue")
+    with pytest.raises(InvalidTextError, match=r"the prompt's system message .* position 0"):
+        lm.generate([{"role": "system", "content": "\ud83d"},
+                     {"role": "user", "content": "what is the sky ?"}], max_new_tokens=2)
+    with pytest.raises(InvalidTextError, match="the answer text must be a str, got bytes"):
+        lm.response_ids(b"blue")  # type: ignore[arg-type]
+    # Valid text beyond the Basic Multilingual Plane (a surrogate pair in UTF-16) is fine.
+    assert scorer.score_text("what is the sky ?", "blue \U0001f30d").retokenized
 
 
 def test_a_tokenizer_whose_special_tokens_are_not_the_models() -> None:
