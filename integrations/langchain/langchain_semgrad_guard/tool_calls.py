@@ -23,6 +23,8 @@ from typing import Any
 
 from langchain_core.messages import InvalidToolCall, ToolCall
 from langchain_core.messages.tool import invalid_tool_call, tool_call
+from semgrad_guard.errors import ConfigError
+from semgrad_guard.model.constrained import Grammar
 
 #: How tools are described to a model whose chat template does not render them.
 #: ``{tools}`` receives one JSON function signature per line.
@@ -60,6 +62,74 @@ def render_tool_prompt(tools: Sequence[Mapping[str, Any]], template: str = DEFAU
     """
     lines = "\n".join(json.dumps(sig, ensure_ascii=False) for sig in tool_signatures(tools))
     return template.format(tools=lines)
+
+
+def chosen_tools(tools: Sequence[Mapping[str, Any]], tool_choice: Any
+                 ) -> list[Mapping[str, Any]] | None:
+    """The tools a ``tool_choice`` makes the model call, ``[]`` for none, ``None`` when
+    the model is free to call one or not.
+
+    ``None`` / ``"auto"``: free; ``"none"``: no tool; ``"any"`` / ``"required"`` /
+    ``True``: one of them; a tool's name (or ``{"type": "function", "function":
+    {"name": ...}}``): that one.
+
+    >>> tools = [{"type": "function", "function": {"name": "now"}},
+    ...          {"type": "function", "function": {"name": "add"}}]
+    >>> [t["function"]["name"] for t in chosen_tools(tools, "add")]
+    ['add']
+    >>> chosen_tools(tools, "auto") is None, chosen_tools(tools, "none")
+    (True, [])
+    >>> chosen_tools(tools, "mul")
+    Traceback (most recent call last):
+    ...
+    semgrad_guard.errors.ConfigError: tool_choice names 'mul', which is not a bound tool (bound: now, add)
+    """
+    if tool_choice is None or tool_choice == "auto":
+        return None
+    if tool_choice == "none" or tool_choice is False:
+        return []
+    if tool_choice in ("any", "required") or tool_choice is True:
+        return list(tools)
+    name = tool_choice
+    if isinstance(tool_choice, Mapping):
+        name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"tool_choice must be 'auto', 'none', 'any', 'required' or a tool's "
+                          f"name, got {tool_choice!r}")
+    signatures = tool_signatures(tools)
+    chosen = [t for t, sig in zip(tools, signatures, strict=True) if sig.get("name") == name]
+    if not chosen:
+        bound = ", ".join(str(sig.get("name")) for sig in signatures)
+        raise ConfigError(f"tool_choice names {name!r}, which is not a bound tool "
+                          f"(bound: {bound})")
+    return chosen
+
+
+def tool_call_grammar(tools: Sequence[Mapping[str, Any]]) -> Grammar:
+    """The grammar of one call of one of ``tools``, written as the model writes calls:
+    ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, the arguments held to
+    the tool's parameter schema.
+
+    >>> from transformers import AutoTokenizer
+    >>> from semgrad_guard.model import default_model_path
+    >>> tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    >>> grammar = tool_call_grammar([{"type": "function", "function": {"name": "add",
+    ...     "parameters": {"type": "object", "properties": {"a": {"type": "integer"}},
+    ...                    "required": ["a"]}}}])
+    >>> grammar.matches(tokenizer, format_tool_call("add", {"a": 1}))
+    True
+    >>> grammar.matches(tokenizer, format_tool_call("add", {"a": "one"}))
+    False
+    """
+    calls = [{"type": "object", "required": ["name", "arguments"],
+              "additionalProperties": False,
+              "properties": {"name": {"const": sig["name"]},
+                             "arguments": sig.get("parameters") or {"type": "object"}}}
+             for sig in tool_signatures(tools)]
+    names = ", ".join(str(sig["name"]) for sig in tool_signatures(tools))
+    return Grammar.lark('start: "<tool_call>" call "</tool_call>"\n'
+                        f"call: {Grammar.json_rule({'anyOf': calls})}\n",
+                        f"a call of one of the tools {names}")
 
 
 def format_tool_call(name: str, args: Mapping[str, Any]) -> str:

@@ -8,6 +8,15 @@ from typing import Any
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def named_default_model(default_lm: Any) -> Any:
+    """The session's default model, found by its name too (``ChatSemGrad(model=
+    "SmolLM2-135M-Instruct")``, LangChain's standard tests), instead of a second copy."""
+    from langchain_semgrad_guard.loading import shared_model
+
+    return shared_model(default_lm)
+
+
 @pytest.fixture(scope="session")
 def chat(default_lm: Any, default_scorer: Any) -> Any:
     """ChatSemGrad over the session's default model, with short answers."""
