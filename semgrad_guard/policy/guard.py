@@ -42,6 +42,7 @@ from .config import (
     load_policy,
 )
 from .decision import GuardDecision
+from .telemetry import trace_decision
 
 
 @dataclass(frozen=True)
@@ -402,6 +403,8 @@ class Guard:
 
     def _record(self, outcome: _Outcome, run_name: str | None, tags: Sequence[str],
                 metadata: Mapping[str, Any] | None) -> None:
+        decision = outcome.decision
+        trace_decision(decision, run_name, self.policy.rule(decision.rule).threshold)
         if self.audit is not None:
             self.audit.record(outcome.decision, {"run_name": run_name, "tags": list(tags),
                                                  **dict(metadata or {})})
