@@ -27,6 +27,10 @@
         ├── UncertainAnswerError    strict mode: an answer scored above its threshold
         ├── AbstainedError          the policy abstained and is configured to raise
         └── EscalatedError          the case went to a human reviewer
+
+One warning, for a setting that is likely wrong but cannot be proven so::
+
+    ConfigWarning (UserWarning)     e.g. a guarded chain whose models cannot be seen
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class SemGradGuardError(Exception):
 
 class ConfigError(SemGradGuardError, ValueError):
     """A configuration (policy file, model profile, option) is invalid."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration is likely wrong, but cannot be checked to be (it may be meant)."""
 
 
 class ModelLoadError(SemGradGuardError):

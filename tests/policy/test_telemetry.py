@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from semgrad_guard.policy import AttemptResult, Guard, PolicyConfig
-from tests.behaviours import ScriptedScorer
+from semgrad_guard.testing import ScriptedScorer
 from tests.spans import span_exporter
 
 POLICY = {"version": 1, "default": {"threshold": {"max_score": 0.5}, "actions": ["abstain"]},

@@ -49,6 +49,10 @@ class CapturedGeneration(BaseModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="The answer's response_metadata (chat models).")
     name: str | None = Field(None, description="The model's run name.")
+    chain_names: list[str] = Field(
+        default_factory=list,
+        description="Run names of the chains the model ran in, innermost first (a "
+                    "handler sees them when it is given in the chain's config).")
     tags: list[str] = Field(default_factory=list, description="Tags of the LLM run.")
     run_metadata: dict[str, Any] = Field(default_factory=dict,
                                          description="Metadata of the LLM run.")
@@ -110,23 +114,48 @@ def chat_prompt(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
 
 
 class GenerationTracker(BaseCallbackHandler):
-    """Remembers each LLM run's prompt until its answer arrives (a base for handlers)."""
+    """Remembers each LLM run's prompt until its answer arrives (a base for handlers),
+    and the names of the chains it runs in."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[UUID, dict[str, Any]] = {}
+        self._chains: dict[UUID, tuple[str | None, UUID | None]] = {}
+
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with self._lock:
+            self._chains[run_id] = (kwargs.get("name"), parent_run_id)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            self._chains.pop(run_id, None)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            self._chains.pop(run_id, None)
+
+    def _chain_names(self, parent_run_id: UUID | None) -> list[str]:
+        names: list[str] = []
+        with self._lock:
+            while parent_run_id is not None and parent_run_id in self._chains:
+                name, parent_run_id = self._chains[parent_run_id]
+                if name:
+                    names.append(name)
+        return names
 
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]],
                             *, run_id: UUID, parent_run_id: UUID | None = None,
                             tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         prompts: list[Prompt] = [chat_prompt(m) for m in messages]
-        self._remember(run_id, prompts, kwargs.get("name"), tags, metadata)
+        self._remember(run_id, prompts, kwargs.get("name"), tags, metadata, parent_run_id)
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._remember(run_id, list(prompts), kwargs.get("name"), tags, metadata)
+        self._remember(run_id, list(prompts), kwargs.get("name"), tags, metadata,
+                       parent_run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID,
                      parent_run_id: UUID | None = None, **kwargs: Any) -> None:
@@ -134,10 +163,12 @@ class GenerationTracker(BaseCallbackHandler):
             self._pending.pop(run_id, None)
 
     def _remember(self, run_id: UUID, prompts: list[Prompt], name: str | None,
-                  tags: list[str] | None, metadata: dict[str, Any] | None) -> None:
+                  tags: list[str] | None, metadata: dict[str, Any] | None,
+                  parent_run_id: UUID | None) -> None:
+        chains = self._chain_names(parent_run_id)
         with self._lock:
             self._pending[run_id] = {"prompts": prompts, "name": name, "tags": list(tags or []),
-                                     "metadata": dict(metadata or {})}
+                                     "metadata": dict(metadata or {}), "chains": chains}
 
     def _captured(self, response: LLMResult, run_id: UUID) -> list[CapturedGeneration]:
         with self._lock:
@@ -157,7 +188,8 @@ class GenerationTracker(BaseCallbackHandler):
                 text = gen.text
             out.append(CapturedGeneration(
                 run_id=str(run_id), prompt=prompt, text=text, metadata=metadata,
-                name=started["name"], tags=started["tags"], run_metadata=started["metadata"]))
+                name=started["name"], chain_names=started["chains"], tags=started["tags"],
+                run_metadata=started["metadata"]))
         return out
 
 
@@ -201,9 +233,12 @@ class SemGradCallbackHandler(GenerationTracker):
     by ``scorer``, flagged ``retokenized=True`` (build one with :meth:`for_pipeline`).
 
     The decision is :meth:`Guard.check <semgrad_guard.policy.Guard.check>`'s, under the
-    rule that ``policy`` (a file, dict, ``PolicyConfig`` or ``Guard``) gives the LLM run
-    (its name, tags and metadata), or under ``max_score`` on ``method``: an answer over
-    it is passed on, flagged ``uncertain`` (in strict mode it is abstained from). A score that cannot be
+    rule that ``policy`` (a file, dict, ``PolicyConfig`` or ``Guard``) gives the LLM run,
+    or under ``max_score`` on ``method``: an answer over it is passed on, flagged
+    ``uncertain`` (in strict mode it is abstained from). Rules match on the model run's
+    name, else on the nearest enclosing chain's run name that a rule names
+    (``config={"run_name": "rag"}``; the handler sees chain runs when it is given in the
+    chain's config), and on the run's tags and metadata. A score that cannot be
     computed follows the rule's ``on_score_failure``. The handler only observes: what a
     chain returns is unchanged (wrap the chain with
     :func:`~langchain_semgrad_guard.guard_chain` to act). In strict mode the handler
@@ -264,7 +299,20 @@ class SemGradCallbackHandler(GenerationTracker):
     def _rule(self, captured: CapturedGeneration) -> Rule | None:
         if self.guard is None:
             return None
-        return self.guard.rule_for(captured.name, captured.tags, captured.run_metadata)
+        return self.guard.rule_for(self._run_name(captured), captured.tags,
+                                   captured.run_metadata)
+
+    def _run_name(self, captured: CapturedGeneration) -> str | None:
+        """The run name rules match on: the model run's own, else the nearest enclosing
+        chain's that a rule names (``config={"run_name": "rag"}`` names the chain, not
+        the model), else the model run's."""
+        if self.guard is None:
+            return captured.name
+        default = self.guard.policy.default
+        for name in (captured.name, *captured.chain_names):
+            if self.guard.rule_for(name, captured.tags, captured.run_metadata) is not default:
+                return name
+        return captured.name
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID,
                    parent_run_id: UUID | None = None, **kwargs: Any) -> None:
@@ -306,7 +354,8 @@ class SemGradCallbackHandler(GenerationTracker):
         try:
             decision = self.guard.check(captured.question, text, score=score,
                                         score_error=error, prompt=captured.prompt,
-                                        run_name=captured.name, tags=captured.tags,
+                                        run_name=self._run_name(captured),
+                                        tags=captured.tags,
                                         metadata=captured.run_metadata)
         except GuardOutcome as outcome:  # the rule's action raises (raise_error: true)
             decision, raised = outcome.decision, outcome

@@ -49,6 +49,8 @@ from semgrad_guard.policy import (
 
 from .callbacks import CapturedGeneration, GenerationTracker, retokenized_score
 from .messages import message_text
+from .tracing import atrace_decision_run, trace_decision_run
+from .wiring import check_retrievers, check_scores
 
 #: The ``config["configurable"]`` key that carries the attempt (number, k, query,
 #: retriever) to any runnable in the chain that wants to read it.
@@ -163,6 +165,12 @@ class GuardedChain(Runnable[Any, Any]):
         self.base_search_kwargs = self._base_search_kwargs()
         base_k = self.base_search_kwargs.get("k")
         self.k = k if k is not None else (base_k if isinstance(base_k, int) else None)
+        check_scores(chain if isinstance(chain, Runnable) else None, guard)
+        self._check_retrievers(guard.rule_for(name, self.tags, self.metadata))
+
+    def _check_retrievers(self, rule: Rule) -> None:
+        if isinstance(self.chain, Runnable):  # a factory picks attempt.retriever itself
+            check_retrievers(self.chain, rule, self.retriever_field)
 
     # -- what LangChain asks of a runnable ------------------------------------------------------
     @property
@@ -313,6 +321,7 @@ class GuardedChain(Runnable[Any, Any]):
         args = self._run_args(config)
         question = self.question_of(value)
         rule = self.guard.rule_for(args["run_name"], args["tags"], args["metadata"])
+        self._check_retrievers(rule)
 
         def attempt_fn(attempt: Attempt) -> AttemptResult:
             recorder = _AttemptRecorder()
@@ -321,7 +330,9 @@ class GuardedChain(Runnable[Any, Any]):
                 self._attempt_config(config, attempt, recorder))
             return self._result(output, recorder, rule)
 
-        return self._shape(self.guard.run(question, attempt_fn, **args))
+        decision = self.guard.run(question, attempt_fn, **args)
+        trace_decision_run(decision, config, args["run_name"], rule.threshold)
+        return self._shape(decision)
 
     # -- async ----------------------------------------------------------------------------------
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
@@ -334,6 +345,7 @@ class GuardedChain(Runnable[Any, Any]):
         args = self._run_args(config)
         question = self.question_of(value)
         rule = self.guard.rule_for(args["run_name"], args["tags"], args["metadata"])
+        self._check_retrievers(rule)
 
         async def attempt_fn(attempt: Attempt) -> AttemptResult:
             recorder = _AttemptRecorder()
@@ -342,7 +354,9 @@ class GuardedChain(Runnable[Any, Any]):
                 self._attempt_config(config, attempt, recorder))
             return self._result(output, recorder, rule)
 
-        return self._shape(await self.guard.arun(question, attempt_fn, **args))
+        decision = await self.guard.arun(question, attempt_fn, **args)
+        await atrace_decision_run(decision, config, args["run_name"], rule.threshold)
+        return self._shape(decision)
 
 
 def guard_chain(chain: Runnable[Any, Any] | ChainFactory,

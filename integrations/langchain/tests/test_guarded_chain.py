@@ -210,4 +210,5 @@ def test_bad_configuration_fails_at_construction() -> None:
             "threshold": {"max_score": 0.5}, "retries": 3}})
     with pytest.raises(ConfigError, match="question"):
         guard_chain(RunnableLambda(lambda q: q), {"version": 1, "default": {
-            "threshold": {"max_score": 0.5}}}).invoke({"a": "x", "b": "y"})
+            "threshold": {"max_score": 0.5}}}, scorer=ScriptedScorer([])).invoke(
+                {"a": "x", "b": "y"})

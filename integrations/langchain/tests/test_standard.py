@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from langchain_semgrad_guard import ChatSemGrad
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
-
 from semgrad_guard.model import DEFAULT_MODEL_NAME
+
+from langchain_semgrad_guard import ChatSemGrad
 
 LOOPS = ("the 135M default model repeats itself inside a JSON string until max_tokens "
          "(e.g. '{\"setup\": \"The cat was a cat, and the cat was a cat, ...'), so the "

@@ -10,11 +10,11 @@ import pytest
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
-from langchain_semgrad_guard import ChatSemGrad
 from pydantic import BaseModel, Field
+from semgrad_guard import ConfigError
 from typing_extensions import TypedDict
 
-from semgrad_guard import ConfigError
+from langchain_semgrad_guard import ChatSemGrad
 
 pytestmark = pytest.mark.real_model
 
