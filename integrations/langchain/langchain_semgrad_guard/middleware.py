@@ -41,6 +41,7 @@ from semgrad_guard.errors import ConfigError
 from semgrad_guard.policy import AttemptResult, Guard, GuardDecision
 
 from .messages import answer_text, json_args, message_text, to_chat_messages
+from .tracing import atrace_decision_run, trace_decision_run
 
 #: The ``interrupt()`` value's ``type`` for a SemGrad escalation.
 INTERRUPT_TYPE = "semgrad_review"
@@ -192,6 +193,11 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
         if not message.tool_calls and self.guard_answers:
             answer = self.guard.check(question, turn.answer, score=score, score_error=error,
                                       prompt=prompt, run_name=self.agent_name, tags=self.tags)
+        config = _graph_config()
+        for decision in (*tools.values(), answer):
+            if config is not None and decision is not None:
+                trace_decision_run(decision, config, None,
+                                   self.guard.policy.rule(decision.rule).threshold)
         return self._finish(response, index, message, self._entry(message, score, tools, answer),
                             answer)
 
@@ -216,6 +222,11 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
             answer = await self.guard.acheck(question, turn.answer, score=score,
                                              score_error=error, prompt=prompt,
                                              run_name=self.agent_name, tags=self.tags)
+        config = _graph_config()
+        for decision in (*tools.values(), answer):
+            if config is not None and decision is not None:
+                await atrace_decision_run(decision, config, None,
+                                          self.guard.policy.rule(decision.rule).threshold)
         return self._finish(response, index, message, self._entry(message, score, tools, answer),
                             answer)
 
@@ -436,3 +447,14 @@ def resume_from_review(interrupts: Sequence[Interrupt], queue: Any) -> Command[A
     if not answers:
         raise ConfigError("no SemGrad review interrupt to answer")
     return Command(resume=answers)
+
+
+def _graph_config() -> Any:
+    """The config of the graph node running now (``None`` outside a graph run): decisions
+    recorded under it join the agent's trace."""
+    from langgraph.config import get_config
+
+    try:
+        return get_config()
+    except RuntimeError:
+        return None

@@ -95,3 +95,35 @@ def test_the_callback_handler_matches_rules_on_the_chains_run_name() -> None:
     chain("Paris", "Paris").invoke({"question": "Capital?"}, config={"callbacks": [handler]})
     assert [(r.rule, r.threshold, r.passed) for r in handler.records] == [
         ("rag", 0.2, False), ("default", 0.5, True)]
+
+
+def test_agent_middleware_decisions_are_runs_in_the_agents_trace() -> None:
+    from langchain.agents import create_agent
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool
+    from semgrad_guard.policy import Guard
+
+    from langchain_semgrad_guard import SemGradMiddleware
+
+    class ToolCallingFake(GenericFakeChatModel):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> ToolCallingFake:
+            return self
+
+    @tool
+    def lookup(query: str) -> str:
+        """Look something up."""
+        return f"found {query}"
+
+    turns = iter([AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"},
+                                             "id": "c1", "type": "tool_call"}]),
+                  AIMessage("All done.")])
+    guard = Guard(PolicyConfig.from_dict(POLICY), scorer=ScriptedScorer([0.3, 0.1]))
+    agent = create_agent(ToolCallingFake(messages=turns), tools=[lookup],
+                         middleware=[SemGradMiddleware(guard)])
+    runs = RunCollectorCallbackHandler()
+    agent.invoke({"messages": [{"role": "user", "content": "Look up x."}]},
+                 config={"callbacks": [runs]})
+    recorded = [(r.extra["metadata"]["semgrad_guard.action"],
+                 r.extra["metadata"]["semgrad_guard.score"]) for r in decision_runs(runs)]
+    assert sorted(recorded) == [("pass", pytest.approx(0.1)), ("pass", pytest.approx(0.3))]
