@@ -27,11 +27,23 @@ UNPROMPTED = ("the 135M default model does not call a tool of its own accord wit
               "tool_examples (tool_choice='any' does make it call: test_tool_calling passes)")
 
 
-class TestChatSemGradUnit(ChatModelUnitTests):
+class ChatSemGradCapabilities:
+    """What both suites are told about ChatSemGrad."""
+
     @property
     def chat_model_class(self) -> type[ChatSemGrad]:
         return ChatSemGrad
 
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # one ChatSemGrad runs one local model
+
+
+class TestChatSemGradUnit(ChatSemGradCapabilities, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": DEFAULT_MODEL_NAME}
@@ -43,14 +55,6 @@ class TestChatSemGradUnit(ChatModelUnitTests):
         params.pop("api_key")
         return params
 
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # one ChatSemGrad runs one local model
-
     @pytest.mark.xfail(reason="langchain-core 1.8's load(allowed_objects='all') admits only "
                               "the classes in its own serialisation mapping, so no class of "
                               "an outside package loads this way; ChatSemGrad round-trips "
@@ -61,22 +65,10 @@ class TestChatSemGradUnit(ChatModelUnitTests):
 
 
 @pytest.mark.real_model
-class TestChatSemGradIntegration(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatSemGrad]:
-        return ChatSemGrad
-
+class TestChatSemGradIntegration(ChatSemGradCapabilities, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": DEFAULT_MODEL_NAME, "max_tokens": 40}
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False
 
     @pytest.mark.xfail(reason=LOOPS, run=False)
     @pytest.mark.parametrize("schema_type", SCHEMA_TYPES)
