@@ -42,7 +42,7 @@ def test_public_api_documents_an_example(name: str) -> None:
 # model's and the callback handler's are run by test_chat_model.py and test_callbacks.py,
 # which do the same things.
 @pytest.mark.parametrize("module", ["tool_calls", "messages", "runnables", "middleware",
-                                    "structured_output", "loading"])
+                                    "structured_output", "loading", "tracing"])
 def test_documented_examples_run(module: str) -> None:
     loaded = importlib.import_module(f"langchain_semgrad_guard.{module}")
     result = doctest.testmod(loaded, optionflags=doctest.ELLIPSIS)
