@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    import torch
+# Imported at run time, not only for type checkers: pydantic models that hold a score
+# (the LangChain handler's ScoredGeneration) resolve these annotations.
+import torch
 
 #: Every score the shared forward/backward pass produces. Higher = more uncertain.
 SCORE_NAMES = ("semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob")
