@@ -12,11 +12,12 @@ from ..errors import ConfigError
 from .text import tokenizable
 
 Message = Mapping[str, Any]
-Prompt = str | Sequence[Message]
 
 #: The user message of the reference setup (method.md, "Evaluating a score").
 QA_INSTRUCTION = "Please directly answer the following question with one or few words:\n{question}"
 
+#: What a plain prompt says before its demonstrations (a base model reads no chat turns).
+PLAIN_INSTRUCTION = "Answer each question directly, with one or a few words."
 
 # Unrelated questions with different endings: their prompts share only the format's tail.
 _TAIL_PROBES = ("Xylophones hum", "Why do zebras sleep?", "quantum jelly 42")
@@ -30,15 +31,51 @@ def common_tail_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def qa_prompt(question: str) -> list[dict[str, str]]:
-    """The reference question-answering prompt: one user message, no system prompt."""
-    return [{"role": "user", "content": QA_INSTRUCTION.format(question=question)}]
+#: The demonstrations of a plain prompt: short open questions with short answers, as
+#: base-model open-QA evaluations show them (none is taken from an evaluation set).
+PLAIN_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("What is the largest planet in the solar system?", "Jupiter"),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare"),
+    ("How many legs does a spider have?", "Eight"),
+    ("Which language is spoken in Brazil?", "Portuguese"),
+    ("What do bees make from nectar?", "Honey"),
+)
+
+
+@dataclass(frozen=True)
+class QAPrompt:
+    """A question to answer in a few words, asked the way the model's prompt format asks.
+
+    A chat format sends the reference user message (:data:`QA_INSTRUCTION`, the
+    instruction and the question on two lines). A plain format asks the question as
+    the question, after its instruction and demonstrations.
+
+    >>> qa_prompt("Who wrote Hamlet?")
+    QAPrompt(question='Who wrote Hamlet?')
+    """
+
+    question: str
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The reference question-answering prompt: one user message, no system prompt."""
+        return [{"role": "user", "content": QA_INSTRUCTION.format(question=self.question)}]
+
+
+Prompt = str | Sequence[Message] | QAPrompt
+
+
+def qa_prompt(question: str) -> QAPrompt:
+    """The reference question-answering prompt for ``question``, in any prompt format."""
+    return QAPrompt(question)
 
 
 def as_messages(prompt: Prompt) -> list[dict[str, Any]]:
-    """A bare string is one user message; message lists are copied as they are."""
+    """A bare string is one user message; a :class:`QAPrompt` its chat message; message
+    lists are copied as they are."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, QAPrompt):
+        return list(prompt.chat_messages())
     messages = [dict(m) for m in prompt]
     for m in messages:
         if "role" not in m or "content" not in m:
@@ -51,13 +88,39 @@ class PromptFormat:
     """Chat template (instruct models) or a plain question-answer layout (base models).
 
     ``kind="auto"`` picks ``"chat"`` when the tokenizer has a chat template.
+
+    A plain prompt is what base-model open-QA evaluations feed: system messages, then
+    ``plain_instruction``, then the ``plain_examples`` demonstrations, then the
+    conversation, each question as ``Question: ...`` and the prompt ending with
+    ``Answer:``. Set ``plain_instruction=None`` or ``plain_examples=()`` to leave them
+    out. Every part is in :meth:`fingerprint`, so a model profile calibrated on one
+    layout is never applied to another.
+
+    >>> fmt = PromptFormat(kind="plain", plain_examples=(("Who wrote Hamlet?", "Shakespeare"),))
+    >>> print(fmt.render(None, qa_prompt("What is the capital of Italy?")))
+    Answer each question directly, with one or a few words.
+    <BLANKLINE>
+    Question: Who wrote Hamlet?
+    Answer: Shakespeare
+    <BLANKLINE>
+    Question: What is the capital of Italy?
+    Answer:
     """
 
     kind: Literal["chat", "plain"] = "chat"
     system_prompt: str | None = None
     plain_user: str = "Question: {content}\nAnswer:"
-    plain_assistant: str = " {content}\n"
+    plain_assistant: str = " {content}\n\n"
     plain_system: str = "{content}\n\n"
+    plain_instruction: str | None = PLAIN_INSTRUCTION
+    plain_examples: tuple[tuple[str, str], ...] = PLAIN_EXAMPLES
+
+    def __post_init__(self) -> None:
+        for example in self.plain_examples:
+            if len(example) != 2 or not all(isinstance(part, str) and part.strip()
+                                            for part in example):
+                raise ConfigError(f"a plain-prompt example is a (question, answer) pair of "
+                                  f"non-empty strings, got {example!r}")
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, kind: str = "auto", system_prompt: str | None = None
@@ -72,6 +135,10 @@ class PromptFormat:
         return cls(kind=kind, system_prompt=system_prompt)  # type: ignore[arg-type]
 
     def messages(self, prompt: Prompt) -> list[dict[str, Any]]:
+        """The conversation a prompt stands for (a plain format asks a
+        :class:`QAPrompt`'s question as it is)."""
+        if isinstance(prompt, QAPrompt) and self.kind == "plain":
+            prompt = prompt.question
         msgs = as_messages(prompt)
         for m in msgs:  # the position is named in the user's own text, not the rendered one
             if isinstance(m.get("content"), str):
@@ -89,11 +156,24 @@ class PromptFormat:
                 tokenize=False,
             )
             return str(text)
-        parts = []
-        for m in msgs:
-            template = {"system": self.plain_system, "user": self.plain_user,
-                        "assistant": self.plain_assistant}.get(m["role"], self.plain_user)
-            parts.append(template.format(content=m["content"]))
+        templates = {"system": self.plain_system, "user": self.plain_user,
+                     "assistant": self.plain_assistant}
+        system = 0
+        while system < len(msgs) and msgs[system]["role"] == "system":
+            system += 1
+        parts = [self.plain_system.format(content=m["content"]) for m in msgs[:system]]
+        parts.append(self._plain_preamble())
+        parts += [templates.get(m["role"], self.plain_user).format(content=m["content"])
+                  for m in msgs[system:]]
+        return "".join(parts)
+
+    def _plain_preamble(self) -> str:
+        """The instruction and the demonstrations, before the conversation."""
+        parts = [] if self.plain_instruction is None else \
+            [self.plain_system.format(content=self.plain_instruction)]
+        for question, answer in self.plain_examples:
+            parts.append(self.plain_user.format(content=question)
+                         + self.plain_assistant.format(content=answer))
         return "".join(parts)
 
     def encode(self, tokenizer: Any, prompt: Prompt, tools: Sequence[Any] | None = None
@@ -121,7 +201,8 @@ class PromptFormat:
 
     def default_anchor_offset(self, tokenizer: Any) -> int:
         """The uncalibrated anchor: the first token of the assistant header, else the
-        last prompt token. It reproduces the reference anchors of Llama-3 (-4) and
+        last prompt token (the ``:`` of a plain prompt's final ``Answer:``, whatever
+        preamble comes before). It reproduces the reference anchors of Llama-3 (-4) and
         ChatML models such as Qwen (-3)."""
         n = self.header_length(tokenizer)
         return -n if n > 0 else -1
@@ -134,12 +215,15 @@ class PromptFormat:
         return min(common_tail_length(probes[0], p) for p in probes[1:])
 
     def fingerprint(self, tokenizer: Any) -> str:
-        """Stable hash of everything that shapes the prompt's tail."""
+        """Stable hash of everything the format puts around a question (template, system
+        prompt, the plain layout with its instruction and demonstrations)."""
         payload = {
             "kind": self.kind,
             "chat_template": getattr(tokenizer, "chat_template", None) if self.kind == "chat" else None,
             "system_prompt": self.system_prompt,
-            "plain": [self.plain_system, self.plain_user, self.plain_assistant]
+            "plain": {"system": self.plain_system, "user": self.plain_user,
+                      "assistant": self.plain_assistant, "instruction": self.plain_instruction,
+                      "examples": [list(e) for e in self.plain_examples]}
             if self.kind == "plain" else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from semgrad_guard import LocalModel
@@ -19,6 +19,7 @@ WORDS = ("user assistant system question answer what is the of a to and in color
          "paris london rome city country river sea ocean mountain hill one two three four five "
          "yes no true false maybe please directly following with few words Question Answer "
          "Please : ? . , \n").split(" ")
+BPE_VOCAB = 320
 
 
 def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
@@ -36,12 +37,33 @@ def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     return fast
 
 
+def tiny_bpe_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (as GPT-2, Llama-3, Qwen and SmolLM use), trained in
+    process on the test words: stop strings match on it as on real vocabularies."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    words = [w for w in WORDS if w.strip()]
+    tok.train_from_iterator([" ".join(words[i:i + 8]) + "\n" for i in range(len(words))]
+                            + ["Question: what is the color of the sky?\nAnswer: blue\n\n"],
+                            trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>",
+                                   eos_token="<|im_end|>", bos_token="<|im_start|>")
+    fast.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
 def tiny_llama(vocab_size: int = 128, layers: int = 4, tie: bool = False, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+               dtype: torch.dtype = torch.float32, max_positions: int = 96) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=96, tie_word_embeddings=tie,
+                         max_position_embeddings=max_positions, tie_word_embeddings=tie,
                          pad_token_id=0, eos_token_id=2, bos_token_id=1)
     model = LlamaForCausalLM(config).to(dtype)
     model.eval()
@@ -61,3 +83,10 @@ def tiny_bert_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_bpe_model(chat: bool = True, **kwargs: object) -> LocalModel:
+    """A tiny random model on the byte-level BPE tokenizer, with room for a plain
+    prompt's demonstrations."""
+    model = tiny_llama(vocab_size=BPE_VOCAB, max_positions=512, **kwargs)  # type: ignore[arg-type]
+    return LocalModel(model, tiny_bpe_tokenizer(chat), name="tiny-llama-bpe")

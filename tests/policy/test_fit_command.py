@@ -109,8 +109,7 @@ class EchoModel:
     def generate_batch(self, prompts, max_new_tokens=32):  # type: ignore[no-untyped-def]
         from semgrad_guard.model.generation import Generation
 
-        return [Generation((1,), (2,), p[0]["content"].split("\n")[1].split()[0], "eos")
-                for p in prompts]
+        return [Generation((1,), (2,), p.question.split()[0], "eos") for p in prompts]
 
 
 def test_labelling_resumes_from_saved_answers_and_reports_each_batch() -> None:
