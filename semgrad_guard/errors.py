@@ -6,7 +6,7 @@
     ├── ConfigError                 bad policy file, unknown key, bad value
     ├── ModelLoadError              a model or tokenizer that cannot be loaded
     ├── ScoringError                a (prompt, response) pair that cannot be scored
-    │   ├── EmptyResponseError      the response has no tokens
+    │   ├── EmptyResponseError      the response has no content (no answer)
     │   ├── ContextWindowError      prompt + response exceed the model's context window
     │   ├── ResponseTooLongError    the response is longer than the scorer's maximum
     │   ├── NonFiniteScoreError     the pass produced a NaN or infinite value
@@ -64,7 +64,8 @@ class ScoringError(SemGradGuardError):
 
 
 class EmptyResponseError(ScoringError, ValueError):
-    """The response to score has no tokens."""
+    """The response to score has no content: no tokens, or only whitespace, newlines and
+    special tokens. The model gave no answer, and an empty answer is never scored."""
 
 
 class ContextWindowError(ScoringError, ValueError):

@@ -66,6 +66,7 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
     judge = judge or judge_for(dataset_name(data))
     results: list[LabelledScore] = []
     generating = scoring = 0.0
+    unanswered = 0
     with tqdm(total=len(items), desc="generate, score, judge", unit="q",
               file=sys.stderr) as bar:
         for start in range(0, len(items), max(1, batch_size)):
@@ -74,18 +75,26 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
             generations = lm.generate_batch([qa_prompt(item.question) for item in chunk],
                                             max_new_tokens=max_new_tokens)
             t1 = time.perf_counter()
-            scored = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+            # The guard never reads a score of an empty answer: thresholds are fitted on
+            # the questions the model answered.
+            answered = [(item, g) for item, g in zip(chunk, generations, strict=True)
+                        if not g.no_answer]
+            unanswered += len(chunk) - len(answered)
+            scored = scorer.score_batch([(g.prompt_ids, g.response_ids) for _, g in answered])
             t2 = time.perf_counter()
             generating, scoring = generating + t1 - t0, scoring + t2 - t1
             batch = [LabelledScore(item.index, item.question, generation.text, dict(s.scores),
                                    bool(judge.is_correct(generation.text, item.answers)),
                                    generation.stop_reason)
-                     for item, generation, s in zip(chunk, generations, scored, strict=True)]
+                     for (item, generation), s in zip(answered, scored, strict=True)]
             results.extend(batch)
             if on_batch is not None:
                 on_batch(batch)
             bar.update(len(chunk))
-    n = len(results)
+    n = len(results) + unanswered
     print(f"{n} questions: generation {generating / n:.2f} s and scoring {scoring / n:.2f} s "
           f"per question", file=sys.stderr)
+    if unanswered:
+        print(f"{unanswered} of {n} questions got no answer (left out of the fit)",
+              file=sys.stderr)
     return sorted([*previous, *results], key=lambda row: row.index)

@@ -60,6 +60,10 @@ class Generation:
 
     ``response_ids`` include the end-of-turn token when generation stopped on it, so a
     teacher-forced pass over ``prompt_ids + response_ids`` sees what generation saw.
+    ``text`` is the answer as a reader sees it: special tokens, surrounding whitespace
+    and the stop string that ended it left out. When nothing is left, the model gave
+    no answer (:attr:`no_answer`): there is nothing to score, and scoring it raises
+    :class:`~semgrad_guard.EmptyResponseError`.
     """
 
     prompt_ids: tuple[int, ...]
@@ -70,7 +74,14 @@ class Generation:
     seconds: float = 0.0
     prefix_cache: PrefixCache | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def no_answer(self) -> bool:
+        """Whether generation produced no content (only whitespace, special tokens or a
+        stop string, or no token at all)."""
+        return not self.text.strip()
+
     def to_dict(self) -> dict[str, Any]:
         return {"prompt_ids": list(self.prompt_ids), "response_ids": list(self.response_ids),
                 "text": self.text, "stop_reason": self.stop_reason,
+                "no_answer": self.no_answer,
                 "prompt_text": self.prompt_text, "seconds": self.seconds}

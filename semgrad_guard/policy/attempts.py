@@ -45,7 +45,9 @@ class AttemptResult:
     Give ``score`` when the chain has already scored the answer, or ``score_error`` when
     it tried and failed: the guard then applies the rule's ``on_score_failure`` to that
     error instead of scoring again. ``context`` holds the retrieved passages (kept for
-    audit and review); ``raw`` is the chain's own output.
+    audit and review); ``raw`` is the chain's own output. An attempt without content
+    (:attr:`no_answer`: a generation that produced none, or a blank answer) is never
+    scored: the guard treats it as a scoring failure.
 
     >>> AttemptResult("100 degrees Celsius", context=["Water boils at 100 C."]).answer
     '100 degrees Celsius'
@@ -77,13 +79,23 @@ class AttemptResult:
                    score_error=None if score is not None else error_from_metadata(metadata),
                    **fields)
 
+    @property
+    def no_answer(self) -> bool:
+        """Whether the model gave no answer: the generation, when given, decides (its
+        text is the answer as generated), else the answer text."""
+        if self.generation is not None:
+            return self.generation.no_answer
+        return not self.answer.strip()
+
 
 @dataclass(frozen=True)
 class AttemptRecord:
     """The guard's record of one attempt: what was asked, answered and scored.
 
     ``value`` is the score the rule reads (``None`` when scoring failed, ``error`` says
-    why); ``passed`` says whether the attempt was under the threshold.
+    why); ``passed`` says whether the attempt was under the threshold. ``no_answer`` marks
+    an attempt whose model produced no content: it is never scored, and follows the
+    rule's ``on_score_failure``.
     """
 
     attempt: Attempt
@@ -95,6 +107,7 @@ class AttemptRecord:
     context: list[str] = field(default_factory=list)
     error: str | None = None
     raw: Any = field(default=None, repr=False, compare=False)
+    no_answer: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,4 +121,5 @@ class AttemptRecord:
             "passed": self.passed,
             "context": list(self.context),
             "error": self.error,
+            "no_answer": self.no_answer,
         }

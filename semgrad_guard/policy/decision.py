@@ -27,7 +27,8 @@ class GuardDecision:
     one, whose answer ``chosen_answer`` keeps even when ``answer`` is a message.
     ``rule`` is the name of the rule that decided. ``case_id`` is the review case of an
     escalation. ``flags`` names anything a reader should know (``"retokenized"``,
-    ``"score_failed"``, ``"fail_open"``).
+    ``"score_failed"``, ``"no_answer"`` (an attempt whose model gave no answer),
+    ``"fail_open"``).
 
     >>> d = GuardDecision(action="pass", answer="Au", passed=True, score=None,
     ...                   error_probability=None, attempts=[], rule="default",

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import (
     AbstainedError,
     ConfigError,
+    EmptyResponseError,
     EscalatedError,
     NonFiniteScoreError,
     ScoringError,
@@ -351,7 +352,11 @@ class Guard:
         return self.scorer
 
     def score(self, rule: Rule, question: str, result: AttemptResult) -> UncertaintyScore:
-        """The score of one attempt under a rule (raises on a scoring failure)."""
+        """The score of one attempt under a rule (raises on a scoring failure, and
+        :class:`EmptyResponseError` when the model gave no answer: an empty answer is
+        never scored, whatever score came with it)."""
+        if result.no_answer:
+            raise EmptyResponseError("the model gave no answer: there is no text to score")
         score = result.score
         if score is None and result.score_error is not None:
             raise result.score_error
@@ -446,14 +451,19 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
                         and not isinstance(scored, ConfigError):
                     raise ScoringError(f"scoring failed: {scored}") from scored
                 raise scored
+            # No answer is not scored: it follows the failure mode like a failed score,
+            # and is recorded as what it is.
+            no_answer = isinstance(scored, EmptyResponseError)
             records.append(AttemptRecord(attempt, result.answer, None, None, None, False,
                                          list(result.context), f"{type(scored).__name__}: "
-                                         f"{scored}", result.raw))
+                                         f"{scored}", result.raw, no_answer))
             if rule.on_score_failure == "fail_open":
+                what = "the model gave no answer" if no_answer else \
+                    f"scoring failed ({type(scored).__name__}: {scored})"
                 return _Outcome(_decision(
                     question, rule, records, len(records) - 1, "pass", result.answer, False,
-                    f"scoring failed ({type(scored).__name__}: {scored}); on_score_failure "
-                    f"is fail_open", flags=("score_failed", "fail_open")))
+                    f"{what}; on_score_failure is fail_open",
+                    flags=("no_answer" if no_answer else "score_failed", "fail_open")))
             return None
         probability = rule.threshold.error_probability(scored.value)
         records.append(AttemptRecord(attempt, result.answer, scored, scored.value, probability,
@@ -537,6 +547,8 @@ def _threshold_text(rule: Rule) -> str:
 
 
 def _value_text(record: AttemptRecord, rule: Rule) -> str:
+    if record.no_answer:
+        return "no answer"
     if record.value is None:
         return "unscored"
     if rule.threshold.max_score is None and record.error_probability is not None:
@@ -546,10 +558,13 @@ def _value_text(record: AttemptRecord, rule: Rule) -> str:
 
 def _summary(rule: Rule, records: list[AttemptRecord], best: int) -> str:
     n = len(records)
-    failed = sum(r.value is None for r in records)
+    empty = sum(r.no_answer for r in records)
+    failed = sum(r.value is None and not r.no_answer for r in records)
     what = f"{n} attempt{'s' if n != 1 else ''} over {_threshold_text(rule)}"
-    if failed:
-        what += f" ({failed} could not be scored, treated as uncertain)"
+    unscored = [f"{empty} gave no answer"] if empty else []
+    unscored += [f"{failed} could not be scored"] if failed else []
+    if unscored:
+        what += f" ({', '.join(unscored)}, treated as uncertain)"
     return f"{what}; best: attempt {best}, {_value_text(records[best], rule)}"
 
 
@@ -569,7 +584,10 @@ def _decision(question: str, rule: Rule, records: list[AttemptRecord], index: in
     extra = list(flags)
     if chosen.score is not None and chosen.score.retokenized:
         extra.append("retokenized")
-    if any(r.error is not None for r in records) and "score_failed" not in extra:
+    if any(r.no_answer for r in records) and "no_answer" not in extra:
+        extra.append("no_answer")
+    if any(r.error is not None and not r.no_answer for r in records) \
+            and "score_failed" not in extra:
         extra.append("score_failed")
     return GuardDecision(
         action=action,  # type: ignore[arg-type]

@@ -302,6 +302,11 @@ class SemGradScorer:
             raise TokenizerMismatchError(
                 f"mismatched tokenizer: it has {tok_size} tokens but the model's embedding "
                 f"has {layout.vocab_rows} rows")
+        if not self.model.tokenizer.decode(response, skip_special_tokens=True).strip():
+            raise EmptyResponseError(
+                f"no answer: the response's {len(response)} token"
+                f"{'s' if len(response) != 1 else ''} hold no text (only whitespace, newlines "
+                f"or special tokens), and an empty answer is not scored as an answer")
 
     # -- the pass ------------------------------------------------------------------------------
     def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool,

@@ -36,6 +36,17 @@ def test_generates_a_sensible_answer_and_scores_it(default_lm: LocalModel) -> No
     assert not score.retokenized
 
 
+def test_plain_prompt_gets_an_answer_to_an_easy_question(default_lm: LocalModel) -> None:
+    # The instruct model driven as a base model: no chat template, the plain prompt.
+    plain = LocalModel(default_lm.model, default_lm.tokenizer, prompt_format="plain",
+                       name=default_lm.name)
+    generation = plain.generate(qa_prompt("What is the capital of France?"), max_new_tokens=16)
+    assert generation.prompt_text.endswith("Question: What is the capital of France?\nAnswer:")
+    assert not generation.no_answer and "paris" in generation.text.lower()
+    score = SemGradScorer(plain, profile=None).score_generation(generation)
+    assert score.anchor_token == ":" and score.scores["semgrad"] > 0
+
+
 def test_retokenised_text_is_flagged_and_close_to_exact(default_lm: LocalModel) -> None:
     scorer = SemGradScorer(default_lm, profile=None)
     generation = default_lm.generate(qa_prompt("What is the chemical symbol of gold?"),

@@ -94,6 +94,49 @@ def test_on_score_failure_raise(failure: Exception) -> None:
         assert info.value.__cause__ is failure
 
 
+def test_no_answer_is_never_scored_and_abstains_by_default() -> None:
+    audit = AuditTrail()
+    scorer = ScriptedScorer([])  # any scoring call would fail loudly
+    guard = Guard(policy(), scorer=scorer, audit=audit)
+    empty = Generation((1, 2, 3), (4, 4), "", "stop_string")
+    decision = guard.check("q", "", generation=empty)
+    # A score that came with a blank answer is not read either.
+    given = guard.check("q", " \n", score=scripted_score(0.1))
+    assert scorer.calls == []
+    for d in (decision, given):
+        assert d.action == "abstain" and not d.passed and d.score is None
+        assert d.flags == ("no_answer",)
+        assert d.attempts[0].no_answer and "EmptyResponseError" in (d.attempts[0].error or "")
+        assert "1 attempt over max_score 0.5 (1 gave no answer, treated as uncertain)" in d.reason
+        assert "best: attempt 0, no answer" in d.reason
+    recorded = audit.records()
+    assert [r.flags for r in recorded] == [["no_answer"], ["no_answer"]]
+    assert recorded[0].attempts[0]["no_answer"] is True and recorded[0].score is None
+
+
+def test_no_answer_follows_the_failure_mode() -> None:
+    empty = Generation((1, 2, 3), (4,), "", "eos")
+    opened = Guard(policy(on_score_failure="fail_open"), scorer=ScriptedScorer([])).check(
+        "q", "", generation=empty)
+    assert opened.action == "pass" and not opened.passed
+    assert opened.flags == ("no_answer", "fail_open")
+    assert opened.reason == "the model gave no answer; on_score_failure is fail_open"
+    with pytest.raises(EmptyResponseError, match="the model gave no answer"):
+        Guard(policy(on_score_failure="raise"), scorer=ScriptedScorer([])).check(
+            "q", "", generation=empty)
+
+
+def test_a_retry_after_no_answer_can_pass() -> None:
+    answers = iter(["", "Au"])
+    scorer = ScriptedScorer([0.1])
+    guard = Guard(policy({"type": "retry_with_retrieval", "k_schedule": [8]}, "abstain"),
+                  scorer=scorer)
+    decision = guard.run("q", lambda attempt: next(answers))
+    assert decision.action == "pass" and decision.answer == "Au" and decision.passed
+    assert [a.no_answer for a in decision.attempts] == [True, False]
+    assert scorer.calls == [("text", "q", "Au")] and "no_answer" in decision.flags
+
+
 def test_a_non_finite_score_is_a_scoring_failure() -> None:
     decision = Guard(policy(), scorer=ScriptedScorer([float("nan")])).check("q", "a")
     assert decision.action == "abstain" and "score_failed" in decision.flags
