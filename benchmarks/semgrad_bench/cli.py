@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate greedy answers to a question set, judge them, score them with "
                     "every method and write per-answer records, a summary table (AUROC, "
                     "AUPR, PRR with bootstrap CIs; wrong answers are the positives), costs "
-                    "and plots. Re-running on the same output folder resumes.")
+                    "and plots. Questions the model gives no answer to are counted apart "
+                    "and left out of the metrics, with the all-questions AUROC beside "
+                    "them. Re-running on the same output folder resumes.")
     p.add_argument("--data", default="sciq",
                    help="sciq, truthfulqa or a JSONL file (default: sciq)")
     p.add_argument("--split", default="evaluation", choices=["calibration", "evaluation", "all"])
@@ -144,17 +146,20 @@ def run_analysis(args: argparse.Namespace) -> int:
 
     from .analysis import anchor_sweep, length_effect, rejudge
     from .report import add_derived_scores, method_names
-    from .runner import read_records
+    from .runner import is_answered, read_records
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.output)
-    records = read_records(out)[: args.limit]
+    stored = read_records(out)[: args.limit]
+    # Empty answers carry no score: the follow-ups are about the answers.
+    records = [r for r in stored if is_answered(r)]
     if not records:
         raise ConfigError(f"no answers in {out}")
     config = json.loads((out / "run.json").read_text())
     add_derived_scores(records)
     methods = method_names(records)
-    result: dict[str, object] = {"answers": len(records)}
+    result: dict[str, object] = {"answers": len(records),
+                                 "no_answer": len(stored) - len(records)}
     judges: dict[str, CorrectnessJudge] = {"containment": ContainmentJudge(),
                                            "embedding": EmbeddingJudge()}
     result["rejudge"] = [rejudge(records, judges[name.strip()], methods)
@@ -174,7 +179,9 @@ def run_analysis(args: argparse.Namespace) -> int:
                              device=args.device)
         result["anchor_sweep"] = anchor_sweep(lm, records, offsets)
     (out / "analysis.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# Analysis of {config['dataset']} / {config['split']} ({len(records)} answers)", ""]
+    empty = len(stored) - len(records)
+    lines = [f"# Analysis of {config['dataset']} / {config['split']} ({len(records)} answers"
+             + (f"; {empty} questions without an answer left out)" if empty else ")"), ""]
     for r in result.get("anchor_sweep", []):  # type: ignore[attr-defined]
         lines.append(f"- SemGrad at offset {r['offset']} ({r['token']!r}), layers "
                      f"{r['layers'][0]}..{r['layers'][-1]}: AUROC {r['auroc']:.3f}")

@@ -4,6 +4,10 @@ JSON line per answer, resumable.
 Records are appended to ``answers.jsonl`` as each batch of questions finishes; a run
 started again on the same folder skips the questions already there, so an interrupted
 run resumes where it stopped and ends with the same table.
+
+A question the model gave no answer to (no content: only whitespace, newlines or an
+end-of-turn token) is recorded with ``no_answer`` set, judged wrong, and scored by no
+method: an empty answer is not an answer to rank.
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ class RunConfig:
             raise ConfigError("the sampling baselines use K=5 and K=10: samples must be >= 10")
 
 
+def is_answered(record: dict[str, Any]) -> bool:
+    """Whether the model answered (records written before ``no_answer`` was stored: an
+    answer with text)."""
+    return not record.get("no_answer", not str(record["answer"]).strip())
+
+
 def read_records(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The per-answer records of a run folder, in file order (a torn last line is dropped)."""
     path = Path(run_dir) / ANSWERS_FILE
@@ -131,14 +141,21 @@ class BenchmarkRun:
                           "source": s.anchor.source, "profile_id": s.anchor.profile_id}
                    for name, s in self.scorers.items()}
         device = self.lm.device.type
+        fmt = self.lm.prompt_format
+        prompt_format = {"kind": fmt.kind, "fingerprint": fmt.fingerprint(self.lm.tokenizer)}
         if path.is_file():
             saved = json.loads(path.read_text())
-            saved_config = {k: v for k, v in saved.items()
-                            if k not in ("anchors", "started", "device", "hardware")}
+            saved_config = {k: v for k, v in saved.items() if k not in
+                            ("anchors", "started", "device", "hardware", "prompt_format")}
             if saved_config != json.loads(json.dumps(current)):
                 diff = sorted(k for k in current if saved_config.get(k) != current[k])
                 raise ConfigError(f"{path}: this folder holds a run with other settings "
                                   f"({', '.join(diff)}); use another output folder")
+            if saved.get("prompt_format", prompt_format) != prompt_format:
+                # The same questions asked in another layout are another run.
+                raise ConfigError(f"{path}: this folder holds a run with another prompt "
+                                  f"format ({saved['prompt_format']}); use another output "
+                                  "folder")
             if saved.get("device", "cpu") != device:
                 # Every method's time in one run comes from one kind of device.
                 raise ConfigError(f"{path}: this folder holds a run timed on "
@@ -146,6 +163,7 @@ class BenchmarkRun:
                                   "output folder")
             return
         current["anchors"] = anchors
+        current["prompt_format"] = prompt_format
         current["device"], current["hardware"] = device, describe(self.lm.device)
         current["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         path.write_text(json.dumps(current, indent=2))
@@ -184,27 +202,36 @@ class BenchmarkRun:
         for item, g in zip(batch, greedy, strict=True):
             record: dict[str, Any] = {
                 "index": item.index, "question": item.question, "gold": item.answers,
-                "answer": g.text, "stop_reason": g.stop_reason,
+                "answer": g.text, "no_answer": g.no_answer, "stop_reason": g.stop_reason,
                 "answer_tokens": len(g.response_ids), "prompt_ids": list(g.prompt_ids),
                 "response_ids": list(g.response_ids), "scores": {},
                 "times": {"generation": gen_time}}
             verdict = getattr(self.judge, "verdict", None)  # judges with a score give it too
-            if callable(verdict):
+            if g.no_answer:
+                correct = False  # no answer is never right, and never scored
+            elif callable(verdict):
                 correct, similarity = verdict(g.text, item.answers)
                 record["judge_similarity"] = float(similarity)
             else:
                 correct = self.judge.is_correct(g.text, item.answers)
             record["correct"] = bool(correct)
             records.append(record)
-        self._score_gradients(greedy, records)
+        answered = [i for i, g in enumerate(greedy) if not g.no_answer]
+        for g in greedy:
+            if g.no_answer and g.prefix_cache is not None:
+                g.prefix_cache.release()
+        if not answered:
+            return records
+        scored = [records[i] for i in answered]
+        self._score_gradients([greedy[i] for i in answered], scored)
         if self.p_true is not None:
             values, seconds = self.p_true.score_batch(
-                [(item.question, g.text) for item, g in zip(batch, greedy, strict=True)])
-            for record, v in zip(records, values, strict=True):
+                [(batch[i].question, greedy[i].text) for i in answered])
+            for record, v in zip(scored, values, strict=True):
                 record["scores"]["p_true"] = v
                 record["times"]["p_true"] = seconds
         if "sampling" in cfg.methods:
-            self._score_samples(prompts, records)
+            self._score_samples([prompts[i] for i in answered], scored)
         return records
 
     def _score_gradients(self, greedy: Sequence[Generation],

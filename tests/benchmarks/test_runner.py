@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
+from semgrad_bench.metrics import auroc
 from semgrad_bench.report import summarize
 from semgrad_bench.runner import BenchmarkRun, RunConfig, read_records
 from semgrad_guard.calibration.datasets import QAItem
@@ -118,6 +121,87 @@ def test_summary_files(tmp_path):
     assert costs["semgrad_default"] > costs["nll"] > 0
     assert costs["answer_length"] == 0.0  # a free reference
     assert "semgrad_sum" not in costs  # no calibrated anchor, so no calibrated SemGrad
+
+
+class _Mute(LogitsProcessor):
+    """Ends the marked rows' answers before they begin (their first token is the
+    end-of-turn token)."""
+
+    def __init__(self, rows: torch.Tensor, eos: int) -> None:
+        self.rows, self.eos = rows, eos
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        scores[self.rows] = float("-inf")
+        scores[self.rows, self.eos] = 0.0
+        return scores
+
+
+def _mute_on(lm, word):
+    """The model gives no answer to questions holding ``word``."""
+    generate_batch = lm.generate_batch
+
+    def muted(prompts, **kwargs):
+        rows = torch.tensor([word in p.question for p in prompts])
+        rows = rows.repeat_interleave(int(kwargs.get("num_return_sequences", 1)))
+        kwargs["logits_processor"] = LogitsProcessorList([_Mute(rows, lm.tokenizer.eos_token_id)])
+        return generate_batch(prompts, **kwargs)
+
+    lm.generate_batch = muted
+    return lm
+
+
+def test_empty_answers_are_recorded_apart_and_never_scored(tmp_path):
+    lm = _mute_on(tiny_local_model(), "cat")
+    cfg = RunConfig(dataset="tiny", split="evaluation", model="tiny-llama", max_new_tokens=6,
+                    batch_size=2, methods=("semgrad", "likelihood", "p_true"))
+    records = BenchmarkRun(lm, ITEMS, ContainmentJudge(), cfg, tmp_path / "run",
+                           progress=False).run()
+    empty = [r for r in records if r["no_answer"]]
+    assert [r["index"] for r in empty] == [303]
+    assert empty[0]["scores"] == {} and empty[0]["correct"] is False
+    assert empty[0]["answer"] == "" and empty[0]["stop_reason"] == "eos"
+    assert all(set(r["scores"]) >= {"semgrad_default", "nll", "p_true"}
+               for r in records if not r["no_answer"])
+    config = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert config["prompt_format"] == {"kind": "chat",
+                                       "fingerprint": lm.prompt_format.fingerprint(lm.tokenizer)}
+
+    # Both classes among the answers, whatever the random model said.
+    for i, r in enumerate(records):
+        r["correct"] = (i % 2 == 0) and not r["no_answer"]
+    (tmp_path / "run" / "answers.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    rows = {r["method"]: r for r in summarize(tmp_path / "run", resamples=20, plots=False)}
+    answered = [r for r in records if not r["no_answer"]]
+    nll = [r["scores"]["nll"] for r in answered]
+    assert rows["nll"]["auroc"] == pytest.approx(auroc(nll, [r["correct"] for r in answered]))
+    # Over every question the empty answer (wrong) ranks above every answer.
+    everything = [r["scores"]["nll"] if not r["no_answer"] else max(nll) + 1 for r in records]
+    assert rows["nll"]["auroc_all"] == pytest.approx(
+        auroc(everything, [r["correct"] for r in records]))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["meta"]
+    assert (summary["questions"], summary["answers"], summary["no_answer"]) == (5, 4, 1)
+    assert summary["no_answer_share"] == pytest.approx(0.2)
+    text = (tmp_path / "run" / "summary.md").read_text()
+    assert "4 answers, 25% wrong (containment judge); 1 of 5 questions (20%) without an " \
+           "answer" in text
+    assert "| AUROC, all [95% CI] |" in text
+    table = (tmp_path / "run" / "answers.csv").read_text().splitlines()
+    assert len(table) == 6 and ",True," in next(line for line in table if "how many cat" in line)
+
+
+def test_a_summary_without_empty_answers_has_no_all_column(tmp_path):
+    _run(tmp_path / "run", methods=("likelihood",))
+    records = read_records(tmp_path / "run")
+    for i, r in enumerate(records):
+        r["correct"] = i % 2 == 0
+    (tmp_path / "run" / "answers.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    rows = summarize(tmp_path / "run", resamples=20, plots=False)
+    assert all(r["auroc_all"] == pytest.approx(r["auroc"]) for r in rows)
+    text = (tmp_path / "run" / "summary.md").read_text()
+    assert "0 of 5 questions (0%) without an answer" in text and "AUROC, all" not in text
 
 
 def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
