@@ -200,15 +200,8 @@ class LocalModel:
         results = []
         for row, tokens in enumerate(new):
             src = row // n_return
-            cut = next((i for i, t in enumerate(tokens) if t in eos), None)
-            if cut is not None:
-                response, reason = tokens[: cut + 1], "eos"
-            else:
-                response = tokens
-                while response and response[-1] == self.pad_id and self.pad_id not in eos:
-                    response = response[:-1]
-                ended = torch.tensor([[*out[row, :width].tolist(), *response]])
-                reason = "stop_string" if bool(stop(ended, None)[0]) else "length"
+            end, reason = stop.end_of_answer(out[row, :width].tolist(), tokens, eos, self.pad_id)
+            response = tokens[:end]
             text = self.tokenizer.decode(response, skip_special_tokens=True)
             if reason == "stop_string":
                 text = cut_at_stop(text, self.tokenizer.decode(response[:-1],

@@ -15,8 +15,8 @@ It is an ordinary ``StoppingCriteria``: ``model.generate`` takes it in its
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, Literal
 
 import torch
 from transformers import StoppingCriteria, StopStringCriteria
@@ -80,6 +80,30 @@ class StopAfterContent(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None,
                  **kwargs: Any) -> torch.BoolTensor:
         return self.matches(input_ids) & self.has_content(input_ids)  # type: ignore[return-value]
+
+    def end_of_answer(self, prompt_ids: Sequence[int], tokens: Sequence[int],
+                      eos_ids: Collection[int], pad_id: int
+                      ) -> tuple[int, Literal["eos", "stop_string", "length"]]:
+        """Where one row's answer ended in a finished batch, and why.
+
+        ``model.generate`` pads a row that finished early to the batch's length, and the
+        pad id is often the end-of-turn id: the first end-of-turn token is then not
+        necessarily generated. A row ends at its first end-of-turn token, or where this
+        criterion stopped it (the next token is padding, or there is none), whichever
+        comes first; else it ran to the length limit (padding a caller's own criterion
+        left after it dropped).
+        """
+        for i, token in enumerate(tokens):
+            if token in eos_ids:
+                return i + 1, "eos"
+            if self.stop_strings and (i + 1 == len(tokens) or tokens[i + 1] == pad_id):
+                ids = torch.tensor([[*prompt_ids, *tokens[:i + 1]]])
+                if bool(self(ids, None)[0]):
+                    return i + 1, "stop_string"
+        end = len(tokens)
+        while end and tokens[end - 1] == pad_id:
+            end -= 1
+        return end, "length"
 
 
 def cut_at_stop(text: str, head: str, stop_strings: Sequence[str]) -> str:

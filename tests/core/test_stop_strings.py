@@ -123,3 +123,36 @@ def test_cut_at_stop() -> None:
     assert cut_at_stop("blue stop", "blue st", ["stop", "\n"]) == "blue "
     # A stop string that does not reach into the last token did not end the answer.
     assert cut_at_stop("stop blue", "stop bl", ["stop"]) == "stop blue"
+
+
+class PerRow(LogitsProcessor):
+    """Makes each row of a batch write its own script."""
+
+    def __init__(self, prompt_width: int, scripts: Sequence[Sequence[int]]) -> None:
+        self.width, self.scripts = prompt_width, [list(s) for s in scripts]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        forced = torch.full_like(scores, float("-inf"))
+        for row, script in enumerate(self.scripts):
+            forced[row, script[min(input_ids.shape[1] - self.width, len(script) - 1)]] = 0.0
+        return forced
+
+
+def test_padding_after_a_stop_string_is_not_an_end_of_turn() -> None:
+    # Many tokenizers pad with their end-of-turn token: a row that stopped on a stop
+    # string early in a batch is padded with it, and that padding is not generated.
+    base = tiny_bpe_model(chat=False)
+    tok = base.tokenizer
+    tok.pad_token = tok.eos_token
+    lm = LocalModel(base.model, tok, name="pads-with-eos")
+    assert lm.pad_id in lm.eos_ids
+    prompts = [qa_prompt(QUESTION), qa_prompt("who wrote the moon?")]
+    width = max(len(lm.prompt_ids(p)) for p in prompts)
+    scripts = [ids(lm, " blue\n red"), [*ids(lm, " the sun and the moon"), tok.eos_token_id]]
+    short, long = lm.generate_batch(prompts, max_new_tokens=32,
+                                    logits_processor=LogitsProcessorList([PerRow(width, scripts)]))
+    assert short.stop_reason == "stop_string" and list(short.response_ids) == ids(lm, " blue\n")
+    assert short.text == "blue"
+    assert long.stop_reason == "eos" and long.response_ids[-1] == tok.eos_token_id
+    assert long.text == "the sun and the moon"
