@@ -104,15 +104,22 @@ def test_a_run_timed_on_another_device_is_not_resumed(tmp_path):
         _run(tmp_path / "run", methods=("likelihood",))
 
 
+def _label_alternately(run_dir, records):
+    """Both classes among the answers, whatever the random model said (an empty answer
+    stays wrong); the run folder is rewritten with these labels."""
+    for i, r in enumerate(records):
+        r["correct"] = i % 2 == 0 and not r.get("no_answer")
+    (run_dir / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def test_summary_files(tmp_path):
     _run(tmp_path / "run", methods=("semgrad", "likelihood"))
-    records = read_records(tmp_path / "run")
-    # Make both classes present whatever the random model answered.
-    for i, r in enumerate(records):
-        r["correct"] = i % 2 == 0
-    (tmp_path / "run" / "answers.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records))
+    _label_alternately(tmp_path / "run", read_records(tmp_path / "run"))
     rows = summarize(tmp_path / "run", resamples=20, plots=True)
+    # Every question answered: no all-questions column, the same figure either way.
+    assert all(r["auroc_all"] == pytest.approx(r["auroc"]) for r in rows)
+    text = (tmp_path / "run" / "summary.md").read_text()
+    assert "0 of 5 questions (0%) without an answer" in text and "AUROC, all" not in text
     assert {r["method"] for r in rows} >= {"semgrad_default", "nll"}
     for name in ("summary.csv", "summary.md", "summary.json", "answers.csv", "roc.png",
                  "risk_coverage.png"):
@@ -167,11 +174,7 @@ def test_empty_answers_are_recorded_apart_and_never_scored(tmp_path):
     assert config["prompt_format"] == {"kind": "chat",
                                        "fingerprint": lm.prompt_format.fingerprint(lm.tokenizer)}
 
-    # Both classes among the answers, whatever the random model said.
-    for i, r in enumerate(records):
-        r["correct"] = (i % 2 == 0) and not r["no_answer"]
-    (tmp_path / "run" / "answers.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records))
+    _label_alternately(tmp_path / "run", records)
     rows = {r["method"]: r for r in summarize(tmp_path / "run", resamples=20, plots=False)}
     answered = [r for r in records if not r["no_answer"]]
     nll = [r["scores"]["nll"] for r in answered]
@@ -189,19 +192,6 @@ def test_empty_answers_are_recorded_apart_and_never_scored(tmp_path):
     assert "| AUROC, all [95% CI] |" in text
     table = (tmp_path / "run" / "answers.csv").read_text().splitlines()
     assert len(table) == 6 and ",True," in next(line for line in table if "how many cat" in line)
-
-
-def test_a_summary_without_empty_answers_has_no_all_column(tmp_path):
-    _run(tmp_path / "run", methods=("likelihood",))
-    records = read_records(tmp_path / "run")
-    for i, r in enumerate(records):
-        r["correct"] = i % 2 == 0
-    (tmp_path / "run" / "answers.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records))
-    rows = summarize(tmp_path / "run", resamples=20, plots=False)
-    assert all(r["auroc_all"] == pytest.approx(r["auroc"]) for r in rows)
-    text = (tmp_path / "run" / "summary.md").read_text()
-    assert "0 of 5 questions (0%) without an answer" in text and "AUROC, all" not in text
 
 
 def test_anchor_sweep_and_rejudge_on_stored_answers(tmp_path):
