@@ -16,7 +16,8 @@
     │                               vocabulary fingerprint, ids outside the embedding)
     ├── CalibrationError            the anchor search or a threshold fit cannot run
     ├── ReviewError                 the human review queue cannot do what was asked
-    │   ├── CaseNotFoundError       no escalated case has that id
+    │   ├── CaseNotFoundError       no escalated case has that id (or id prefix)
+    │   ├── AmbiguousCaseIdError    an id prefix fits several cases; lists them
     │   ├── CaseAlreadyDecidedError the case was already approved, edited or rejected
     │   ├── DecisionTimeoutError    no reviewer decided before the wait timed out
     │   ├── InvalidCaseError        a case to escalate has a bad field (NaN score, ...)
@@ -103,6 +104,14 @@ class CaseNotFoundError(ReviewError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousCaseIdError(ReviewError, LookupError):
+    """A case id prefix fits several cases; ``matches`` lists (up to ten of) their ids."""
+
+    def __init__(self, message: str, matches: Any = ()) -> None:
+        super().__init__(message)
+        self.matches = list(matches)
 
 
 class CaseAlreadyDecidedError(ReviewError):

@@ -16,6 +16,7 @@ import importlib
 from typing import Any
 
 from ..errors import (
+    AmbiguousCaseIdError,
     CaseAlreadyDecidedError,
     CaseNotFoundError,
     DecisionTimeoutError,
@@ -61,6 +62,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AmbiguousCaseIdError",
     "CASE_STATUSES",
     "DELIVERY_HEADER",
     "SIGNATURE_HEADER",

@@ -227,6 +227,12 @@ class PostgresReviewStore(ReviewStore):
         rows = self._run(lambda conn: conn.execute(query, (*params, limit)).fetchall())
         return [case_from_row(row) for row in rows]
 
+    def ids_starting_with(self, prefix: str, limit: int) -> builtins.list[str]:
+        query = self._sql.SQL("SELECT id FROM {} WHERE starts_with(id, %s)"
+                              " ORDER BY created_at, seq LIMIT %s").format(self._cases)
+        rows = self._run(lambda conn: conn.execute(query, (prefix, limit)).fetchall())
+        return [str(row["id"]) for row in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._run(lambda conn: conn.execute(self._count).fetchall())
         found = {row["status"]: int(row["n"]) for row in rows}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import (
+    AmbiguousCaseIdError,
     CaseAlreadyDecidedError,
     CaseNotFoundError,
     ConfigError,
@@ -39,6 +40,15 @@ CASE_FIELDS = ("question", "answer", "context", "metadata")
 
 #: The most cases one ``list`` call returns.
 MAX_LIST = 100_000
+
+#: The shortest case id prefix looked up (as git does for commits).
+MIN_PREFIX = 4
+
+#: How many matches an ambiguous prefix error lists.
+_SHOWN_MATCHES = 10
+
+#: URL schemes of the PostgreSQL backend.
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg")
 
 
 def default_reviewer() -> str:
@@ -125,13 +135,49 @@ class ReviewQueue:
         return case
 
     def get(self, case_id: str) -> EscalatedCase:
-        """The case with that id; ``CaseNotFoundError`` if there is none."""
+        """The case with that id, or with that unique id prefix (at least 4 characters,
+        as ``review show 3f2a`` takes it); ``CaseNotFoundError`` if there is none,
+        ``AmbiguousCaseIdError`` (listing the matches) if the prefix fits several."""
         if not isinstance(case_id, str) or text_problem(case_id):
             raise CaseNotFoundError(f"no escalated case has id {case_id!r} in {self.location}")
         case = self.store.get(case_id)
         if case is None:
+            case = self.store.get(self._by_prefix(case_id))
+        if case is None:  # deleted between the two reads
             raise CaseNotFoundError(f"no escalated case has id {case_id!r} in {self.location}")
         return case
+
+    def resolve(self, case_id: str) -> str:
+        """The full id of the case whose id is ``case_id`` or starts with it.
+
+        >>> queue = open_review_queue("sqlite:///:memory:")
+        >>> case = queue.submit(chain="rag", question="q", answer="a")
+        >>> queue.resolve(case.id[:6]) == case.id
+        True
+        """
+        if not isinstance(case_id, str) or text_problem(case_id):
+            raise CaseNotFoundError(f"no escalated case has id {case_id!r} in {self.location}")
+        if self.store.get(case_id) is not None:
+            return case_id
+        return self._by_prefix(case_id)
+
+    def _by_prefix(self, case_id: str) -> str:
+        if len(case_id.strip()) < MIN_PREFIX:
+            raise CaseNotFoundError(
+                f"no escalated case has id {case_id!r} in {self.location} (a prefix needs at "
+                f"least {MIN_PREFIX} characters)")
+        matches = self.store.ids_starting_with(case_id, _SHOWN_MATCHES + 1)
+        if not matches:
+            raise CaseNotFoundError(f"no escalated case has id {case_id!r} (nor an id "
+                                    f"starting with it) in {self.location}")
+        if len(matches) > 1:
+            count = (f"more than {_SHOWN_MATCHES}" if len(matches) > _SHOWN_MATCHES
+                     else str(len(matches)))
+            shown = ", ".join(matches[:_SHOWN_MATCHES])
+            raise AmbiguousCaseIdError(
+                f"case id prefix {case_id!r} fits {count} cases in {self.location}: {shown}; "
+                "give more characters", matches=matches[:_SHOWN_MATCHES])
+        return matches[0]
 
     def poll(self, case_id: str) -> EscalatedCase | None:
         """The decided case, or ``None`` while it is still pending (never blocks)."""
@@ -156,19 +202,19 @@ class ReviewQueue:
     def approve(self, case_id: str, reviewer: str | None = None) -> EscalatedCase:
         """Approve the answer as it is; it becomes the case's ``final_answer``."""
         case = self.get(case_id)
-        return self._decide(case_id, "approved", final_answer=case.answer, reviewer=reviewer,
+        return self._decide(case.id, "approved", final_answer=case.answer, reviewer=reviewer,
                             reason=None)
 
     def edit(self, case_id: str, answer: str, reviewer: str | None = None,
              reason: str | None = None) -> EscalatedCase:
         """Replace the answer with the reviewer's text and approve that."""
-        return self._decide(case_id, "edited", final_answer=_text("answer", answer),
+        return self._decide(self.resolve(case_id), "edited", final_answer=_text("answer", answer),
                             reviewer=reviewer, reason=reason)
 
     def reject(self, case_id: str, reviewer: str | None = None,
                reason: str | None = None) -> EscalatedCase:
         """Refuse the answer; the user gets no answer, ``reason`` says why."""
-        return self._decide(case_id, "rejected", final_answer=None, reviewer=reviewer,
+        return self._decide(self.resolve(case_id), "rejected", final_answer=None, reviewer=reviewer,
                             reason=reason)
 
     def _decide(self, case_id: str, status: CaseStatus, *, final_answer: str | None,

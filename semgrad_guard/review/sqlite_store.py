@@ -238,6 +238,11 @@ class SQLiteReviewStore(ReviewStore):
                          (*params, limit))
         return [case_from_row(dict(row)) for row in rows]
 
+    def ids_starting_with(self, prefix: str, limit: int) -> builtins.list[str]:
+        rows = self._run("SELECT id FROM cases WHERE substr(id, 1, ?) = ?"
+                         " ORDER BY created_at, rowid LIMIT ?", (len(prefix), prefix, limit))
+        return [str(row[0]) for row in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._run("SELECT status, COUNT(*) FROM cases GROUP BY status")
         found: dict[str, int] = {str(row[0]): int(row[1]) for row in rows}

@@ -83,6 +83,16 @@ class ReviewStore(ABC):
     def list(self, status: CaseStatus | None, chain: str | None, limit: int) -> list[EscalatedCase]:
         """Cases oldest first (a queue is worked from the front), filtered."""
 
+    def ids_starting_with(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Up to ``limit`` case ids that start with ``prefix``, oldest case first.
+
+        This default reads every case; the SQLite and PostgreSQL stores ask the database.
+        """
+        from .queue import MAX_LIST
+
+        return [case.id for case in self.list(None, None, MAX_LIST)
+                if case.id.startswith(prefix)][:limit]
+
     @abstractmethod
     def counts(self) -> dict[str, int]:
         """How many cases have each status."""

@@ -3,7 +3,8 @@
 Routes (all but ``/login`` and ``/healthz`` need the token):
 
 - ``GET /`` pending cases (``?status=approved|edited|rejected|all``, ``&chain=``);
-- ``GET /cases/{id}`` one case; ``POST /cases/{id}/approve|edit|reject`` its forms;
+- ``GET /cases/{id}`` one case (a unique id prefix redirects to it; one several cases
+  share lists them); ``POST /cases/{id}/approve|edit|reject`` its forms;
 - ``POST /login`` (token and reviewer name, sets a session cookie), ``POST /logout``;
 - ``GET /api/cases``, ``GET /api/cases/{id}``, ``POST /api/cases/{id}/approve|edit|reject``
   for scripts, with ``Authorization: Bearer <token>`` only (JSON in and out).
@@ -35,6 +36,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from ..errors import (
+    AmbiguousCaseIdError,
     CaseAlreadyDecidedError,
     CaseNotFoundError,
     ConfigError,
@@ -138,6 +140,7 @@ class _ReviewPage:
         context.setdefault("counts", {})
         context.setdefault("current_status", "")
         context.setdefault("error", None)
+        context.setdefault("cases", [])
         html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status_code)
 
@@ -149,11 +152,13 @@ class _ReviewPage:
         return self.render("login.html", status_code, next=target, error=error)
 
     def message(self, request: Request, status_code: int, heading: str, message: str,
-                session: tuple[str, str] | None) -> HTMLResponse:
+                session: tuple[str, str] | None, cases: list[str] | None = None
+                ) -> HTMLResponse:
         reviewer, cookie = session or (None, "")
         return self.render("message.html", status_code, heading=heading, message=message,
                            link="/", link_text="Back to the queue", reviewer=reviewer,
-                           csrf=self.auth.csrf_value(cookie) if cookie else "")
+                           csrf=self.auth.csrf_value(cookie) if cookie else "",
+                           cases=cases or [])
 
     # -- who is asking ---------------------------------------------------------------
 
@@ -267,9 +272,13 @@ class _ReviewPage:
         case_id = request.path_params["case_id"]
         try:
             case = await run_in_threadpool(self.queue.get, case_id)
-        except CaseNotFoundError:
-            return self.message(request, 404, "No such case",
-                                f"There is no case with id {case_id}.", session)
+        except CaseNotFoundError as exc:
+            return self.message(request, 404, "No such case", f"{exc}.", session)
+        except AmbiguousCaseIdError as exc:
+            return self.message(request, 409, "Several cases fit", f"{exc}.", session,
+                                cases=exc.matches)
+        if case.id != case_id:  # a unique prefix: the page lives at the full id
+            return RedirectResponse(f"/cases/{quote(case.id, safe='')}", status_code=303)
         next_case = None
         if request.query_params.get("done"):
             pending = await run_in_threadpool(self.queue.list, "pending", None, 1)
@@ -296,6 +305,9 @@ class _ReviewPage:
         except CaseNotFoundError:
             return self.message(request, 404, "No such case",
                                 f"There is no case with id {case_id}.", session)
+        except AmbiguousCaseIdError as exc:
+            return self.message(request, 409, "Several cases fit", f"{exc}.", session,
+                                cases=exc.matches)
         except CaseAlreadyDecidedError as exc:
             return self.message(request, 409, "Already decided", str(exc), session)
         except (InvalidCaseError, ConfigError) as exc:
@@ -343,6 +355,8 @@ class _ReviewPage:
             case = await run_in_threadpool(self.queue.get, request.path_params["case_id"])
         except CaseNotFoundError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
+        except AmbiguousCaseIdError as exc:
+            return JSONResponse({"error": str(exc), "matches": exc.matches}, status_code=409)
         return JSONResponse(case.to_dict())
 
     async def api_decide(self, request: Request) -> Response:
@@ -363,6 +377,8 @@ class _ReviewPage:
                                     body.get("answer"), body.get("reason"))
         except CaseNotFoundError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
+        except AmbiguousCaseIdError as exc:
+            return JSONResponse({"error": str(exc), "matches": exc.matches}, status_code=409)
         except CaseAlreadyDecidedError as exc:
             return JSONResponse({"error": str(exc), "case": exc.case.to_dict()}, status_code=409)
         except (InvalidCaseError, ConfigError) as exc:

@@ -16,7 +16,7 @@ import semgrad_guard.review as review
 from semgrad_guard.errors import ReviewError, SemGradGuardError
 
 PUBLIC = [
-    "CASE_STATUSES", "SIGNATURE_HEADER", "CaseAlreadyDecidedError", "CaseNotFoundError",
+    "AmbiguousCaseIdError", "CASE_STATUSES", "SIGNATURE_HEADER", "CaseAlreadyDecidedError", "CaseNotFoundError",
     "CaseStatus", "DecisionCallback", "DecisionTimeoutError", "EscalatedCase",
     "InvalidCaseError", "PostgresReviewStore", "ReviewError", "ReviewQueue",
     "ReviewServer", "ReviewServerConfig", "ReviewStore", "ReviewStoreError",
@@ -37,7 +37,8 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_errors_belong_to_the_one_tree() -> None:
-    for name in ("CaseAlreadyDecidedError", "CaseNotFoundError", "DecisionTimeoutError",
+    for name in ("AmbiguousCaseIdError", "CaseAlreadyDecidedError", "CaseNotFoundError",
+                 "DecisionTimeoutError",
                  "InvalidCaseError", "ReviewStoreError", "WebhookDeliveryError"):
         error = getattr(review, name)
         assert issubclass(error, ReviewError) and issubclass(error, SemGradGuardError)
