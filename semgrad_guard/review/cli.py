@@ -3,7 +3,7 @@
 ::
 
     semgrad-guard review list [--status pending] [--chain support-rag] [--json]
-    semgrad-guard review show ID [--json]
+    semgrad-guard review show ID [--json]        (ID: the case id, or a unique prefix of it)
     semgrad-guard review approve ID [--reviewer alice]
     semgrad-guard review edit ID --answer "corrected text"    (--answer - reads stdin)
     semgrad-guard review reject ID [--reason "wrong policy"]
@@ -11,8 +11,11 @@
     SEMGRAD_GUARD_REVIEW_TOKEN=... semgrad-guard review serve [--host 127.0.0.1] [--port 8765]
 
 Every sub-command takes ``--queue URL`` (default ``$SEMGRAD_GUARD_REVIEW_QUEUE``, else
-``<cache>/review.db``) and ``--webhook-url`` for decisions, signed with the secret in
-``$SEMGRAD_GUARD_WEBHOOK_SECRET`` (or ``--webhook-secret``).
+``<cache>/review.db``), refused when it names a queue file that does not exist unless
+``--create`` is given, and ``--webhook-url`` for decisions, signed with the secret in
+``$SEMGRAD_GUARD_WEBHOOK_SECRET`` (or ``--webhook-secret``). A case ``ID`` may be a
+unique prefix of at least 4 characters; a prefix several cases share is an error
+listing them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def register(subparsers: Any) -> None:
     common.add_argument("--queue", default=os.environ.get(QUEUE_ENV),
                         help=f"queue URL: sqlite:///path.db or postgresql://...; default "
                              f"${QUEUE_ENV}, else <cache>/review.db")
+    common.add_argument("--create", action="store_true",
+                        help="create the queue's SQLite file if it does not exist (without "
+                             "it, a queue file that does not exist is an error, so that a "
+                             "mistyped --queue never makes an empty queue)")
     common.add_argument("--webhook-url", default=None,
                         help="POST each decision to this URL (from a durable outbox: what "
                              "this command cannot deliver, a later one does)")
@@ -64,24 +71,24 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_list)
 
     p = commands.add_parser("show", parents=[common, as_json], help="show one case in full")
-    p.add_argument("case_id", metavar="ID")
+    p.add_argument("case_id", metavar="ID", help="the case id, or a unique prefix of it")
     p.set_defaults(func=_show)
 
     p = commands.add_parser("approve", parents=[common, deciding, as_json],
                             help="approve the answer as it is")
-    p.add_argument("case_id", metavar="ID")
+    p.add_argument("case_id", metavar="ID", help="the case id, or a unique prefix of it")
     p.set_defaults(func=_approve)
 
     p = commands.add_parser("edit", parents=[common, deciding, as_json],
                             help="replace the answer and approve the new text")
-    p.add_argument("case_id", metavar="ID")
+    p.add_argument("case_id", metavar="ID", help="the case id, or a unique prefix of it")
     p.add_argument("--answer", required=True, help="the corrected answer; - reads stdin")
     p.add_argument("--reason", default=None, help="optional note on the edit")
     p.set_defaults(func=_edit)
 
     p = commands.add_parser("reject", parents=[common, deciding, as_json],
                             help="reject the answer")
-    p.add_argument("case_id", metavar="ID")
+    p.add_argument("case_id", metavar="ID", help="the case id, or a unique prefix of it")
     p.add_argument("--reason", default=None, help="why the answer was rejected")
     p.set_defaults(func=_reject)
 
@@ -129,7 +136,7 @@ def _open(args: argparse.Namespace) -> ReviewQueue:
             problems = "; ".join(error["msg"].removeprefix("Value error, ")
                                  for error in exc.errors(include_url=False))
             raise ConfigError(f"--webhook-url: {problems}") from None
-    return open_review_queue(args.queue, webhook=webhook)
+    return open_review_queue(args.queue, webhook=webhook, create=args.create)
 
 
 def _list(args: argparse.Namespace) -> int:

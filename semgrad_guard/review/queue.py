@@ -361,15 +361,52 @@ class ReviewQueue:
         return f"ReviewQueue({self.location!r})"
 
 
-def open_review_queue(url: str | os.PathLike[str] | None = None, *,
+def check_queue_url(url: str | os.PathLike[str]) -> str:
+    """The backend a queue URL names (``"sqlite"`` or ``"postgresql"``); ``ConfigError``
+    naming the URL for any other scheme or a malformed SQLite URL. Reads nothing.
+
+    >>> check_queue_url("sqlite:///review.db"), check_queue_url("postgresql://db/guard")
+    ('sqlite', 'postgresql')
+    """
+    text = os.fspath(url)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"review queue {url!r}: expected sqlite:///path.db, a file path or "
+                          "postgresql://...")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in POSTGRES_SCHEMES:
+        return "postgresql"
+    if scheme == "sqlite":
+        path = text[len("sqlite://"):]
+        if not path.startswith("/") or path == "/":
+            raise ConfigError(f"review queue {text!r}: write sqlite:///relative/path.db or "
+                              "sqlite:////absolute/path.db")
+        return "sqlite"
+    if scheme:
+        raise ConfigError(f"review queue {text!r}: scheme {scheme!r} is not supported; "
+                          "expected sqlite:///path.db, a file path or postgresql://...")
+    return "sqlite"
+
+
+def _sqlite_file(text: str) -> str:
+    return text[len("sqlite:///"):] if "://" in text else text
+
+
+def open_review_queue(url: str | os.PathLike[str] | None = None, *, create: bool = True,
                       webhook: WebhookConfig | str | None = None,
                       redact: Redaction | None = None) -> ReviewQueue:
-    """Open (creating if needed) the review queue at ``url``.
+    """Open the review queue at ``url``.
 
-    - ``None``: the embedded default, ``<cache>/review.db`` (see ``semgrad_guard.paths``);
+    - ``None``: the embedded default, ``<cache>/review.db`` (see ``semgrad_guard.paths``;
+      its folders are created, readable by their owner only);
     - ``sqlite:///relative/review.db``, ``sqlite:////abs/review.db``, a plain file path,
       or ``sqlite:///:memory:`` (one process only, for tests);
     - ``postgresql://user:password@host:5432/db`` (needs psycopg 3).
+
+    A SQLite file named by ``url`` must be in a folder that exists: a missing folder is
+    almost always a mistyped path, so it is a ``ConfigError`` naming the URL, not a new
+    folder. The file itself is created when missing, unless ``create=False`` (what the
+    ``review`` commands do, so that a mistyped ``--queue`` is an error, not an empty
+    queue). Any other scheme is a ``ConfigError``.
 
     >>> queue = open_review_queue("sqlite:///:memory:")
     >>> queue.counts()["pending"]
@@ -380,24 +417,28 @@ def open_review_queue(url: str | os.PathLike[str] | None = None, *,
     if redact is not None and isinstance(redact, Redaction):
         redact.check(CASE_FIELDS)  # before a store is opened for nothing
     if url is None:
-        return ReviewQueue(SQLiteReviewStore(cache_dir() / "review.db"), webhook=webhook,
-                           redact=redact)
+        path = cache_dir() / "review.db"
+        if not create and not path.exists():
+            raise ConfigError(f"no review queue at {path} (the default queue; nothing was "
+                              "escalated to it yet): name the queue (--queue), or create it "
+                              "(--create; create=True in Python)")
+        return ReviewQueue(SQLiteReviewStore(path), webhook=webhook, redact=redact)
     text = os.fspath(url)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme == "sqlite":
-        path = text[len("sqlite://"):]
-        if not path.startswith("/") or path == "/":
-            raise ConfigError(f"review queue {text!r}: write sqlite:///relative/path.db or "
-                              "sqlite:////absolute/path.db")
-        return ReviewQueue(SQLiteReviewStore(path[1:]), webhook=webhook, redact=redact)
-    if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg"):
+    if check_queue_url(text) == "postgresql":
         from .postgres_store import PostgresReviewStore
 
         return ReviewQueue(PostgresReviewStore(text), webhook=webhook, redact=redact)
-    if scheme:
-        raise ConfigError(f"review queue {text!r}: scheme {scheme!r} is not supported; "
-                          "expected sqlite:/// or postgresql://")
-    return ReviewQueue(SQLiteReviewStore(Path(text)), webhook=webhook, redact=redact)
+    file = _sqlite_file(text)
+    if file != ":memory:":
+        folder = Path(file).parent
+        if not folder.is_dir():
+            raise ConfigError(f"review queue {text!r}: the folder {str(folder)!r} does not "
+                              "exist; create it, or correct the URL")
+        if not create and not Path(file).is_file():
+            raise ConfigError(f"review queue {text!r}: there is no queue file {file!r}; "
+                              "correct the URL, or create the queue (--create; create=True "
+                              "in Python)")
+    return ReviewQueue(SQLiteReviewStore(file), webhook=webhook, redact=redact)
 
 
 def _text(field: str, value: Any, *, required: bool = False,

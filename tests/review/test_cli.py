@@ -89,6 +89,23 @@ def test_queue_from_the_environment(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and case.id in out
 
 
+def test_a_mistyped_queue_is_an_error_not_an_empty_queue(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    real = tmp_path / "review.db"
+    with open_review_queue(real) as queue:
+        case = queue.submit(chain="c", question="q", answer="a")
+    typo = f"sqlite:///{tmp_path / 'reveiw.db'}"
+    for argv in (["list"], ["show", case.id], ["approve", case.id], ["purge", "--before", "1d"]):
+        code, out, err = run(capsys, *argv, "--queue", typo)
+        assert code == 2 and "there is no queue file" in err and "--create" in err, argv
+    assert not (tmp_path / "reveiw.db").exists()
+    code, out, err = run(capsys, "list", "--queue", f"sqlite:///{tmp_path}/nowhere/review.db")
+    assert code == 2 and "does not exist" in err
+    code, out, _ = run(capsys, "list", "--queue", typo, "--create")
+    assert code == 0 and out.strip() == "no pending cases"
+    assert (tmp_path / "reveiw.db").exists()
+
+
 def test_serve_needs_a_token(sqlite_url: str, capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEMGRAD_GUARD_REVIEW_TOKEN", raising=False)
@@ -111,7 +128,8 @@ def test_serve_runs_the_page_on_loopback(sqlite_url: str,
     read_fd, write_fd = os.pipe()
     server = multiprocessing.get_context("fork").Process(
         target=_serve_in_child,
-        args=(["review", "serve", "--queue", sqlite_url, "--port", str(port)], write_fd))
+        args=(["review", "serve", "--queue", sqlite_url, "--create", "--port", str(port)],
+              write_fd))
     server.start()
     os.close(write_fd)
     try:

@@ -24,11 +24,14 @@ def _private(folder: Path, prefix: str) -> None:
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
 
 
-def test_queue_files_are_created_private(tmp_path: Path) -> None:
+def test_queue_files_are_created_private(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     old = os.umask(0o022)
     try:
+        # The default queue's folders are created; a named queue's folder must exist.
         folder = tmp_path / "new" / "folder"
-        with open_review_queue(folder / "review.db") as queue:
+        monkeypatch.setenv("SEMGRAD_GUARD_CACHE", str(folder))
+        with open_review_queue() as queue:
             case = queue.submit(chain="c", question=SECRET_TEXT, answer="a")
             queue.approve(case.id, reviewer="alice")
             _private(folder, "review.db")  # the file, its -wal and -shm

@@ -25,6 +25,7 @@ def test_none_means_review_db_in_the_cache(tmp_path: Path,
 
 def test_sqlite_urls_and_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "relative").mkdir()
     with open_review_queue("sqlite:///relative/review.db") as queue:
         case = queue.submit(chain="c", question="q", answer="a")
     with open_review_queue(f"sqlite:///{tmp_path}/relative/review.db") as queue:
@@ -83,3 +84,35 @@ def test_password_is_not_shown_in_the_location(postgres_server: str) -> None:
         assert "hunter2" not in store.location and "***" in store.location
     finally:
         store.close()
+
+
+def test_a_missing_folder_is_an_error_naming_the_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no-such-folder/review.db"
+    with pytest.raises(ConfigError, match="no-such-folder.*does not exist") as caught:
+        open_review_queue(url)
+    assert url in str(caught.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_review_queue(tmp_path / "typo" / "review.db")
+    assert not (tmp_path / "no-such-folder").exists() and not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "mysql://db/review",
+                                 "https://example.org/queue"])
+def test_unknown_schemes_are_refused_before_anything_is_opened(url: str) -> None:
+    with pytest.raises(ConfigError, match="not supported") as caught:
+        open_review_queue(url)
+    assert url in str(caught.value)
+
+
+def test_create_false_refuses_a_queue_file_that_does_not_exist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/review.db"
+    with pytest.raises(ConfigError, match="there is no queue file"):
+        open_review_queue(url, create=False)
+    assert not (tmp_path / "review.db").exists()
+    open_review_queue(url).close()  # created
+    open_review_queue(url, create=False).close()  # now it exists
+    monkeypatch.setenv("SEMGRAD_GUARD_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="no review queue at .*the default queue"):
+        open_review_queue(create=False)
+    assert not (tmp_path / "cache").exists()

@@ -44,7 +44,7 @@ def test_list_and_show_escape_control_characters(sqlite_url: str,
 
 def test_error_messages_escape_control_characters(sqlite_url: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["review", "show", "id" + HOSTILE, "--queue", sqlite_url]) == 2
+    assert main(["review", "show", "id" + HOSTILE, "--queue", sqlite_url, "--create"]) == 2
     _, err = capsys.readouterr()
     assert "no escalated case" in err
     for char in RAW:

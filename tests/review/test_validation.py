@@ -53,7 +53,7 @@ def test_decisions_and_filters_with_bad_text_are_typed(queue: ReviewQueue) -> No
 def test_cli_filters_and_webhook_urls_are_typed_errors(sqlite_url: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     # An undecodable byte in argv arrives as a lone surrogate (surrogateescape).
-    assert main(["review", "list", "--queue", sqlite_url, "--chain", "x\udcff"]) == 2
+    assert main(["review", "list", "--queue", sqlite_url, "--create", "--chain", "x\udcff"]) == 2
     assert "surrogate" in capsys.readouterr().err
     for url in ("ftp://example.org/hook", "not a url", "http://"):
         assert main(["review", "list", "--queue", sqlite_url, "--webhook-url", url]) == 2
