@@ -146,7 +146,7 @@ SCENARIOS: list[Scenario] = [
                         "rewrite_query": "{question} Answer from the passages."},
                        {"type": "abstain", "message": ABSTAIN_MESSAGE}),
         scores=[0.9, 0.8, 0.7],
-        expected=Expected("abstain", 3, [None, 8, 16], ABSTAIN_MESSAGE, passed=False, best=2),
+        expected=Expected("abstain", 3, [None, 8, 16], ABSTAIN_MESSAGE, passed=False, best=0),
         queries=[QUESTION, f"{QUESTION} Answer from the passages.",
                  f"{QUESTION} Answer from the passages."],
     ),
@@ -162,7 +162,7 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         name="retry_then_escalate",
         description="One retry on another retriever stays uncertain; the case escalates with "
-                    "the better (lower-scoring) of the two answers.",
+                    "the chain's own answer (keep: first, the default).",
         policy=_policy({"type": "retry_with_retrieval", "attempts": 1, "k_schedule": [10],
                         "retrievers": ["bm25"]},
                        {"type": "escalate", "pending_message": PENDING_MESSAGE}),
@@ -173,11 +173,28 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         name="retries_exhausted_then_flag",
-        description="In shadow mode (flag) the best answer of all attempts passes on, "
-                    "marked passed=False.",
+        description="In shadow mode (flag) the chain's own answer passes on, marked "
+                    "passed=False: a retry that scores lower but stays over the threshold "
+                    "does not replace it (keep: first).",
         policy=_policy(_RETRY_2, "flag"),
         scores=[0.9, 0.6, 0.8],
+        expected=Expected("pass", 3, [None, 8, 16], ANSWERS[0], passed=False, best=0),
+    ),
+    Scenario(
+        name="keep_best_score_then_flag",
+        description="With keep: best_score the lowest-scoring attempt passes on, flagged.",
+        policy=_policy(_RETRY_2, "flag", keep="best_score"),
+        scores=[0.9, 0.6, 0.8],
         expected=Expected("pass", 3, [None, 8, 16], ANSWERS[1], passed=False, best=1),
+    ),
+    Scenario(
+        name="keep_last_then_escalate",
+        description="With keep: last the case escalates with the widest retrieval's answer.",
+        policy=_policy({"type": "retry_with_retrieval", "attempts": 1, "k_schedule": [10]},
+                       {"type": "escalate", "pending_message": PENDING_MESSAGE}, keep="last"),
+        scores=[0.7, 0.95],
+        expected=Expected("escalate", 2, [None, 10], PENDING_MESSAGE, passed=False, best=1,
+                          case=True),
     ),
     Scenario(
         name="score_failure_fail_closed",

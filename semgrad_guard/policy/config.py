@@ -54,6 +54,9 @@ MAX_RETRY_ATTEMPTS = 10
 #: The only version of the policy file format.
 POLICY_VERSION = 1
 
+#: Which attempt a decision rests on when no attempt passes (see ``Rule.keep``).
+KeepAttempt = Literal["first", "last", "best_score"]
+
 
 class _Strict(BaseModel):
     # NaN and infinities are refused in every number of a policy.
@@ -181,13 +184,14 @@ _QUERY_FIELDS = {"question", "attempt", "previous_answer"}
 
 
 class RetryWithRetrievalAction(_Strict):
-    """Run the chain again with wider or different retrieval, keeping the best attempt.
+    """Run the chain again with wider or different retrieval, until an attempt passes.
 
     Retry ``i`` (1-based) uses ``k = k_schedule[i-1]`` or
     ``k = round(base_k * k_multiplier ** i)`` (``base_k`` defaults to the chain's own k
     when the caller tells the guard), the query ``rewrite_query`` formatted with
     ``{question}``, ``{attempt}`` and ``{previous_answer}``, and the retriever
-    ``retrievers[i-1]`` (the last one repeats).
+    ``retrievers[i-1]`` (the last one repeats). When no attempt passes, the next action
+    rests on the attempt the rule's ``keep`` names.
     """
 
     type: Literal["retry_with_retrieval"] = "retry_with_retrieval"
@@ -367,6 +371,12 @@ class Rule(_Strict):
     on_score_failure: Literal["fail_closed", "fail_open", "raise"] = Field(
         "fail_closed", description="When a score cannot be computed: treat the answer as "
                                    "uncertain, pass it (flagged), or raise.")
+    keep: KeepAttempt = Field(
+        "first", description="When retries leave no attempt under the threshold, the attempt "
+                             "the next action (abstain, flag, escalate) rests on: 'first' (the "
+                             "chain's own answer), 'last' (the widest retrieval) or "
+                             "'best_score' (the lowest score; scores of different prompts "
+                             "are not on one scale, so this is a weak choice).")
 
     @field_validator("actions", mode="before")
     @classmethod

@@ -22,9 +22,10 @@ class GuardDecision:
     message (``abstain``) or the pending message (``escalate``). ``passed`` is true only
     when the chosen answer was under its threshold (a ``flag`` action or a
     ``fail_open`` scoring failure passes an answer with ``passed=False``). ``score``,
-    ``error_probability`` and ``raw`` belong to the chosen (lowest-scoring) attempt;
-    ``attempts`` lists every attempt in order and ``chosen_index`` points at the chosen
-    one, whose answer ``chosen_answer`` keeps even when ``answer`` is a message.
+    ``error_probability`` and ``raw`` belong to the chosen attempt: the one that passed,
+    else the one the rule keeps (``Rule.keep``: the first by default); ``attempts``
+    lists every attempt in order and ``chosen_index`` points at the chosen one, whose
+    answer ``chosen_answer`` keeps even when ``answer`` is a message.
     ``rule`` is the name of the rule that decided. ``case_id`` is the review case of an
     escalation. ``flags`` names anything a reader should know (``"retokenized"``,
     ``"score_failed"``, ``"no_answer"`` (an attempt whose model gave no answer),

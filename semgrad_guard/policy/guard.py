@@ -48,7 +48,9 @@ from .telemetry import trace_decision
 
 @dataclass(frozen=True)
 class ActionContext:
-    """What a custom action sees: the question, the rule, the attempts so far."""
+    """What a custom action sees: the question, the rule, the attempts so far, and
+    ``best``, the attempt the rule keeps when none passed (``Rule.keep``; ``best_index``
+    is its position)."""
 
     question: str
     rule: Rule
@@ -61,7 +63,7 @@ class ActionContext:
 
     def decision(self, action: str, answer: str | None, reason: str, *, passed: bool = False,
                  case_id: str | None = None) -> GuardDecision:
-        """A decision resting on the best attempt so far."""
+        """A decision resting on the kept attempt."""
         return _decision(self.question, self.rule, self.attempts, self.best_index, action,
                          answer, passed, reason, case_id=case_id)
 
@@ -484,8 +486,7 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
             if first is not None:
                 continue  # check(): one answer, nothing to retry
             for retry in range(1, action.attempts + 1):
-                best = _best_index(records)
-                attempt = action.attempt(retry, len(records), question, records[best].answer,
+                attempt = action.attempt(retry, len(records), question, records[-1].answer,
                                          chain_k)
                 result = yield _RunAttempt(attempt)
                 early = yield from judge(attempt, result)
@@ -494,7 +495,7 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
                 if records[-1].passed:
                     return _pass(question, rule, records, len(records) - 1)
             continue
-        best = _best_index(records)
+        best = _chosen_index(records, rule.keep)
         summary = _summary(rule, records, best)
         if isinstance(action, AbstainAction):
             decision = _decision(question, rule, records, best, "abstain", action.message, False,
@@ -507,7 +508,7 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
                                       f"{summary}; passed on, flagged uncertain",
                                       flags=("uncertain",)))
         if isinstance(action, EscalateAction):
-            case_id = yield _Escalate(action, _case(question, rule, records[best], records,
+            case_id = yield _Escalate(action, _case(question, rule, best, records,
                                                     run_name, tags, metadata))
             decision = _decision(question, rule, records, best, "escalate",
                                  action.pending_message, False,
@@ -526,13 +527,18 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
         return _Outcome(handled)
 
     # The actions ran out without ending the walk: fail closed.
-    best = _best_index(records)
+    best = _chosen_index(records, rule.keep)
     return _Outcome(_decision(question, rule, records, best, "abstain", DEFAULT_ABSTAIN_MESSAGE,
                               False, f"{_summary(rule, records, best)}; no action ended the "
                               f"walk, abstained"))
 
 
-def _best_index(records: list[AttemptRecord]) -> int:
+def _chosen_index(records: list[AttemptRecord], keep: str) -> int:
+    """The attempt a decision rests on when none passed, as the rule's ``keep`` says."""
+    if keep == "first":
+        return 0
+    if keep == "last":
+        return len(records) - 1
     scored = [i for i, r in enumerate(records) if r.value is not None]
     if not scored:
         return len(records) - 1
@@ -565,7 +571,8 @@ def _summary(rule: Rule, records: list[AttemptRecord], best: int) -> str:
     unscored += [f"{failed} could not be scored"] if failed else []
     if unscored:
         what += f" ({', '.join(unscored)}, treated as uncertain)"
-    return f"{what}; best: attempt {best}, {_value_text(records[best], rule)}"
+    kept = f" (keep: {rule.keep})" if n > 1 else ""
+    return f"{what}; kept attempt {best}{kept}, {_value_text(records[best], rule)}"
 
 
 def _pass(question: str, rule: Rule, records: list[AttemptRecord], index: int
@@ -597,9 +604,10 @@ def _decision(question: str, rule: Rule, records: list[AttemptRecord], index: in
         chosen_answer=chosen.answer, chosen_index=index, flags=tuple(extra))
 
 
-def _case(question: str, rule: Rule, best: AttemptRecord, records: list[AttemptRecord],
+def _case(question: str, rule: Rule, chosen: int, records: list[AttemptRecord],
           run_name: str | None, tags: tuple[str, ...], metadata: dict[str, Any]
           ) -> dict[str, Any]:
+    best = records[chosen]
     score = best.score
     components: dict[str, float] = {}
     if score is not None:
@@ -615,5 +623,20 @@ def _case(question: str, rule: Rule, best: AttemptRecord, records: list[AttemptR
         "context": list(best.context),
         "rule": rule.name,
         "metadata": {**metadata, "run_name": run_name, "tags": list(tags),
-                     "method": rule.score, "attempts": [r.to_dict() for r in records]},
+                     "method": rule.score, "attempts": [r.to_dict() for r in records],
+                     "threshold": _threshold_data(rule), "keep": rule.keep,
+                     "chosen_attempt": chosen},
     }
+
+
+def _threshold_data(rule: Rule) -> dict[str, Any]:
+    """The rule's threshold as the reviewer needs it: the ceiling, and its calibration."""
+    threshold = rule.threshold
+    data: dict[str, Any] = {"score": rule.score}
+    if threshold.max_score is not None:
+        data["max_score"] = threshold.max_score
+    else:
+        data["max_error_probability"] = threshold.max_error_probability
+    if threshold.calibration is not None:
+        data["calibration"] = threshold.calibration.model_dump(mode="json", exclude_none=True)
+    return data

@@ -14,6 +14,13 @@ CASE_STATUSES: tuple[str, ...] = get_args(CaseStatus)
 #: The statuses a reviewer's decision can set.
 DECISION_STATUSES: tuple[str, ...] = ("approved", "edited", "rejected")
 
+#: Metadata keys a guard adds to the cases it escalates, beside the caller's own: the
+#: score ``method``, every attempt (``attempts``), the rule's ``threshold``, which attempt
+#: the rule keeps (``keep``) and kept (``chosen_attempt``), and the id of the audit
+#: trail that records the escalation (``audit_trail``).
+GUARD_METADATA_KEYS = ("method", "attempts", "threshold", "keep", "chosen_attempt",
+                       "audit_trail")
+
 
 @dataclass(frozen=True)
 class EscalatedCase:

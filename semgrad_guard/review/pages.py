@@ -15,6 +15,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ..scoring.result import SCORE_MEANINGS
+from .case import GUARD_METADATA_KEYS, EscalatedCase
+
 #: The style sheet the pages link to.
 STYLESHEET = "review.css"
 
@@ -26,11 +29,45 @@ def _when(moment: datetime | None) -> str:
 def _score(value: float | None) -> str:
     if value is None:
         return "not computed"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
     return f"{value:.4g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3e}"
 
 
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def why_escalated(case: EscalatedCase) -> dict[str, Any]:
+    """What the case page says about why a reviewer sees the case, from what the guard
+    put in its metadata: the rule's threshold, what the score measures, every attempt
+    and which one was kept. Cases submitted without it show what they have."""
+    meta = case.metadata
+    threshold = meta.get("threshold") if isinstance(meta.get("threshold"), dict) else None
+    method = str(meta.get("method") or (threshold or {}).get("score") or "") or None
+    attempts = meta.get("attempts")
+    attempts = [a for a in attempts if isinstance(a, dict)] \
+        if isinstance(attempts, list) else []
+    chosen = meta.get("chosen_attempt")
+    return {
+        "threshold": threshold,
+        "method": method,
+        "meaning": SCORE_MEANINGS.get(method or ""),
+        "keep": meta.get("keep"),
+        "chosen": chosen if isinstance(chosen, int) and 0 <= chosen < len(attempts) else None,
+        "attempts": attempts,
+        "metadata": {k: v for k, v in meta.items()
+                     if k not in GUARD_METADATA_KEYS or not _guard_shaped(k, v)},
+    }
+
+
+def _guard_shaped(key: str, value: Any) -> bool:
+    # A caller's own key that happens to share a guard key's name stays visible.
+    if key == "attempts":
+        return isinstance(value, list)
+    if key == "threshold":
+        return isinstance(value, dict)
+    return True
 
 
 def page_templates() -> Environment:
@@ -39,6 +76,7 @@ def page_templates() -> Environment:
         loader=PackageLoader("semgrad_guard.review", "templates"),
         autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(when=_when, score=_score, pretty=_pretty)
+    env.globals.update(why_escalated=why_escalated)
     return env
 
 

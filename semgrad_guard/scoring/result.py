@@ -14,6 +14,20 @@ SCORE_NAMES = ("semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", 
 
 ScoreName = Literal["semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob"]
 
+#: What each score measures, in a reader's words (the review page shows these).
+SCORE_MEANINGS: dict[str, str] = {
+    "semgrad": "how strongly the likelihood of the answer reacts to a small change of the "
+               "model's hidden state at one prompt token (a gradient norm); a model sure "
+               "of its answer barely reacts",
+    "hybridgrad": "SemGrad mixed with the gradient at the output layer, weighted by the "
+                  "entropy of the model's word choices",
+    "nll": "how improbable the model found its own answer (negative log-likelihood of all "
+           "its tokens; longer answers score higher)",
+    "nll_per_token": "how improbable the model found its own answer, per token",
+    "mean_entropy": "how spread the model's choice of each next word was, on average",
+    "max_prob": "one minus the mean probability of the word the model chose at each step",
+}
+
 
 @dataclass(frozen=True)
 class HiddenStates:

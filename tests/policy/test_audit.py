@@ -103,8 +103,14 @@ def test_escalation_lands_in_the_sqlite_review_queue(tmp_path: Path) -> None:
     case = queue.get(decision.case_id)
     assert (case.status, case.chain, case.rule) == ("pending", "default", "default")
     assert case.question == "Why is the sky blue?"
-    assert case.answer == "answer at k=8" and case.score == 0.7
+    # keep: first (the default): the chain's own answer goes to the reviewer, with every
+    # attempt beside it and the threshold it was held to.
+    assert case.answer == "answer at k=None" and case.score == 0.9
     assert case.metadata["user"] == "u1" and len(case.metadata["attempts"]) == 2
+    assert [a["answer"] for a in case.metadata["attempts"]] == ["answer at k=None",
+                                                                "answer at k=8"]
+    assert case.metadata["threshold"] == {"score": "semgrad", "max_score": 0.5}
+    assert (case.metadata["keep"], case.metadata["chosen_attempt"]) == ("first", 0)
     assert audit.records()[0].case_id == decision.case_id
     queue.close()
 

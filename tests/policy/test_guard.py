@@ -108,7 +108,7 @@ def test_no_answer_is_never_scored_and_abstains_by_default() -> None:
         assert d.flags == ("no_answer",)
         assert d.attempts[0].no_answer and "EmptyResponseError" in (d.attempts[0].error or "")
         assert "1 attempt over max_score 0.5 (1 gave no answer, treated as uncertain)" in d.reason
-        assert "best: attempt 0, no answer" in d.reason
+        assert "kept attempt 0, no answer" in d.reason
     recorded = audit.records()
     assert [r.flags for r in recorded] == [["no_answer"], ["no_answer"]]
     assert recorded[0].attempts[0]["no_answer"] is True and recorded[0].score is None
