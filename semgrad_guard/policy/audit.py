@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import AuditError, ConfigError
+from ..review.case import GUARD_METADATA_KEYS
+from ..scoring.result import SCORE_NAMES
 from .decision import GuardDecision
 
 T = TypeVar("T")
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     uid TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_chain_time ON decisions (chain, time);
+CREATE TABLE IF NOT EXISTS trail (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 #: Fields a :class:`~semgrad_guard.review.Redaction` may name for the audit trail.
@@ -133,6 +136,7 @@ class AuditTrail:
         self._db: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._closed = False
+        self._trail_id: str | None = None
         try:
             self._retrying(self._connection)
         except sqlite3.Error as exc:
@@ -176,6 +180,8 @@ class AuditTrail:
             if "uid" not in columns:  # a trail written by an earlier version
                 db.execute("ALTER TABLE decisions ADD COLUMN uid TEXT")
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_uid ON decisions (uid)")
+            db.execute("INSERT OR IGNORE INTO trail (key, value) VALUES ('id', ?)",
+                       (uuid.uuid4().hex,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -219,11 +225,61 @@ class AuditTrail:
         except sqlite3.Error as exc:
             raise AuditError(f"cannot read the audit trail {self.path}: {exc}") from exc
 
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def trail_id(self) -> str:
+        """The id this trail's file was created with (stable across processes); review
+        cases escalated under this trail carry it, so that :meth:`case_ids` and
+        ``Guard.reconcile`` know which cases the trail should hold."""
+        if self._trail_id is None:
+            self._trail_id = str(self._read("SELECT value FROM trail WHERE key = 'id'")[0][0])
+        return self._trail_id
+
+    def case_ids(self) -> set[str]:
+        """The review case ids the trail holds a record of (spooled ones included)."""
+        self._flush_spool()
+        ids = {str(row[0]) for row in
+               self._read("SELECT case_id FROM decisions WHERE case_id IS NOT NULL")}
+        if self._spool is not None and _has_content(self._spool):
+            ids |= {row["case_id"] for row in self._spooled() if row.get("case_id")}
+        return ids
+
     # -- writing -----------------------------------------------------------------------
     def record(self, decision: GuardDecision, metadata: dict[str, Any] | None = None,
                *, at: float | None = None) -> int | None:
-        """Store one decision; returns its record id (``None`` when it was spooled)."""
-        row = self._row(decision, metadata, at)
+        """Store one decision; returns its record id (``None`` when it was spooled).
+
+        A decision that escalated is recorded once per review case: recording it again
+        (or after ``Guard.reconcile`` recovered it) changes nothing.
+        """
+        return self._store(self._row(decision, metadata, at), decision)
+
+    def record_case(self, case: Any, *, answer: str | None, reason: str,
+                    flags: tuple[str, ...] = ()) -> int | None:
+        """Record the escalation behind a review case from what the case itself holds
+        (its rule, question, answer, score and attempts); for cases whose process
+        stopped before recording them (``Guard.reconcile``). Once per case, as
+        :meth:`record`."""
+        meta = {k: v for k, v in case.metadata.items() if k not in GUARD_METADATA_KEYS}
+        attempts = case.metadata.get("attempts")
+        attempts = attempts if isinstance(attempts, list) else []
+        method = case.metadata.get("method")
+        components = dict(case.components)
+        fields = {"question": case.question, "answer": answer, "chosen_answer": case.answer,
+                  "attempts": list(attempts), "reason": reason, "metadata": meta}
+        row = self._fields_row(fields, at=case.created_at.timestamp(), case_id=case.id, extra={
+            "chain": case.rule or case.chain, "action": "escalate", "passed": 0,
+            "method": method, "score": case.score,
+            "error_probability": components.get("error_probability"),
+            "scores": json.dumps({k: v for k, v in components.items()
+                                  if k in SCORE_NAMES}),
+            "flags": json.dumps(list(flags))})
+        decision = GuardDecision(action="escalate", answer=answer, passed=False, score=None,
+                                 error_probability=None, attempts=[], rule=str(row["chain"]),
+                                 case_id=case.id, reason=reason, question=case.question)
+        return self._store(row, decision)
+
+    def _store(self, row: dict[str, Any], decision: GuardDecision) -> int | None:
         self._flush_spool()
         try:
             return self._write(lambda db: _insert(db, row))
@@ -251,26 +307,33 @@ class AuditTrail:
             "reason": decision.reason,
             "metadata": dict(metadata or {}),
         }
-        if self.redact is not None:
-            fields = self.redact.apply(fields)
-        row = {
-            "uid": uuid.uuid4().hex,
-            "time": time.time() if at is None else at,
+        return self._fields_row(fields, at=at, case_id=decision.case_id, extra={
             "chain": decision.rule,
-            "question": fields["question"],
-            "answer": fields["answer"],
-            "chosen_answer": fields["chosen_answer"],
             "action": decision.action,
             "passed": int(decision.passed),
             "method": None if score is None else score.method,
             "score": decision.value,
             "error_probability": decision.error_probability,
             "scores": json.dumps({} if score is None else dict(score.scores)),
-            "attempts": json.dumps(fields["attempts"], default=str),
-            "case_id": decision.case_id,
-            "reason": fields["reason"],
             "flags": json.dumps(list(decision.flags)),
+        })
+
+    def _fields_row(self, fields: dict[str, Any], *, at: float | None, case_id: str | None,
+                    extra: dict[str, Any]) -> dict[str, Any]:
+        if self.redact is not None:
+            fields = self.redact.apply(fields)
+        row = {
+            # One record per review case: the same uid, however often it is recorded.
+            "uid": uuid.uuid4().hex if case_id is None else f"case:{case_id}",
+            "time": time.time() if at is None else at,
+            "question": fields["question"],
+            "answer": fields["answer"],
+            "chosen_answer": fields["chosen_answer"],
+            "attempts": json.dumps(fields["attempts"], default=str),
+            "case_id": case_id,
+            "reason": fields["reason"],
             "metadata": json.dumps(fields["metadata"], default=str),
+            **extra,
         }
         # Text that is not valid Unicode (lone surrogates) cannot be stored as UTF-8:
         # it is recorded with U+FFFD in their place rather than not recorded.
@@ -302,9 +365,7 @@ class AuditTrail:
         if self._spool is None or not _has_content(self._spool):
             return
         with self._spool_file("r+") as handle:
-            # A line cut short by a crash never returned to its caller: skip it.
-            rows = [json.loads(line) for line in handle.read().split("\n")
-                    if line.endswith("}")]
+            rows = _spool_rows(handle.read())
             try:
                 self._write(lambda db: [_insert(db, row) for row in rows],
                             deadline=time.monotonic() + min(self.retry_for, 1.0))
@@ -314,6 +375,10 @@ class AuditTrail:
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
+
+    def _spooled(self) -> list[dict[str, Any]]:
+        with self._spool_file("r") as handle:
+            return _spool_rows(handle.read())
 
     @property
     def pending(self) -> int:
@@ -392,6 +457,11 @@ class AuditTrail:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _spool_rows(text: str) -> list[dict[str, Any]]:
+    # A line cut short by a crash never returned to its caller: skip it.
+    return [json.loads(line) for line in text.split("\n") if line.endswith("}")]
 
 
 def _insert(db: sqlite3.Connection, row: dict[str, Any]) -> int:

@@ -39,6 +39,7 @@ from pydantic import (
 from .._deprecation import renamed_module_attributes, warn_renamed
 from ..calibration.thresholds import PlattFit, platt_error_probability
 from ..errors import ConfigError
+from ..review.queue import check_queue_url
 from ..scoring.result import SCORE_NAMES, ScoreName
 from .attempts import Attempt
 from .config_errors import describe_errors
@@ -264,13 +265,22 @@ class EscalateAction(_Strict):
 
     type: Literal["escalate"] = "escalate"
     queue: str | None = Field(
-        None, description="Review queue URL, e.g. 'sqlite:///review.db' (else the queue "
-                          "given to the Guard).")
+        None, description="Review queue URL, e.g. 'sqlite:///review.db' or "
+                          "'postgresql://host/db' (else the queue given to the Guard).")
     raise_error: bool = Field(
         False, description="Raise semgrad_guard.errors.EscalatedError (carrying the decision) "
                            "instead of returning the pending message.")
     pending_message: str = Field(DEFAULT_PENDING_MESSAGE,
                                  description="What the chain returns while the case waits.")
+
+    @field_validator("queue")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        # The scheme is checked here, when the file is read; whether the folder exists
+        # is checked when a Guard opens the queue.
+        if value is not None:
+            check_queue_url(value)
+        return value
 
 
 class CustomAction(_Strict):

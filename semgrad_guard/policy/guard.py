@@ -26,13 +26,14 @@ from ..errors import (
 )
 from ..model.generation import Generation
 from ..model.prompts import Prompt
-from ..review.queue import open_review_queue
+from ..review.queue import MAX_LIST, open_review_queue
 from ..scoring.result import UncertaintyScore
 from ..scoring.scorer import Scorer
 from .attempts import Attempt, AttemptRecord, AttemptResult
 from .audit import AuditTrail
 from .config import (
     DEFAULT_ABSTAIN_MESSAGE,
+    DEFAULT_PENDING_MESSAGE,
     AbstainAction,
     CustomAction,
     EscalateAction,
@@ -115,7 +116,10 @@ class Guard:
     ``scorer`` is a :class:`~semgrad_guard.SemGradScorer` (or any object with
     ``score_generation`` and ``score_text``), or a mapping from rule name to scorer
     (``"default"`` covers the rest). ``audit`` records every decision;
-    ``review_queue`` receives escalations (else the queue URL the rule names).
+    ``review_queue`` receives escalations (else the queue URL the rule names, opened
+    when the guard is built so that a bad one fails here). With an audit trail the
+    guard first records cases an earlier process escalated but never recorded
+    (:meth:`reconcile`; ``reconcile=False`` leaves that to the caller).
 
     ``attempt_fn`` runs the chain once for an :class:`Attempt` (its ``k``, ``query`` and
     ``retriever`` say how to retrieve) and returns an :class:`AttemptResult`; give the
@@ -137,16 +141,20 @@ class Guard:
     """
 
     def __init__(self, policy: PolicyConfig, scorer: Scorer | Mapping[str, Scorer] | None = None,
-                 audit: AuditTrail | None = None, review_queue: Any = None) -> None:
+                 audit: AuditTrail | None = None, review_queue: Any = None, *,
+                 reconcile: bool = True) -> None:
         if not isinstance(policy, PolicyConfig):
             raise ConfigError(f"Guard needs a PolicyConfig, got {type(policy).__name__}; "
                               f"use load_policy(path) or PolicyConfig.from_dict(...)")
         self.policy = policy
         self.scorer = scorer
         self.audit = audit
-        self.review_queue = review_queue
+        self._review_queue = review_queue
         self._queues: dict[str, Any] = {}
         self._validate()
+        self._open_queues()
+        if reconcile and self.audit is not None:
+            self.reconcile()
 
     @classmethod
     def from_model(cls, policy: PolicyConfig, model: Any, *, audit: AuditTrail | None = None,
@@ -212,12 +220,12 @@ class Guard:
         for rule in (self.policy.default, *self.policy.chains):
             for action in rule.actions:
                 if isinstance(action, EscalateAction) and action.queue is None \
-                        and self.review_queue is None:
+                        and self._review_queue is None:
                     raise ConfigError(
                         f"rule {rule.name!r} escalates but names no review queue: give the "
                         f"escalate action a 'queue' URL or pass review_queue= to Guard")
-        if self.review_queue is not None and not callable(getattr(self.review_queue, "submit",
-                                                                  None)):
+        if self._review_queue is not None and not callable(getattr(self._review_queue,
+                                                                   "submit", None)):
             raise ConfigError("review_queue must have a submit(...) method")
         if isinstance(self.scorer, Mapping):
             names = {self.policy.default.name, *(c.name for c in self.policy.chains)}
@@ -394,18 +402,134 @@ class Guard:
         except Exception as exc:  # every scoring failure follows on_score_failure
             return exc
 
+    # -- review queues -------------------------------------------------------------------------
+    def _escalations(self) -> list[tuple[Rule, EscalateAction]]:
+        return [(rule, action) for rule in (self.policy.default, *self.policy.chains)
+                for action in rule.actions if isinstance(action, EscalateAction)]
+
+    def _open_queues(self) -> None:
+        # Opened now, so that a queue that cannot be opened (a missing folder, a
+        # database that refuses the connection) fails here, not at the first escalation.
+        if self._review_queue is not None:
+            return
+        try:
+            for _, action in self._escalations():
+                if action.queue is not None and action.queue not in self._queues:
+                    self._queues[action.queue] = open_review_queue(action.queue)
+        except BaseException:
+            self.close()
+            raise
+
     def _queue(self, action: EscalateAction) -> Any:
-        if self.review_queue is not None:
-            return self.review_queue
-        url = action.queue
-        if url is None:  # pragma: no cover - rejected in _validate
+        if self._review_queue is not None:
+            return self._review_queue
+        if action.queue is None:  # pragma: no cover - rejected in _validate
             raise ConfigError("escalate action without a review queue")
-        if url not in self._queues:
-            self._queues[url] = open_review_queue(url)
-        return self._queues[url]
+        return self._queues[action.queue]
+
+    @property
+    def review_queue(self) -> Any:
+        """The review queue escalations go to: the one given to the guard, else the one
+        the policy file names (``None`` when no rule escalates). A policy that names
+        several queues has no single one: use :meth:`queue_for` or :attr:`review_queues`.
+
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> policy = PolicyConfig.from_dict({"version": 1, "default": {
+        ...     "threshold": {"max_score": 0.02},
+        ...     "actions": [{"type": "escalate", "queue": f"sqlite:///{folder}/review.db"}]}})
+        >>> Guard(policy).review_queue.location.endswith("review.db")
+        True
+        """
+        if self._review_queue is not None:
+            return self._review_queue
+        queues = list(self._queues.values())
+        if len(queues) > 1:
+            raise ConfigError(
+                "the policy escalates to several review queues ("
+                + ", ".join(q.location for q in queues)
+                + "); use guard.queue_for(rule_name) or guard.review_queues")
+        return queues[0] if queues else None
+
+    @property
+    def review_queues(self) -> list[Any]:
+        """Every review queue the guard escalates to."""
+        if self._review_queue is not None:
+            return [self._review_queue]
+        return list(self._queues.values())
+
+    def queue_for(self, rule: str | Rule) -> Any:
+        """The review queue a rule's escalations go to (``None`` if it does not escalate)."""
+        found = self.policy.rule(rule) if isinstance(rule, str) else rule
+        for action in found.actions:
+            if isinstance(action, EscalateAction):
+                return self._queue(action)
+        return None
+
+    def close(self) -> None:
+        """Close the review queues the guard opened from the policy file's URLs."""
+        for queue in self._queues.values():
+            queue.close()
+        self._queues.clear()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reconcile(self) -> int:
+        """Record in the audit trail every case escalated under it that it holds no
+        record of; returns how many were recorded.
+
+        A process that stops between queuing an escalated case and recording its
+        decision (killed, out of memory, the machine off) leaves a case the trail does
+        not know. Each case carries the id of the trail it belongs to, so this finds
+        exactly those; it runs when a guard with an audit trail is built, and may run at
+        any time, from any number of processes: a case is recorded once however often
+        (a record made after the case was recovered is ignored). A recovered record is
+        flagged ``"reconciled"``.
+        """
+        if self.audit is None:
+            return 0
+        trail = self.audit.trail_id
+        known: set[str] | None = None
+        recorded = 0
+        for queue in self.review_queues:
+            if not callable(getattr(queue, "list", None)):
+                continue  # a queue that cannot list its cases cannot be reconciled
+            cases = [c for c in queue.list(status=None, limit=MAX_LIST)
+                     if c.metadata.get("audit_trail") == trail]
+            if not cases:
+                continue
+            if known is None:
+                known = self.audit.case_ids()
+            for case in cases:
+                if case.id in known:
+                    continue
+                self.audit.record_case(
+                    case, answer=self._pending_message(case.rule),
+                    reason=f"escalated to review case {case.id}; recorded from the review "
+                           f"queue, since the process that escalated it stopped before "
+                           f"recording it", flags=("reconciled",))
+                known.add(case.id)
+                recorded += 1
+        return recorded
+
+    def _pending_message(self, rule_name: str | None) -> str:
+        try:
+            rule = self.policy.rule(rule_name or "")
+        except ConfigError:
+            return DEFAULT_PENDING_MESSAGE
+        return next((a.pending_message for a in rule.actions if isinstance(a, EscalateAction)),
+                    DEFAULT_PENDING_MESSAGE)
 
     def _submit(self, request: _Escalate) -> str:
-        case = self._queue(request.action).submit(**request.payload)
+        payload = request.payload
+        if self.audit is not None:
+            payload = {**payload, "metadata": {**payload["metadata"],
+                                               "audit_trail": self.audit.trail_id}}
+        case = self._queue(request.action).submit(**payload)
         return str(getattr(case, "id", case))
 
     def _record(self, outcome: _Outcome, run_name: str | None, tags: Sequence[str],

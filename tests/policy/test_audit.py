@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from semgrad_guard.errors import ScoringError
 from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
 from semgrad_guard.testing import ScriptedScorer
@@ -21,7 +23,9 @@ POLICY = PolicyConfig.from_dict({
 })
 
 
-def test_every_decision_is_recorded_with_its_attempts(tmp_path: Path) -> None:
+def test_every_decision_is_recorded_with_its_attempts(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the guard opens the policy's queue, relative to here
     path = tmp_path / "audit" / "decisions.db"
     audit = AuditTrail(path)
     guard = Guard(POLICY, scorer=ScriptedScorer([0.1, 0.9]), audit=audit)
