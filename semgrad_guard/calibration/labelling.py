@@ -30,6 +30,7 @@ class LabelledScore:
 
 
 def label_answers(data: str, *, split: str = "calibration", limit: int | None = None,
+                  question_field: str = "query", answers_field: str = "truthful answer",
                   model: str | None = None, profile: str = "auto",
                   batch_size: int = 8, max_new_tokens: int = 32, lm: Any = None,
                   scorer: Any = None, judge: Any = None, done: Sequence[LabelledScore] = (),
@@ -37,8 +38,10 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
                   ) -> list[LabelledScore]:
     """Greedy answers to the labelled questions, with every score and their correctness.
 
-    Questions already in ``done`` (by line index) are not asked again; ``on_batch``
-    receives each new batch as soon as it is labelled (to save progress).
+    ``question_field`` and ``answers_field`` name the JSONL fields of the question and of
+    its gold answer (a string or a list of acceptable answers). Questions already in
+    ``done`` (by line index) are not asked again; ``on_batch`` receives each new batch
+    as soon as it is labelled (to save progress).
     """
     from tqdm import tqdm
 
@@ -48,7 +51,8 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
     from .datasets import dataset_name, load_qa
     from .judges import judge_for
 
-    items = load_qa(data, split=split, limit=limit)  # type: ignore[arg-type]
+    items = load_qa(data, split=split, limit=limit,  # type: ignore[arg-type]
+                    question_field=question_field, answers_field=answers_field)
     if not items:
         raise CalibrationError(f"dataset {data!r} has no questions in split {split!r}")
     wanted = {item.index for item in items}

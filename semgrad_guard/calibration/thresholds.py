@@ -33,6 +33,11 @@ from ..errors import CalibrationError
 _MAX_NEWTON_STEPS = 100
 _TOLERANCE = 1e-10
 
+#: The fewest labelled answers a threshold and its calibration are fitted on ...
+MIN_LABELLED = 30
+#: ... and the fewest right and the fewest wrong answers among them.
+MIN_EACH_KIND = 5
+
 
 @dataclass(frozen=True)
 class ThresholdFit:
@@ -197,6 +202,47 @@ def threshold_for_coverage(scores: Sequence[float] | npt.ArrayLike, target_cover
     s_sorted = np.sort(s)
     needed = max(1, math.ceil(target_coverage * s.size - 1e-9))
     return _summary(s, c, float(s_sorted[needed - 1]), "target_coverage", target_coverage)
+
+
+def check_labelled(correct: Sequence[bool] | npt.ArrayLike, *, minimum: int = MIN_LABELLED,
+                   each_kind: int = MIN_EACH_KIND) -> None:
+    """Refuse to fit on too few labelled answers: a threshold and a probability of error
+    from a handful of answers say more about the handful than about the model.
+
+    >>> check_labelled([True, False, True, False])
+    Traceback (most recent call last):
+    ...
+    semgrad_guard.errors.CalibrationError: a fit needs at least 30 labelled answers, at least 5 of them right and 5 wrong; got 4 (2 right, 2 wrong): label more questions
+    """
+    c = np.asarray(correct, dtype=bool).reshape(-1)
+    right, wrong = int(c.sum()), int((~c).sum())
+    if c.size < minimum or right < each_kind or wrong < each_kind:
+        raise CalibrationError(
+            f"a fit needs at least {minimum} labelled answers, at least {each_kind} of them "
+            f"right and {each_kind} wrong; got {c.size} ({right} right, {wrong} wrong): "
+            "label more questions")
+
+
+def check_rising(fit: PlattFit, score: str = "score") -> None:
+    """Refuse a calibration in which a higher score means fewer errors.
+
+    Every score is "higher = more uncertain"; a fit whose slope is zero or negative
+    says the score does not rank these answers' errors, and a threshold on it would pass
+    the answers most likely to be wrong.
+
+    >>> check_rising(PlattFit(coef=-2.0, intercept=0.1, n=40, n_wrong=12, log_loss=0.6),
+    ...              "nll")
+    Traceback (most recent call last):
+    ...
+    semgrad_guard.errors.CalibrationError: on these 40 labelled answers a higher nll goes with fewer errors (Platt slope -2): nll does not rank this model's errors here, and a threshold on it would pass the answers most likely to be wrong; fit another score, or on more data
+    """
+    if not fit.coef > 0:
+        trend = "fewer errors" if fit.coef < 0 else "no more errors"
+        raise CalibrationError(
+            f"on these {fit.n} labelled answers a higher {score} goes with {trend} (Platt "
+            f"slope {fit.coef:.4g}): {score} does not rank this model's errors here, and a "
+            f"threshold on it would pass the answers most likely to be wrong; fit another "
+            f"score, or on more data")
 
 
 def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -7,6 +7,16 @@ into the chain's rule of the policy file, leaving the rest of the file as it was
 
     semgrad-guard fit-thresholds --data sciq --policy policy.yaml --chain rag \\
         --target-error 0.3 --limit 100
+
+--data is a shipped set (sciq, truthfulqa) or a JSONL file, one question per line:
+
+    {"query": "What gas do plants absorb?", "truthful answer": "carbon dioxide"}
+
+"query" holds the question (--question-field) and "truthful answer" the gold answer,
+a string or a list of acceptable answers (--answer-field). Lines 0-299 are the
+calibration split. The fit keeps the score the rule reads (--score changes it, and
+says so), and refuses fewer than 30 labelled answers (or fewer than 5 right or 5
+wrong) and a score whose fitted probability of error falls as the score rises.
 """
 
 from __future__ import annotations
@@ -51,8 +61,15 @@ def register(subparsers: Any) -> None:
                         help="model folder or hub id (default: the offline default model)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="use only the first N questions of the split")
-    parser.add_argument("--score", default="semgrad", choices=SCORE_NAMES,
-                        help="the score the rule reads (default: semgrad)")
+    parser.add_argument("--question-field", default="query", metavar="NAME",
+                        help="the JSONL field that holds the question (default: query)")
+    parser.add_argument("--answer-field", default="truthful answer", metavar="NAME",
+                        help="the JSONL field that holds the gold answer, a string or a list "
+                             "of acceptable answers (default: 'truthful answer')")
+    parser.add_argument("--score", default=None, choices=SCORE_NAMES,
+                        help="the score to fit (default: the one the rule reads, else "
+                             "semgrad); a different one switches the rule to it, and the "
+                             "command says so")
     parser.add_argument("--split", default="calibration", choices=("calibration", "all"),
                         help="the questions to fit on (default: calibration, lines 0-299)")
     parser.add_argument("--threshold-kind", default="score", choices=("score", "probability"),
@@ -78,6 +95,8 @@ def register(subparsers: Any) -> None:
 def run_fit_thresholds(args: argparse.Namespace) -> int:
     """The command: generate, score, judge, fit, write."""
     from ..calibration.thresholds import (
+        check_labelled,
+        check_rising,
         fit_platt,
         threshold_for_coverage,
         threshold_for_error,
@@ -89,28 +108,35 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     rule = existing_rule(document, args.chain)
     profile = "auto" if rule is None else rule.get("profile", "auto")
-    settings = {"data": str(args.data), "split": args.split, "limit": args.limit,
-                "model": args.model or "default", "profile": profile,
-                "max_new_tokens": args.max_new_tokens}
+    rule_score = _rule_score(document, rule)
+    score = args.score or rule_score
+    settings: dict[str, Any] = {"data": str(args.data), "split": args.split,
+                                "limit": args.limit, "model": args.model or "default",
+                                "profile": profile, "max_new_tokens": args.max_new_tokens}
+    if (args.question_field, args.answer_field) != ("query", "truthful answer"):
+        settings["fields"] = [args.question_field, args.answer_field]
     answers = LabelledAnswersFile(args.answers, settings) if args.answers else None
     done = answers.saved() if answers is not None else []
     if answers is not None and not done:
         answers.start()
     labelled = label_answers(
-        args.data, split=args.split, limit=args.limit, model=args.model, profile=profile,
+        args.data, split=args.split, limit=args.limit, question_field=args.question_field,
+        answers_field=args.answer_field, model=args.model, profile=profile,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, done=done,
         on_batch=answers.append if answers is not None else None)
-    missing = [r.index for r in labelled if args.score not in r.scores]
+    missing = [r.index for r in labelled if score not in r.scores]
     if missing:
-        raise CalibrationError(f"score {args.score!r} was not computed for question "
+        raise CalibrationError(f"score {score!r} was not computed for question "
                                f"{missing[0]}")
-    scores = [r.scores[args.score] for r in labelled]
+    scores = [r.scores[score] for r in labelled]
     correct = [r.correct for r in labelled]
+    check_labelled(correct)
+    platt = fit_platt(scores, correct, transform=args.transform)
+    check_rising(platt, score)
     if args.target_error is not None:
         fit = threshold_for_error(scores, correct, args.target_error)
     else:
         fit = threshold_for_coverage(scores, args.target_coverage, correct)
-    platt = fit_platt(scores, correct, transform=args.transform)
     from ..calibration.datasets import dataset_name
 
     model_name = args.model or "default"
@@ -119,14 +145,9 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
     if args.threshold_kind == "score":
         threshold["max_score"] = _round(fit.threshold)
     else:
-        if platt.coef <= 0:
-            raise CalibrationError(
-                f"the fitted probability of error does not rise with the score (coef "
-                f"{platt.coef:.4g}); a max_error_probability threshold would be meaningless "
-                f"here, use --threshold-kind score")
         threshold["max_error_probability"] = _round(probability_at_cut)
     calibration = PlattCalibration.from_fit(
-        platt, score=args.score, data=f"{dataset_name(args.data)}:{args.split}",
+        platt, score=score, data=f"{dataset_name(args.data)}:{args.split}",
         model=model_name)
     threshold["calibration"] = {key: _round(value) if isinstance(value, float) else value
                                 for key, value in calibration.model_dump().items()}
@@ -137,8 +158,11 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
         "error_probability_at_threshold": _round(probability_at_cut),
         "n": fit.n, "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    print(_report(args, fit, platt, probability_at_cut))
-    updated = set_threshold(document, args.chain, threshold, args.score)
+    if score != rule_score:
+        print(f"note: rule {args.chain!r} read score {rule_score}; it now reads {score} "
+              f"(--score {score})")
+    print(_report(args.chain, score, fit, platt, probability_at_cut))
+    updated = set_threshold(document, args.chain, threshold, score)
     # Validate the whole file before writing it.
     PolicyConfig.from_dict(plain(updated), source=str(policy_path), check_handlers=False)
     if args.dry_run:
@@ -153,9 +177,17 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _report(args: argparse.Namespace, fit: Any, platt: Any, p_cut: float) -> str:
+def _rule_score(document: Any, rule: Any) -> str:
+    """The score a rule reads: its own, else the default rule's, else semgrad."""
+    if rule is not None and rule.get("score"):
+        return str(rule["score"])
+    default = document.get("default") or {}
+    return str(default.get("score") or "semgrad")
+
+
+def _report(chain: str, score: str, fit: Any, platt: Any, p_cut: float) -> str:
     lines = [
-        f"rule {args.chain!r}, score {args.score}, {fit.n} labelled answers, "
+        f"rule {chain!r}, score {score}, {fit.n} labelled answers, "
         f"base error rate {fit.base_error_rate:.3f}",
         f"threshold {fit.threshold:.6g} ({fit.target} {fit.target_value:g}): passes "
         f"{fit.n_passed}/{fit.n} (coverage {fit.coverage:.3f}), error rate among passed "
