@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# A real PostgreSQL server (session-wide) and a fresh schema on it, for every test folder.
+from tests.postgres import postgres_server, postgres_url  # noqa: F401
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -27,7 +27,7 @@ from .config import (
     Threshold,
     load_policy,
 )
-from .decision import GuardAction, GuardDecision
+from .decision import GuardAction, GuardDecision, GuardedAnswer
 from .guard import ActionContext, Guard, Scorer
 
 #: ``ChainPolicy``, the old name of :class:`Rule`, still works for one release.
@@ -47,6 +47,7 @@ __all__ = [
     "Guard",
     "GuardAction",
     "GuardDecision",
+    "GuardedAnswer",
     "MatchRule",
     "PlattCalibration",
     "PolicyConfig",

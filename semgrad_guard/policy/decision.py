@@ -96,6 +96,46 @@ class GuardDecision:
         }
 
 
+class GuardedAnswer(str):
+    """The text a guarded chain returns, carrying the decision behind it.
+
+    It is a ``str`` (every string operation, parser and ``==`` work as before) with
+    ``decision`` attached, so a chain that returns plain text still tells its caller the
+    review case of an escalation. Operations that build a new string return a plain
+    ``str``; the decision stays with the object the chain returned.
+
+    >>> d = GuardDecision(action="escalate", answer="A reviewer will answer.", passed=False,
+    ...                   score=None, error_probability=None, attempts=[], rule="rag",
+    ...                   case_id="3f2a9c", reason="over the threshold", raw=None)
+    >>> answer = GuardedAnswer.of(d)
+    >>> answer == "A reviewer will answer.", answer.case_id, answer.action
+    (True, '3f2a9c', 'escalate')
+    """
+
+    decision: GuardDecision
+
+    @classmethod
+    def of(cls, decision: GuardDecision) -> GuardedAnswer:
+        """The decided answer (``""`` when there is none) with ``decision`` attached."""
+        answer = cls(decision.answer if decision.answer is not None else "")
+        answer.decision = decision
+        return answer
+
+    @property
+    def case_id(self) -> str | None:
+        """The review case of an escalation, else ``None``."""
+        return self.decision.case_id
+
+    @property
+    def action(self) -> GuardAction:
+        """``pass``, ``abstain`` or ``escalate``."""
+        return self.decision.action
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (or copied) it is the plain text; the decision is not carried along.
+        return (str, (str(self),))
+
+
 def _accept_chain_keyword(init: Any) -> Any:
     """``GuardDecision(..., chain=name)``, the old keyword of ``rule``, for one release."""
 

@@ -13,6 +13,7 @@ from .callbacks import ScoredGeneration, SemGradCallbackHandler
 from .chat_models import ChatSemGrad
 from .messages import score_from_metadata
 from .middleware import (
+    ReviewResumer,
     SemGradAgentState,
     SemGradMiddleware,
     resume_from_review,
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_TOOL_PROMPT",
     "ChatSemGrad",
     "GuardedChain",
+    "ReviewResumer",
     "ScoredGeneration",
     "SemGradAgentState",
     "SemGradCallbackHandler",

@@ -20,12 +20,14 @@
 Resume with ``Command(resume=...)``: a Human-in-the-loop decision (``{"type":
 "approve"}``, ``{"type": "edit", "edited_action": {...}}``, ``{"type": "reject"}``), a
 decided review case, or :func:`resume_from_review` to answer every pending interrupt
-from the review queue.
+from the review queue. Each case records its run's ``thread_id``, so that
+:class:`ReviewResumer` can resume a run when its case is decided, in any process.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NotRequired, cast
@@ -33,6 +35,7 @@ from typing import Annotated, Any, Literal, NotRequired, cast
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import ExtendedModelResponse, OmitFromInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Interrupt, interrupt
@@ -127,7 +130,7 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
 
     def _tool_rule_args(self, name: str, call_id: str | None) -> dict[str, Any]:
         return {"run_name": name, "tags": [*self.tags, TOOL_CALL_TAG],
-                "metadata": {"tool": name, "tool_call_id": call_id}}
+                "metadata": {"tool": name, "tool_call_id": call_id, **_thread()}}
 
     def _gated(self, name: str) -> bool:
         return self.gated_tools is None or name in self.gated_tools
@@ -192,7 +195,8 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
                     **self._tool_rule_args(call["name"], call["id"]))
         if not message.tool_calls and self.guard_answers:
             answer = self.guard.check(question, turn.answer, score=score, score_error=error,
-                                      prompt=prompt, run_name=self.agent_name, tags=self.tags)
+                                      prompt=prompt, run_name=self.agent_name, tags=self.tags,
+                                      metadata=_thread())
         config = _graph_config()
         for decision in (*tools.values(), answer):
             if config is not None and decision is not None:
@@ -221,7 +225,8 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
         if not message.tool_calls and self.guard_answers:
             answer = await self.guard.acheck(question, turn.answer, score=score,
                                              score_error=error, prompt=prompt,
-                                             run_name=self.agent_name, tags=self.tags)
+                                             run_name=self.agent_name, tags=self.tags,
+                                             metadata=_thread())
         config = _graph_config()
         for decision in (*tools.values(), answer):
             if config is not None and decision is not None:
@@ -273,7 +278,7 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
                  "description": f"Uncertain tool call {call['name']}({json.dumps(call['args'])})"
                                 f": {gate.get('reason')}",
                  "allowed_decisions": ["approve", "edit", "reject"]}
-        decision = review_decision(interrupt(value), self.guard.review_queue)
+        decision = review_decision(interrupt(value), _queue_of(self.guard, gate.get("rule")))
         if decision["type"] == "approve":
             return request
         if decision["type"] == "edit":
@@ -332,7 +337,7 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
                             "value": answer.get("value"), "rule": answer.get("rule"),
                             "description": f"Uncertain answer: {answer.get('reason')}",
                             "allowed_decisions": ["approve", "edit", "reject"]})
-        decision = review_decision(resume, self.guard.review_queue)
+        decision = review_decision(resume, _queue_of(self.guard, answer.get("rule")))
         if decision["type"] == "approve":
             content = answer.get("chosen_answer") or ""
         elif decision["type"] == "edit":
@@ -364,6 +369,29 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
 
         return {name: {"allowed_decisions": ["approve", "edit", "reject"],
                        "when": self.needs_review, "description": describe} for name in tools}
+
+
+def _thread() -> dict[str, Any]:
+    """The LangGraph thread of the running agent, recorded with its review cases so that
+    a decision can resume the right run (see :class:`ReviewResumer`)."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # called outside a graph run
+        return {}
+    thread = configurable.get("thread_id")
+    return {} if thread is None else {"thread_id": str(thread)}
+
+
+def _queue_of(guard: Guard, rule: Any) -> Any:
+    """The review queue of a rule's escalations (the guard's only queue if unknown)."""
+    if isinstance(rule, str):
+        try:
+            queue = guard.queue_for(rule)
+        except ConfigError:
+            queue = None
+        if queue is not None:
+            return queue
+    return guard.review_queue
 
 
 def _call_text(call: Mapping[str, Any]) -> str:
@@ -423,10 +451,12 @@ def review_decision(value: Any, queue: Any = None, *, name: str = "") -> dict[st
 
 def resume_from_review(interrupts: Sequence[Interrupt], queue: Any) -> Command[Any]:
     """A ``Command(resume=...)`` answering every SemGrad interrupt of a paused run with
-    its review case's decision (read from ``queue``).
+    its review case's decision.
 
     ``interrupts`` is the paused run's ``result["__interrupt__"]`` (or
-    ``agent.get_state(config).interrupts``).
+    ``agent.get_state(config).interrupts``); ``queue`` is the review queue, or the
+    :class:`~semgrad_guard.policy.Guard` (each case is then read from the queue its
+    rule escalates to, whether given to the guard or named in the policy file).
 
     >>> from langgraph.types import Interrupt
     >>> from semgrad_guard.review import open_review_queue
@@ -439,11 +469,13 @@ def resume_from_review(interrupts: Sequence[Interrupt], queue: Any) -> Command[A
     {'i-1': {'type': 'reject', 'message': 'no such address'}}
     """
     answers: dict[str, Any] = {}
-    for item in interrupts:
+    for item in _review_interrupts(interrupts):
         value = item.value
-        if isinstance(value, Mapping) and value.get("type") == INTERRUPT_TYPE:
-            answers[item.id] = review_decision(queue.get(value["case_id"]),
-                                               name=str(value.get("name") or ""))
+        source = _queue_of(queue, value.get("rule")) if isinstance(queue, Guard) else queue
+        if source is None:
+            raise ConfigError("resumed with a review case but no review queue to read it")
+        answers[item.id] = review_decision(source.get(value["case_id"]),
+                                           name=str(value.get("name") or ""))
     if not answers:
         raise ConfigError("no SemGrad review interrupt to answer")
     return Command(resume=answers)
@@ -458,3 +490,103 @@ def _graph_config() -> Any:
         return get_config()
     except RuntimeError:
         return None
+
+
+def _review_interrupts(interrupts: Sequence[Interrupt]) -> list[Interrupt]:
+    return [item for item in interrupts
+            if isinstance(item.value, Mapping) and item.value.get("type") == INTERRUPT_TYPE]
+
+
+class ReviewResumer:
+    """Resumes an agent's runs paused for review, once their cases are decided.
+
+    Durable with a durable checkpointer (``SqliteSaver``, ``PostgresSaver``): the paused
+    run lives in the checkpointer, the case (with its run's ``thread_id``) in the
+    review queue, and this joins the two again in any process, after any restart.
+
+    - :meth:`attach` makes every decision taken through the guard's queue objects (the
+      review page served by this process, ``queue.approve(...)``) resume its run at once,
+      through ``queue.on_decision``;
+    - :meth:`resume_decided` resumes the runs whose cases were decided elsewhere or while
+      the process was down (run it at start, and on a timer if reviewers use the command
+      line or another process's page);
+    - :meth:`resume` resumes the run of one case (a webhook receiver's entry point).
+
+    A run paused on several cases resumes when the last is decided; a run already resumed
+    is left alone, so each of these may be called again. ``on_result(thread_id, result)``
+    receives what a resumed run returned (a run may pause again, for another call).
+
+    >>> from langgraph.checkpoint.memory import InMemorySaver
+    >>> from semgrad_guard.policy import Guard, PolicyConfig
+    >>> from semgrad_guard.review import open_review_queue
+    >>> guard = Guard(PolicyConfig.from_dict({"version": 1, "default": {
+    ...     "threshold": {"max_score": 0.5}, "actions": ["escalate"]}}),
+    ...     review_queue=open_review_queue("sqlite:///:memory:"))
+    >>> from langchain.agents import create_agent
+    >>> from langchain_core.language_models import GenericFakeChatModel
+    >>> agent = create_agent(GenericFakeChatModel(messages=iter([])),
+    ...                      middleware=[SemGradMiddleware(guard)], checkpointer=InMemorySaver())
+    >>> ReviewResumer(agent, guard).attach().resume_decided()
+    []
+    """
+
+    def __init__(self, agent: Any, guard: Guard, *,
+                 on_result: Callable[[str, Any], Any] | None = None) -> None:
+        if not isinstance(guard, Guard):
+            raise ConfigError(f"ReviewResumer needs the agent's semgrad_guard.policy.Guard, got "
+                              f"{type(guard).__name__}")
+        if getattr(agent, "checkpointer", None) is None:
+            raise ConfigError("ReviewResumer needs an agent built with a checkpointer (a "
+                              "SqliteSaver or PostgresSaver to survive restarts)")
+        self.agent = agent
+        self.guard = guard
+        self.on_result = on_result
+        self._lock = threading.Lock()
+
+    def attach(self) -> ReviewResumer:
+        """Resume runs as soon as their cases are decided through the guard's queues."""
+        for queue in self.guard.review_queues:
+            queue.on_decision(self.resume)
+        return self
+
+    def resume(self, case: Any) -> Any:
+        """Resume the run that waits for this case (an ``EscalatedCase`` or its id), if
+        every case it waits for is decided; returns what the run returned, else ``None``."""
+        if isinstance(case, str):
+            case = _queue_of(self.guard, None).get(case)
+        thread = case.metadata.get("thread_id") if isinstance(case.metadata, Mapping) else None
+        if thread is None:
+            return None
+        config: Any = {"configurable": {"thread_id": thread}}
+        with self._lock:  # two decisions of one run arriving together resume it once
+            waiting = _review_interrupts(self.agent.get_state(config).interrupts)
+            if not any(item.value.get("case_id") == case.id for item in waiting):
+                return None
+            for item in waiting:
+                queue = _queue_of(self.guard, item.value.get("rule"))
+                if not queue.get(item.value["case_id"]).is_decided:
+                    return None
+            result = self.agent.invoke(resume_from_review(waiting, self.guard), config)
+        if self.on_result is not None:
+            self.on_result(str(thread), result)
+        return result
+
+    def resume_decided(self) -> list[str]:
+        """Resume every run whose cases were decided; returns their thread ids.
+
+        Reads the decided cases of the guard's queues (purge old ones to keep this quick).
+        """
+        from semgrad_guard.review.queue import MAX_LIST
+
+        resumed: list[str] = []
+        seen: set[str] = set()
+        for queue in self.guard.review_queues:
+            for status in ("approved", "edited", "rejected"):
+                for case in queue.list(status=status, limit=MAX_LIST):
+                    thread = case.metadata.get("thread_id")
+                    if thread is None or thread in seen:
+                        continue
+                    seen.add(thread)
+                    if self.resume(case) is not None:
+                        resumed.append(str(thread))
+        return resumed

@@ -43,6 +43,7 @@ from semgrad_guard.policy import (
     AuditTrail,
     Guard,
     GuardDecision,
+    GuardedAnswer,
     PolicyConfig,
     Rule,
 )
@@ -120,9 +121,11 @@ class GuardedChain(Runnable[Any, Any]):
     several models, the last answer to finish is the one judged.
 
     ``output`` shapes what the call returns: ``"answer"`` (the default) keeps the
-    chain's output type: a string becomes the decided answer; a message gets it as
-    content; a dict gets it under its answer key; messages and dicts also carry
-    ``guard_decision`` (``GuardDecision.to_dict()``). ``"decision"`` returns the
+    chain's output type: a string becomes the decided answer, a
+    :class:`~semgrad_guard.policy.GuardedAnswer` (a ``str`` whose ``decision`` and
+    ``case_id`` say what was decided); a message gets it as content; a dict gets it
+    under its answer key; messages and dicts also carry ``guard_decision``
+    (``GuardDecision.to_dict()``). ``"decision"`` returns the
     :class:`~semgrad_guard.policy.GuardDecision` itself.
 
     >>> from langchain_core.runnables import RunnableLambda
@@ -304,7 +307,7 @@ class GuardedChain(Runnable[Any, Any]):
             keys = [self.answer_key] if self.answer_key else list(_ANSWER_KEYS)
             key = next((k for k in keys if k in raw), keys[0])
             return {**raw, key: answer, "guard_decision": decision.to_dict()}
-        return answer
+        return GuardedAnswer.of(decision)
 
     def _run_args(self, config: RunnableConfig) -> dict[str, Any]:
         return {"run_name": self.name, "tags": [*self.tags, *config.get("tags", [])],

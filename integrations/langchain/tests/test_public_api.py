@@ -14,6 +14,7 @@ PUBLIC = [
     "DEFAULT_TOOL_PROMPT",
     "ChatSemGrad",
     "GuardedChain",
+    "ReviewResumer",
     "ScoredGeneration",
     "SemGradAgentState",
     "SemGradCallbackHandler",
