@@ -63,6 +63,9 @@ CREATE INDEX IF NOT EXISTS decisions_chain_time ON decisions (chain, time);
 CREATE TABLE IF NOT EXISTS trail (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+#: The schema of the file (PRAGMA user_version); earlier files are brought up to it.
+_SCHEMA_VERSION = 2
+
 #: Fields a :class:`~semgrad_guard.review.Redaction` may name for the audit trail.
 AUDIT_FIELDS = ("question", "answer", "chosen_answer", "attempts", "reason", "metadata")
 
@@ -171,6 +174,9 @@ class AuditTrail:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
+        # A current file needs no write lock to open: many processes start at once.
+        if db.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION:
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
@@ -182,6 +188,7 @@ class AuditTrail:
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_uid ON decisions (uid)")
             db.execute("INSERT OR IGNORE INTO trail (key, value) VALUES ('id', ?)",
                        (uuid.uuid4().hex,))
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

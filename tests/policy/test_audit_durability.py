@@ -180,6 +180,40 @@ def test_retries_then_a_typed_error_carrying_the_decision(tmp_path: Path) -> Non
     audit.close()
 
 
+def test_an_existing_trail_opens_while_another_process_writes(tmp_path: Path) -> None:
+    """Opening a trail whose schema is current takes no write lock, so processes that
+    start while another one writes open at once instead of timing out."""
+    path = tmp_path / "audit.db"
+    AuditTrail(path).close()
+    holding, release = FORK.Event(), FORK.Event()
+    locker = FORK.Process(target=hold_write_lock, args=(str(path), holding, release))
+    locker.start()
+    try:
+        assert holding.wait(30)
+        audit = AuditTrail(path, retry_for=0.3, spool=False)  # raised AuditError before
+        assert audit.records() == []
+    finally:
+        release.set()
+        locker.join(30)
+    assert audit.record(_decision("after the lock")) is not None
+    audit.close()
+
+
+def test_a_trail_of_an_earlier_version_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    AuditTrail(path).close()
+    with sqlite3.connect(path) as db:  # as an earlier version left it: no schema version
+        db.execute("PRAGMA user_version=0")
+        db.execute("DROP INDEX decisions_uid")
+    audit = AuditTrail(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] > 0
+        assert db.execute("SELECT name FROM sqlite_master WHERE name='decisions_uid'"
+                          ).fetchone() is not None
+    assert audit.record(_decision("migrated")) is not None
+    audit.close()
+
+
 def test_the_trail_file_is_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
