@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gc
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+import pytest_asyncio
 from llama_index.core import Settings, VectorStoreIndex
 from llama_index.llms.semgrad_guard import OfflineMiniLMEmbedding, SemGradLLM
 
@@ -28,6 +31,30 @@ def offline_settings(embed_model: OfflineMiniLMEmbedding) -> Iterator[None]:
         yield
     finally:
         Settings._llm, Settings._embed_model = saved
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def closed_chat_memories(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """LlamaIndex's default chat memory keeps an in-memory aiosqlite database whose
+    connections it never closes (a ResourceWarning once collected): close the ones a
+    test made when it ends, on the test's own event loop."""
+    from llama_index.core.memory import Memory
+
+    made: list[Memory] = []
+    build = Memory.from_defaults.__func__  # type: ignore[attr-defined]
+
+    def from_defaults(cls: type[Memory], *args: Any, **kwargs: Any) -> Memory:
+        memory = build(cls, *args, **kwargs)
+        made.append(memory)
+        return memory
+
+    monkeypatch.setattr(Memory, "from_defaults", classmethod(from_defaults))
+    yield
+    for memory in made:
+        engine = getattr(memory.sql_store, "_async_engine", None)
+        if engine is not None:
+            await engine.dispose()
+    gc.collect()  # a connection left open is reported here, against this test
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,11 @@ LlamaIndex retriever and response synthesizer, sync and async, and the shared po
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core import VectorStoreIndex
-from llama_index.core.base.response.schema import Response
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.llms.semgrad_guard import GuardedQueryEngine, SemGradLLM, score_from_response
 
 from semgrad_guard import AbstainedError, ConfigError, EscalatedError, GuardOutcome
@@ -15,7 +16,7 @@ from semgrad_guard.policy import AuditTrail, EscalateAction, Guard, PolicyConfig
 from semgrad_guard.testing import ScriptedScorer
 from tests.behaviours import SCENARIOS, RecordingReviewQueue, Scenario
 
-from .support import MAIN_PASSAGES, OTHER_PASSAGES, ScriptedLLM, as_response, meta
+from .support import ScriptedLLM, as_response, check_scenario, meta
 
 SHARED_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy.yaml"
 
@@ -32,59 +33,12 @@ def build(scenario: Scenario, main_index: VectorStoreIndex, other_index: VectorS
     return engine, llm, scorer, guard
 
 
-def check(scenario: Scenario, response: Response, llm: ScriptedLLM, scorer: ScriptedScorer,
-          guard: Guard) -> None:
-    expected = scenario.expected
-    decision = meta(response)["guard_decision"]
-    assert response.response == expected.answer
-    assert decision["action"] == expected.action
-    assert decision["passed"] is expected.passed
-    assert decision["chosen_index"] == expected.best
-    assert decision["chosen_answer"] == scenario.answers[expected.best]
-    assert [a["k"] for a in decision["attempts"]] == expected.ks
-    assert set(scenario.flags) <= set(decision["flags"])
-    assert scorer.remaining == 0, "every scripted score is used, and no more"
-    # Each attempt really ran: one LLM call each, over as many passages as the depth
-    # the policy asked for (the chain's own k when it asked for none).
-    assert len(llm.prompts) == expected.attempts
-    retrievers = scenario.retrievers or [None] * expected.attempts
-    for attempt, prompt, name in zip(decision["attempts"], llm.prompts, retrievers,
-                                     strict=True):
-        k = attempt["k"] or scenario.chain_k
-        assert len(attempt["context"]) == k
-        pool = OTHER_PASSAGES if name == "bm25" else MAIN_PASSAGES
-        assert set(attempt["context"]) <= set(pool)
-        assert attempt["query"] in prompt
-        assert all(passage in prompt for passage in attempt["context"])
-    if scenario.queries is not None:
-        assert [a["query"] for a in decision["attempts"]] == scenario.queries
-    # The answers were scored as text, against the question-answering prompt.
-    assert all(call[0] == "text" for call in scorer.calls)
-    chosen = decision["attempts"][expected.best]
-    assert [n.node.get_content() for n in response.source_nodes] == chosen["context"]
-    score = meta(response)["semgrad"]
-    if isinstance(scenario.scores[expected.best], float):
-        assert score["value"] == pytest.approx(scenario.scores[expected.best])
-        assert score["retokenized"] is True
-    else:
-        assert score is None and "scripted scoring failure" in meta(response)["semgrad_error"]
-    queue = guard.review_queue
-    if expected.case:
-        assert isinstance(queue, RecordingReviewQueue) and len(queue.cases) == 1
-        assert decision["case_id"] == queue.cases[0].id
-        assert queue.cases[0].fields["context"] == chosen["context"]
-    else:
-        assert decision["case_id"] is None
-    assert guard.audit is not None
-    assert [r.action for r in guard.audit.records()] == [expected.action]
-
-
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_shared_scenario(scenario: Scenario, main_index: VectorStoreIndex,
                          other_index: VectorStoreIndex) -> None:
     engine, llm, scorer, guard = build(scenario, main_index, other_index)
     response = as_response(engine.query(scenario.question))
-    check(scenario, response, llm, scorer, guard)
+    check_scenario(scenario, response, llm, scorer, guard)
 
 
 @pytest.mark.asyncio
@@ -93,7 +47,7 @@ async def test_shared_scenario_async(scenario: Scenario, main_index: VectorStore
                                      other_index: VectorStoreIndex) -> None:
     engine, llm, scorer, guard = build(scenario, main_index, other_index)
     response = as_response(await engine.aquery(scenario.question))
-    check(scenario, response, llm, scorer, guard)
+    check_scenario(scenario, response, llm, scorer, guard)
 
 
 def test_the_shared_policy_file_drives_the_chain_by_name(main_index: VectorStoreIndex,
@@ -187,3 +141,37 @@ def test_a_policy_builds_its_guard_on_the_llm_scorer(tiny_llm: SemGradLLM,
     assert meta(response)["guard_decision"]["action"] == "abstain"
     call = tiny_llm.last_call
     assert call is not None and meta(response)["guard_decision"]["chosen_answer"] == call.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("twin", ["query", "aquery"])
+async def test_a_streamed_answer_is_released_after_the_decision(
+        twin: str, tiny_llm: SemGradLLM, main_index: VectorStoreIndex) -> None:
+    """streaming=True: the model streams into a buffer while the guard scores and decides
+    on the exact ids; a passed answer reaches the reader in the model's own pieces, an
+    abstention as its one message."""
+
+    async def pieces(max_score: float) -> tuple[list[str], dict[str, Any]]:
+        policy = PolicyConfig.from_dict({"version": 1, "default": {
+            "threshold": {"max_score": max_score},
+            "actions": [{"type": "abstain", "message": "No idea."}]}})
+        engine = GuardedQueryEngine.from_index(main_index, policy, llm=tiny_llm,
+                                               similarity_top_k=1, streaming=True)
+        if twin == "query":
+            streamed = engine.query("Which record does the archive hold?")
+            assert isinstance(streamed, StreamingResponse)
+            return list(streamed.response_gen), streamed.metadata or {}
+        astreamed = await engine.aquery("Which record does the archive hold?")
+        assert isinstance(astreamed, AsyncStreamingResponse)
+        return [p async for p in astreamed.async_response_gen()], astreamed.metadata or {}
+
+    passed, metadata = await pieces(1e9)
+    call = tiny_llm.last_call
+    assert call is not None and call.score is not None
+    assert metadata["guard_decision"]["action"] == "pass"
+    assert "".join(passed) == call.text and len(passed) > 1
+    assert metadata["semgrad"]["value"] == call.score.value
+    assert metadata["semgrad"]["retokenized"] is False
+    withheld, metadata = await pieces(0.0)
+    assert withheld == ["No idea."]
+    assert metadata["guard_decision"]["chosen_answer"] == tiny_llm.last_call.text  # type: ignore[union-attr]

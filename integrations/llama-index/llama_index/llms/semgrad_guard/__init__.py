@@ -5,6 +5,9 @@
   ``RetrySourceQueryEngine``;
 - :class:`GuardedQueryEngine`: applies a chain's policy (pass, abstain, retry with
   retrieval, escalate) from the same policy file as the LangChain integration;
+- :class:`GuardedChatEngine`: the same for every turn of a chat engine
+  (``condense_plus_context``, ``context``, ``condense_question``, ``simple``);
+- :class:`GuardDecisionEvent`: each decision, for LlamaIndex instrumentation handlers;
 - :class:`UncertaintyEventHandler`: records the score of every LLM call (observes only);
 - :class:`OfflineMiniLMEmbedding`: offline sentence embeddings for vector indexes.
 
@@ -15,14 +18,17 @@
 """
 
 from .base import SemGradLLM
+from .chat_engine import GuardedChatEngine
 from .embeddings import OfflineMiniLMEmbedding
 from .evaluator import SemGradEvaluator
 from .event_handler import LLMCallScore, UncertaintyEventHandler
+from .instrumentation import GuardDecisionEvent, ScoreSpanHandler
 from .query_engine import GuardedQueryEngine
 from .scores import (
     DECISION_KEY,
     SCORE_ERROR_KEY,
     SCORE_KEY,
+    UNCERTAIN_KEY,
     ScoredCompletion,
     answer_prompt,
     score_from_response,
@@ -33,9 +39,13 @@ __all__ = [
     "DECISION_KEY",
     "SCORE_ERROR_KEY",
     "SCORE_KEY",
+    "UNCERTAIN_KEY",
+    "GuardDecisionEvent",
+    "GuardedChatEngine",
     "GuardedQueryEngine",
     "LLMCallScore",
     "OfflineMiniLMEmbedding",
+    "ScoreSpanHandler",
     "ScoredCompletion",
     "SemGradEvaluator",
     "SemGradLLM",

@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -51,12 +51,26 @@ def recorded_calls() -> Iterator[list[ScoredCompletion]]:
     >>> [call is response.raw for call in calls]
     [True]
     """
-    calls: list[ScoredCompletion] = []
-    token = _RECORDING.set((*_RECORDING.get(), calls))
+    token, calls = start_recording()
     try:
         yield calls
     finally:
+        stop_recording(token)
+
+
+def start_recording() -> tuple[Token[tuple[list[ScoredCompletion], ...]], list[ScoredCompletion]]:
+    """Start recording scored answers in this context (:func:`recorded_calls` without a
+    ``with`` block); returns what :func:`stop_recording` needs, and the list."""
+    calls: list[ScoredCompletion] = []
+    return _RECORDING.set((*_RECORDING.get(), calls)), calls
+
+
+def stop_recording(token: Token[Any]) -> None:
+    """Stop the recording :func:`start_recording` started (in the same context)."""
+    try:
         _RECORDING.reset(token)
+    except ValueError:  # another context: that context's recording ends with it
+        pass
 
 
 class SemGradLLM(LLM):
@@ -121,6 +135,9 @@ class SemGradLLM(LLM):
         self._model = model
         self._scorer = scorer
         self._calls = deque(maxlen=self.history)
+        from .instrumentation import ensure_instrumented
+
+        ensure_instrumented()
 
     @classmethod
     def load(cls, name_or_path: str | None = None, *, prompt_format: str = "auto",

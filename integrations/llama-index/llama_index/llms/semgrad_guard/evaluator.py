@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.base.response.schema import Response
 from llama_index.core.evaluation.base import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 
@@ -22,6 +23,7 @@ from semgrad_guard.policy import (
 )
 
 from .base import SemGradLLM
+from .instrumentation import decision_metadata, dispatch_decision, ensure_instrumented
 from .scores import answer_prompt
 
 
@@ -45,6 +47,12 @@ class SemGradEvaluator(BaseEvaluator):
     ``EvaluationResult.score`` is the raw uncertainty (**higher = more uncertain**).
     With ``RetryQueryEngine`` an uncertain answer is retried with the feedback appended
     to the query; ``RetrySourceQueryEngine`` retries over the response's source nodes.
+    Every response it evaluates is marked: its ``metadata`` gets ``semgrad``,
+    ``guard_decision`` and ``uncertain``. LlamaIndex returns the answer of the last retry
+    without evaluating it; the evaluator decides on that one too (through the
+    instrumentation span of the query, :class:`ScoreSpanHandler`), so a
+    ``RetryQueryEngine`` whose every retry failed returns its answer marked
+    ``uncertain``. Each decision is also a :class:`GuardDecisionEvent`.
 
     >>> llm = SemGradLLM(max_new_tokens=16)
     >>> evaluator = SemGradEvaluator(llm=llm, max_score=1e-3)
@@ -85,6 +93,7 @@ class SemGradEvaluator(BaseEvaluator):
         self.tags = tuple(tags)
         self.metadata = dict(metadata or {})
         self.scorer = guard.scorer_for(self.rule)
+        ensure_instrumented()  # so that RetryQueryEngine's last answer is judged too
 
     @classmethod
     def from_policy(cls, policy: Guard | PolicyConfig | Mapping[str, Any] | str | Path,
@@ -145,16 +154,46 @@ class SemGradEvaluator(BaseEvaluator):
 
     def evaluate(self, query: str | None = None, response: str | None = None,
                  contexts: Sequence[str] | None = None, **kwargs: Any) -> EvaluationResult:
-        attempt = self._attempt(query, response, contexts)
-        decision = self.guard.check(query or "", **self._check_args(attempt))
-        return self._result(query, response, contexts, decision)
+        return self._result(query, response, contexts,
+                            self._decide(query, response, contexts))
 
     async def aevaluate(self, query: str | None = None, response: str | None = None,
                         contexts: Sequence[str] | None = None, **kwargs: Any
                         ) -> EvaluationResult:
+        return self._result(query, response, contexts,
+                            await self._adecide(query, response, contexts))
+
+    def evaluate_response(self, query: str | None = None, response: Response | None = None,
+                          **kwargs: Any) -> EvaluationResult:
+        """Evaluate a query engine's response, and mark it: its ``metadata`` gets the
+        score (``semgrad``), the decision (``guard_decision``) and ``uncertain``."""
+        text, contexts = _text_and_contexts(response)
+        decision = self._decide(query, text, contexts)
+        _mark(response, decision)
+        return self._result(query, text, contexts, decision)
+
+    async def aevaluate_response(self, query: str | None = None,
+                                 response: Response | None = None,
+                                 **kwargs: Any) -> EvaluationResult:
+        """The async twin of :meth:`evaluate_response`."""
+        text, contexts = _text_and_contexts(response)
+        decision = await self._adecide(query, text, contexts)
+        _mark(response, decision)
+        return self._result(query, text, contexts, decision)
+
+    def _decide(self, query: str | None, response: str | None,
+                contexts: Sequence[str] | None) -> GuardDecision:
+        attempt = self._attempt(query, response, contexts)
+        decision = self.guard.check(query or "", **self._check_args(attempt))
+        dispatch_decision(decision, "SemGradEvaluator")
+        return decision
+
+    async def _adecide(self, query: str | None, response: str | None,
+                       contexts: Sequence[str] | None) -> GuardDecision:
         attempt = self._attempt(query, response, contexts)
         decision = await self.guard.acheck(query or "", **self._check_args(attempt))
-        return self._result(query, response, contexts, decision)
+        dispatch_decision(decision, "SemGradEvaluator")
+        return decision
 
     def _check_args(self, attempt: AttemptResult) -> dict[str, Any]:
         return {"answer": attempt.answer, "generation": attempt.generation,
@@ -186,3 +225,14 @@ class SemGradEvaluator(BaseEvaluator):
             feedback += " The answer is uncertain; answer again using the context."
         return EvaluationResult(query=query, response=response, contexts=contexts,
                                 passing=passing, score=score.value, feedback=feedback)
+
+
+def _text_and_contexts(response: Response | None) -> tuple[str | None, list[str] | None]:
+    if response is None:
+        return None, None
+    return response.response, [node.get_content() for node in response.source_nodes]
+
+
+def _mark(response: Response | None, decision: GuardDecision) -> None:
+    if response is not None:
+        response.metadata = {**(response.metadata or {}), **decision_metadata(decision)}

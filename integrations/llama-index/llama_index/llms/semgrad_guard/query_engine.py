@@ -4,13 +4,19 @@ different retrieval, or escalate to a human."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.response.schema import RESPONSE_TYPE, Response
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    Response,
+    StreamingResponse,
+)
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.llms.llm import LLM
 from llama_index.core.prompts.mixin import PromptMixinType
@@ -30,14 +36,8 @@ from semgrad_guard.policy import (
 )
 
 from .base import SemGradLLM, recorded_calls
-from .scores import (
-    DECISION_KEY,
-    SCORE_ERROR_KEY,
-    SCORE_KEY,
-    ScoredCompletion,
-    answer_prompt,
-    score_metadata,
-)
+from .instrumentation import decision_metadata, dispatch_decision, ensure_instrumented
+from .scores import ScoredCompletion, answer_prompt
 
 
 class GuardedQueryEngine(BaseQueryEngine):
@@ -59,10 +59,18 @@ class GuardedQueryEngine(BaseQueryEngine):
       raised, carrying the decision); an escalation submits a review case.
 
     The response's ``metadata["guard_decision"]`` is the decision
-    (``GuardDecision.to_dict()``) and ``metadata["semgrad"]`` the chosen attempt's score
-    (``None`` when it could not be computed; ``semgrad_error`` says why), as the
-    LangChain integration returns them; ``source_nodes`` are the chosen attempt's.
-    Answers are never streamed: the guard decides on whole answers.
+    (``GuardDecision.to_dict()``), ``metadata["semgrad"]`` the chosen attempt's score
+    (``None`` when it could not be computed; ``semgrad_error`` says why) and
+    ``metadata["uncertain"]`` whether the answer failed its rule (a ``flag`` action
+    passes it on anyway), as the LangChain integration returns them; ``source_nodes``
+    are the chosen attempt's. Each decision is also a :class:`GuardDecisionEvent` for
+    LlamaIndex's instrumentation handlers.
+
+    With ``streaming=True`` (or a streaming ``response_synthesizer``) ``query`` returns a
+    ``StreamingResponse`` (``aquery`` an ``AsyncStreamingResponse``): the model's
+    stream is buffered while the guard scores and decides, then released, the same
+    pieces as the model wrote them when the answer passes, the abstention or pending
+    message otherwise. Nothing reaches the reader before the decision.
 
     >>> from llama_index.core import Document, VectorStoreIndex
     >>> from llama_index.llms.semgrad_guard import OfflineMiniLMEmbedding
@@ -86,6 +94,7 @@ class GuardedQueryEngine(BaseQueryEngine):
                  retrievers: Mapping[str, BaseRetriever] | None = None,
                  tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None,
                  audit: AuditTrail | None = None, review_queue: Any = None,
+                 streaming: bool = False,
                  callback_manager: CallbackManager | None = None) -> None:
         self._llm = llm or (None if response_synthesizer is not None else Settings.llm)
         scorer = self._llm.scorer if isinstance(self._llm, SemGradLLM) \
@@ -98,11 +107,10 @@ class GuardedQueryEngine(BaseQueryEngine):
         self._retriever = retriever
         self._retrievers = dict(retrievers or {})
         self._synthesizer = response_synthesizer or get_response_synthesizer(
-            llm=self._llm, callback_manager=callback_manager)
-        if getattr(self._synthesizer, "_streaming", False):
-            raise ConfigError("GuardedQueryEngine decides on whole answers; use a response "
-                              "synthesizer without streaming")
+            llm=self._llm, callback_manager=callback_manager, streaming=streaming)
+        self.streaming = streaming or bool(getattr(self._synthesizer, "_streaming", False))
         self._check_retrievers()
+        ensure_instrumented()
         super().__init__(callback_manager=callback_manager)
 
     @classmethod
@@ -126,15 +134,7 @@ class GuardedQueryEngine(BaseQueryEngine):
         return {"response_synthesizer": self._synthesizer}
 
     def _check_retrievers(self) -> None:
-        for action in self.rule.actions:
-            if not isinstance(action, RetryWithRetrievalAction):
-                continue
-            unknown = [name for name in action.retrievers if name not in self._retrievers]
-            if unknown:
-                known = ", ".join(sorted(self._retrievers)) or "none given"
-                raise ConfigError(f"rule {self.rule.name!r} retries with retriever "
-                                  f"{unknown[0]!r}, which this engine does not have "
-                                  f"(retrievers=: {known})")
+        check_retriever_names(self.rule, self._retrievers)
 
     # -- one attempt -------------------------------------------------------------------------------
     def _plan(self, bundle: QueryBundle, attempt: Attempt) -> tuple[BaseRetriever, QueryBundle]:
@@ -169,24 +169,34 @@ class GuardedQueryEngine(BaseQueryEngine):
         retriever, query = self._plan(bundle, attempt)
         nodes = retriever.retrieve(query)
         with recorded_calls() as calls:
-            response = self._synthesizer.synthesize(query, nodes)
+            response: Any = self._synthesizer.synthesize(query, nodes)
+            if isinstance(response, StreamingResponse):  # buffered until the decision
+                response = _Buffered(list(response.response_gen), nodes)
         return self._result(query, nodes, response, calls)
 
     async def _aattempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
         retriever, query = self._plan(bundle, attempt)
         nodes = await retriever.aretrieve(query)
         with recorded_calls() as calls:
-            response = await self._synthesizer.asynthesize(query, nodes)
+            response: Any = await self._synthesizer.asynthesize(query, nodes)
+            if isinstance(response, AsyncStreamingResponse):
+                response = _Buffered([piece async for piece in response.async_response_gen()],
+                                     nodes)
+            elif isinstance(response, StreamingResponse):
+                response = _Buffered(list(response.response_gen), nodes)
         return self._result(query, nodes, response, calls)
 
     # -- the query --------------------------------------------------------------------------------
-    def query(self, str_or_query_bundle: QueryType) -> Response:
-        """Answer under the policy; always a whole :class:`Response` (never streamed)."""
-        return cast(Response, super().query(str_or_query_bundle))
+    def query(self, str_or_query_bundle: QueryType) -> Response | StreamingResponse:
+        """Answer under the policy: a whole :class:`Response`, or with ``streaming`` a
+        ``StreamingResponse`` released after the decision."""
+        return cast(Response | StreamingResponse, super().query(str_or_query_bundle))
 
-    async def aquery(self, str_or_query_bundle: QueryType) -> Response:
-        """The async twin of :meth:`query`."""
-        return cast(Response, await super().aquery(str_or_query_bundle))
+    async def aquery(self, str_or_query_bundle: QueryType
+                     ) -> Response | AsyncStreamingResponse:
+        """The async twin of :meth:`query` (``AsyncStreamingResponse`` with ``streaming``)."""
+        return cast(Response | AsyncStreamingResponse,
+                    await super().aquery(str_or_query_bundle))
 
     def _chain_k(self) -> int | None:
         k = getattr(self._retriever, "similarity_top_k", None)
@@ -196,7 +206,12 @@ class GuardedQueryEngine(BaseQueryEngine):
         decision = self.guard.run(query_bundle.query_str,
                                   lambda attempt: self._attempt(query_bundle, attempt),
                                   self.chain_name, self.tags, self.metadata, k=self._chain_k())
-        return self._response(decision)
+        dispatch_decision(decision, "GuardedQueryEngine")
+        response = self._response(decision)
+        if not self.streaming:
+            return response
+        return StreamingResponse(response_gen=(piece for piece in _pieces(decision)),
+                                 source_nodes=response.source_nodes, metadata=response.metadata)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         async def attempt_fn(attempt: Attempt) -> AttemptResult:
@@ -204,16 +219,55 @@ class GuardedQueryEngine(BaseQueryEngine):
 
         decision = await self.guard.arun(query_bundle.query_str, attempt_fn, self.chain_name,
                                          self.tags, self.metadata, k=self._chain_k())
-        return self._response(decision)
+        dispatch_decision(decision, "GuardedQueryEngine")
+        response = self._response(decision)
+        if not self.streaming:
+            return response
+
+        async def released() -> AsyncGenerator[str, None]:
+            for piece in _pieces(decision):
+                yield piece
+
+        return AsyncStreamingResponse(response_gen=released(), source_nodes=response.source_nodes,
+                                      metadata=response.metadata)
 
     @staticmethod
     def _response(decision: GuardDecision) -> Response:
         chosen = decision.raw
-        nodes = list(chosen.source_nodes) if isinstance(chosen, Response) else []
-        metadata: dict[str, Any] = {
-            SCORE_KEY: None if decision.score is None else score_metadata(decision.score),
-            DECISION_KEY: decision.to_dict(),
-        }
-        if decision.chosen is not None and decision.chosen.error is not None:
-            metadata[SCORE_ERROR_KEY] = decision.chosen.error
-        return Response(response=decision.answer, source_nodes=nodes, metadata=metadata)
+        nodes = list(chosen.source_nodes) if isinstance(chosen, Response | _Buffered) else []
+        return Response(response=decision.answer, source_nodes=nodes,
+                        metadata=decision_metadata(decision))
+
+
+@dataclass(frozen=True)
+class _Buffered:
+    """A streamed answer held back until the guard decides: its pieces, as the model
+    wrote them, and the nodes it was written from."""
+
+    pieces: list[str]
+    source_nodes: list[NodeWithScore]
+
+    @property
+    def response(self) -> str:
+        return "".join(self.pieces)
+
+
+def _pieces(decision: GuardDecision) -> list[str]:
+    """What a streaming reader receives once the guard has decided: the model's own
+    pieces of a passed answer, else the one message that replaces it."""
+    chosen = decision.raw
+    if isinstance(chosen, _Buffered) and decision.answer == chosen.response:
+        return list(chosen.pieces)
+    return [decision.answer or ""]
+
+
+def check_retriever_names(rule: Any, retrievers: Mapping[str, BaseRetriever]) -> None:
+    """Refuse a rule that retries with a retriever the engine was not given."""
+    for action in rule.actions:
+        if not isinstance(action, RetryWithRetrievalAction):
+            continue
+        unknown = [name for name in action.retrievers if name not in retrievers]
+        if unknown:
+            known = ", ".join(sorted(retrievers)) or "none given"
+            raise ConfigError(f"rule {rule.name!r} retries with retriever {unknown[0]!r}, "
+                              f"which this engine does not have (retrievers=: {known})")

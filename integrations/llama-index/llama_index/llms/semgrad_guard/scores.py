@@ -9,8 +9,10 @@ An LLM response's ``additional_kwargs`` holds:
   why it could not be computed;
 - ``prompt_ids`` / ``response_ids`` / ``stop_reason``: the exact generation.
 
-A guarded query engine's ``Response.metadata`` holds ``semgrad`` (the chosen attempt's
-score) and ``guard_decision`` (:meth:`GuardDecision.to_dict`).
+A guarded query engine's (or chat engine's) response ``metadata`` holds ``semgrad`` (the
+chosen attempt's score), ``guard_decision`` (:meth:`GuardDecision.to_dict`) and
+``uncertain`` (the answer did not pass); a plain query engine's response over a
+:class:`SemGradLLM` holds ``semgrad``, the score of the answer the LLM wrote last.
 :func:`score_from_response` reads the score back from either.
 """
 
@@ -34,11 +36,14 @@ from semgrad_guard.scoring.metadata import (
     scoring_error,
 )
 
-__all__ = ["DECISION_KEY", "SCORE_ERROR_KEY", "SCORE_KEY", "ScoredCompletion", "answer_prompt",
-           "score_from_response", "score_metadata"]
+__all__ = ["DECISION_KEY", "SCORE_ERROR_KEY", "SCORE_KEY", "UNCERTAIN_KEY", "ScoredCompletion",
+           "answer_prompt", "score_from_response", "score_metadata"]
 
 #: The key of the guard's decision in a guarded query-engine response.
 DECISION_KEY = "guard_decision"
+#: The key that says a response's answer did not pass its rule (shown anyway: a flag
+#: action, or the last answer of a ``RetryQueryEngine`` whose every retry failed).
+UNCERTAIN_KEY = "uncertain"
 
 
 @dataclass(frozen=True)
