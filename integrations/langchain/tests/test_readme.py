@@ -16,7 +16,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _blocks(start: str) -> list[tuple[str, str]]:
     text = README.read_text()
-    return re.findall(r"```(\w+)\n(.*?)```", text[text.index(start):], re.S)
+    # The section and the next one ("What a guarded chain returns"), which it relies on.
+    after = text[text.index(start):]
+    section = "\n## ".join(after.split("\n## ", 2)[:2])
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
 
 
 class Reviewer:
