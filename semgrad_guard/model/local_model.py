@@ -3,22 +3,32 @@ through which semgrad-guard generates and scores."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..errors import ModelLoadError
 from .architecture import ModelLayout, model_layout
+from .batching import MicroBatcher, settings_key
 from .clock import synchronize
 from .default_model import DEFAULT_MODEL_NAME, default_model_path
 from .generation import Generation, PrefixCache
 from .prompts import Prompt, PromptFormat
 from .streaming import GenerationStream
 from .text import tokenizable
+
+#: The call (a scoring pass) whose forward hooks may fire in this thread or task.
+_CALL: ContextVar[object | None] = ContextVar("semgrad_guard_model_call", default=None)
+#: A forward hook: ``hook(module, inputs, output)``, as torch calls it.
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
 
 
 class LocalModel:
@@ -28,6 +38,13 @@ class LocalModel:
     >>> g = lm.generate("What is the chemical symbol of gold?")
     >>> "Au" in g.text, g.response_ids[-1] == lm.tokenizer.eos_token_id
     (True, True)
+
+    One model serves many threads and asyncio tasks at once. Everything that runs it
+    (generation, scoring passes) holds :attr:`lock`; forward hooks fire only for the
+    call that registered them (:meth:`forward_hooks`). Concurrent :meth:`generate`
+    calls with the same settings are generated together in one padded batch by
+    :attr:`batcher`, and scorers send their passes through it as well. :meth:`close`
+    (or a ``with`` block) stops its worker thread.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, prompt_format: PromptFormat | str = "auto",
@@ -40,8 +57,10 @@ class LocalModel:
         self.name = name or str(getattr(getattr(model, "config", None), "_name_or_path", "") or
                                 type(model).__name__)
         self.layout: ModelLayout = model_layout(model)
-        # Scoring flips requires_grad flags; one scoring pass at a time per model.
+        #: Held by whatever runs the model: one generation or scoring pass at a time.
         self.lock = threading.RLock()
+        #: Serves concurrent requests to this model in batches, on one worker thread.
+        self.batcher = MicroBatcher(name="semgrad-model")
         if getattr(tokenizer, "pad_token_id", None) is None:
             # Padding is always masked; any id the model knows will do.
             self._pad_id = int(tokenizer.eos_token_id or 0)
@@ -123,9 +142,62 @@ class LocalModel:
 
     def generate(self, prompt: Prompt, *, max_new_tokens: int = 128,
                  tools: Sequence[Any] | None = None, **generate_kwargs: Any) -> Generation:
-        """Greedy generation (unless overridden) with its exact trace."""
-        return self.generate_batch([prompt], max_new_tokens=max_new_tokens, tools=tools,
-                                   **generate_kwargs)[0]
+        """Greedy generation (unless overridden) with its exact trace.
+
+        Calls from several threads at once that share their settings are generated in
+        one padded batch (:attr:`batcher`); each caller gets its own answer. A call with
+        a ``streamer`` or several return sequences runs on its own.
+        """
+        settings = {"max_new_tokens": max_new_tokens, "tools": tools, **generate_kwargs}
+        if not _batchable(settings):
+            return self.generate_batch([prompt], **settings)[0]
+        return self.batcher.call(self._generate_rows, (prompt, settings),  # type: ignore[no-any-return]
+                                 settings_key(settings))
+
+    async def agenerate(self, prompt: Prompt, *, max_new_tokens: int = 128,
+                        tools: Sequence[Any] | None = None, **generate_kwargs: Any
+                        ) -> Generation:
+        """:meth:`generate` for asyncio: awaits its batch without blocking the loop."""
+        settings = {"max_new_tokens": max_new_tokens, "tools": tools, **generate_kwargs}
+        if not _batchable(settings):
+            return (await asyncio.to_thread(self.generate_batch, [prompt], **settings))[0]
+        return await self.batcher.acall(self._generate_rows, (prompt, settings),  # type: ignore[no-any-return]
+                                        settings_key(settings))
+
+    def _generate_rows(self, items: list[tuple[Prompt, dict[str, Any]]]) -> list[Generation]:
+        """One batch of :meth:`generate` requests (they share their settings)."""
+        return self.generate_batch([prompt for prompt, _ in items], **items[0][1])
+
+    @contextmanager
+    def forward_hooks(self, hooks: Sequence[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
+        """Hold the model, with forward hooks that fire only for this call's own passes.
+
+        The hooks are removed on exit, whatever happens; a forward pass run meanwhile by
+        another thread or task (one that bypassed :attr:`lock`) does not fire them.
+        """
+        call = object()
+        with self.lock:
+            token = _CALL.set(call)
+            handles = []
+            try:
+                for module, hook in hooks:
+                    handles.append(module.register_forward_hook(_owned_by(call, hook)))
+                yield
+            finally:
+                for handle in handles:
+                    handle.remove()
+                _CALL.reset(token)
+
+    def close(self) -> None:
+        """Finish the queued requests and stop the batching worker; later batched calls
+        raise :class:`~semgrad_guard.errors.ModelClosedError`."""
+        self.batcher.close()
+
+    def __enter__(self) -> LocalModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 128,
                tools: Sequence[Any] | None = None, **generate_kwargs: Any) -> GenerationStream:
@@ -154,6 +226,12 @@ class LocalModel:
         visible token never do. An answer with no content comes back with
         ``no_answer`` set.
         """
+        with self.lock:
+            return self._generate_batch(prompts, max_new_tokens, tools, generate_kwargs)
+
+    def _generate_batch(self, prompts: Sequence[Prompt], max_new_tokens: int,
+                        tools: Sequence[Any] | None, generate_kwargs: dict[str, Any]
+                        ) -> list[Generation]:
         from transformers import StoppingCriteriaList
 
         from .stopping import StopAfterContent, cut_at_stop
@@ -219,3 +297,18 @@ class LocalModel:
             given = kwargs.pop("stop_strings") or []
             return [given] if isinstance(given, str) else list(given)
         return ["\n"] if self.prompt_format.kind == "plain" else []
+
+
+def _batchable(settings: dict[str, Any]) -> bool:
+    """Whether a generate call can share a batch: no streamer (it reads one answer) and
+    one sequence per prompt."""
+    return settings.get("streamer") is None and int(settings.get("num_return_sequences") or 1) == 1
+
+
+def _owned_by(call: object, hook: ForwardHook) -> ForwardHook:
+    """``hook``, firing only inside ``call``."""
+    def fire(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if _CALL.get() is not call:
+            return None
+        return hook(module, inputs, output)
+    return fire

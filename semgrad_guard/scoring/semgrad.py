@@ -22,6 +22,7 @@ from ..errors import (
     ScoringError,
     TokenizerMismatchError,
 )
+from ..model.batching import RowFailure, settings_key
 from ..model.clock import synchronize
 from ..model.frozen import frozen_for_scoring
 from ..model.generation import Generation, PrefixCache
@@ -176,16 +177,43 @@ class SemGradScorer:
         return tuple(sorted(offsets | {self.anchor.offset}, reverse=True))
 
     # -- public entry points ---------------------------------------------------------------
+    # Calls of one answer go through the model's batcher: concurrent callers share one
+    # padded batch, each getting its own row (a row that cannot be scored fails alone).
     def generate_and_score(self, prompt: Prompt, **generate_kwargs: Any
                            ) -> tuple[Generation, UncertaintyScore]:
         """Generate an answer greedily and score it (by its exact ids)."""
-        generation = self.model.generate(prompt, **generate_kwargs)
-        return generation, self.score_generation(generation)
+        self._check_gradient_access()
+        return self.model.batcher.call(  # type: ignore[no-any-return]
+            self._generate_and_score_rows, (prompt, generate_kwargs),
+            settings_key(generate_kwargs))
+
+    async def agenerate_and_score(self, prompt: Prompt, **generate_kwargs: Any
+                                  ) -> tuple[Generation, UncertaintyScore]:
+        """:meth:`generate_and_score` for asyncio: awaits without blocking the loop."""
+        self._check_gradient_access()
+        return await self.model.batcher.acall(  # type: ignore[no-any-return]
+            self._generate_and_score_rows, (prompt, generate_kwargs),
+            settings_key(generate_kwargs))
 
     def score_generation(self, generation: Generation, *, release: bool = True
                          ) -> UncertaintyScore:
         """Score a generation by its exact ids, reusing its prompt's keys and values."""
-        return self.score_batch([generation], release=release)[0]
+        self._check_gradient_access()
+        try:
+            return self.model.batcher.call(self._score_generations, generation)  # type: ignore[no-any-return]
+        finally:
+            if release and generation.prefix_cache is not None:
+                generation.prefix_cache.release()
+
+    async def ascore_generation(self, generation: Generation, *, release: bool = True
+                                ) -> UncertaintyScore:
+        """:meth:`score_generation` for asyncio: awaits without blocking the loop."""
+        self._check_gradient_access()
+        try:
+            return await self.model.batcher.acall(self._score_generations, generation)  # type: ignore[no-any-return]
+        finally:
+            if release and generation.prefix_cache is not None:
+                generation.prefix_cache.release()
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text: re-tokenised, and flagged as such."""
@@ -193,8 +221,8 @@ class SemGradScorer:
             raise EmptyResponseError(
                 "empty answer text: there is no answer to score (only the end-of-turn "
                 "token would be scored)")
-        return self.score_batch([(self.model.prompt_ids(prompt),
-                                  self.model.response_ids(response))], retokenized=True)[0]
+        self._check_gradient_access()
+        return self.model.batcher.call(self._score_texts, (prompt, response))  # type: ignore[no-any-return]
 
     def score_batch(self, items: Sequence[Generation | tuple[Sequence[int], Sequence[int]]],
                     *, retokenized: bool = False, release: bool = True
@@ -225,6 +253,43 @@ class SemGradScorer:
                 for cache in caches:
                     if cache is not None:
                         cache.release()
+
+    # -- the work of one batch of callers -----------------------------------------------------
+    def _generate_and_score_rows(self, items: list[tuple[Prompt, dict[str, Any]]]
+                                 ) -> list[tuple[Generation, UncertaintyScore] | RowFailure]:
+        """Generate answers to the callers' prompts (they share their settings) in one
+        batch, then score them in one pass."""
+        generations = self.model.generate_batch([prompt for prompt, _ in items], **items[0][1])
+        scores = self._score_generations(generations)
+        return [s if isinstance(s, RowFailure) else (g, s)
+                for g, s in zip(generations, scores, strict=True)]
+
+    def _score_generations(self, generations: list[Generation]
+                           ) -> list[UncertaintyScore | RowFailure]:
+        return self._score_each(generations, retokenized=False)
+
+    def _score_texts(self, items: list[tuple[Prompt, str]]) -> list[UncertaintyScore | RowFailure]:
+        return self._score_each([(self.model.prompt_ids(prompt), self.model.response_ids(text))
+                                 for prompt, text in items], retokenized=True)
+
+    def _score_each(self, items: Sequence[Generation | tuple[Sequence[int], Sequence[int]]],
+                    retokenized: bool) -> list[UncertaintyScore | RowFailure]:
+        """:meth:`score_batch` of the rows that can be scored; the others fail alone.
+        Caches are kept: each caller releases its own."""
+        failed: dict[int, RowFailure] = {}
+        valid = []
+        for i, item in enumerate(items):
+            prompt, response = ((item.prompt_ids, item.response_ids)
+                                if isinstance(item, Generation) else item)
+            try:
+                self._validate(list(prompt), list(response))
+            except ScoringError as exc:
+                failed[i] = RowFailure(exc)
+            else:
+                valid.append(item)
+        scored = iter(self.score_batch(valid, retokenized=retokenized, release=False)
+                      if valid else [])
+        return [failed[i] if i in failed else next(scored) for i in range(len(items))]
 
     # -- the old entry points, for one release ------------------------------------------------
     def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
@@ -308,13 +373,17 @@ class SemGradScorer:
                 f"{'s' if len(response) != 1 else ''} hold no text (only whitespace, newlines "
                 f"or special tokens), and an empty answer is not scored as an answer")
 
-    # -- the pass ------------------------------------------------------------------------------
-    def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool,
-                     caches: Sequence[PrefixCache | None]) -> list[UncertaintyScore]:
+    @staticmethod
+    def _check_gradient_access() -> None:
         if torch.is_inference_mode_enabled():
             raise GradientAccessError(
                 "model without gradient access: scoring was called inside "
                 "torch.inference_mode(), where no backward pass can run")
+
+    # -- the pass ------------------------------------------------------------------------------
+    def _score_chunk(self, rows: list[tuple[list[int], list[int]]], retokenized: bool,
+                     caches: Sequence[PrefixCache | None]) -> list[UncertaintyScore]:
+        self._check_gradient_access()
         lm, layout, anchor = self.model, self.model.layout, self.anchor
         device = lm.device
         lengths = [len(r) for _, r in rows]
@@ -368,8 +437,8 @@ class SemGradScorer:
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             head["input"], head["output"] = inputs[0], output
 
-        def hooks(into: dict[int, torch.Tensor]) -> list[Any]:
-            return [layout.module_producing(layer).register_forward_hook(capture(layer, into))
+        def hooks(into: dict[int, torch.Tensor]) -> list[tuple[nn.Module, Any]]:
+            return [(layout.module_producing(layer), capture(layer, into))
                     for layer in anchor.layers]
 
         t0 = time.perf_counter()
@@ -379,18 +448,12 @@ class SemGradScorer:
                 past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
                                     positions[:, :split].to(device))
             if tail_start < split:
-                handles = hooks(tail_captured)
-                try:
+                with lm.forward_hooks(hooks(tail_captured)):
                     past = self._tail_pass(past, ids.to(device), mask.to(device),
                                            positions.to(device), tail_start, split)
-                finally:
-                    for handle in handles:
-                        handle.remove()
                 if lowest not in tail_captured:  # a cache the tail pass cannot join
                     tail_start = split
-            handles = hooks(captured)
-            handles.append(layout.lm_head.register_forward_hook(capture_head))
-            try:
+            with lm.forward_hooks([*hooks(captured), (layout.lm_head, capture_head)]):
                 logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
                                                positions[:, split:].to(device), keep, past)
                 answer_d = answer.to(device)
@@ -407,9 +470,6 @@ class SemGradScorer:
                 if tail_start < split:
                     wanted += [tail_captured[layer] for layer in anchor.layers]
                 grads = torch.autograd.grad(stats.objective.sum(), wanted)
-            finally:
-                for handle in handles:
-                    handle.remove()
         synchronize(device)
         t2 = time.perf_counter()
 
