@@ -3,6 +3,8 @@ rivals, at what cost.
 
     semgrad-bench run --data sciq --split evaluation --output results/sciq-evaluation
     semgrad-bench analysis --output results/sciq-evaluation
+    semgrad-bench learned-score --features results/learned-score/features \
+        --output results/learned-score
 """
 
 from __future__ import annotations
@@ -86,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int)
     a.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     a.set_defaults(func=run_analysis)
+
+    ls = subparsers.add_parser(
+        "learned-score", help="the learned probability of error on the evaluation splits",
+        description="Fit the learned score, its rivals and the best single SemGrad "
+                    "configuration on the calibration splits of SciQ, TruthfulQA and the "
+                    "RAG-style set; report on their evaluation splits: AUROC with bootstrap "
+                    "CIs for every row, paired differences, the gradient ablation, "
+                    "cross-dataset transfer, ECE and a reliability plot, AUROC within "
+                    "answer-length thirds, ROC plots. Writes report.md, report.json and PNGs.")
+    ls.add_argument("--features", required=True,
+                    help="folder of <set>.npz features files (sciq-, truthfulqa-, rag- "
+                         "calibration and evaluation), as 'semgrad-bench features' writes them")
+    ls.add_argument("--output", required=True, help="report folder")
+    ls.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
+    ls.set_defaults(func=run_learned_score)
     return parser
 
 
@@ -193,6 +210,18 @@ def run_analysis(args: argparse.Namespace) -> int:
     lines += ["", *_length_table(result["length"])]  # type: ignore[arg-type]
     (out / "analysis.md").write_text("\n".join(lines) + "\n")
     print((out / "analysis.md").read_text())
+    return 0
+
+
+def run_learned_score(args: argparse.Namespace) -> int:
+    from . import learned_report
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    report = learned_report.evaluate(learned_report.load(args.features), args.resamples, out)
+    command = (f"semgrad-bench learned-score --features {args.features} --output {args.output}"
+               + (f" --resamples {args.resamples}" if args.resamples != 2000 else ""))
+    print(learned_report.write(report, out, command).read_text())
     return 0
 
 
