@@ -103,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--output", required=True, help="report folder")
     ls.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
     ls.set_defaults(func=run_learned_score)
+
+    rs = subparsers.add_parser(
+        "rag-set", help="build the RAG-style question set from the shared SciQ and TruthfulQA",
+        description="Build the RAG-style set deterministically: context passages (the "
+                    "question's own passage or not, and retrieved distractors), then the "
+                    "question. Writes rag-calibration/ and rag-evaluation/ JSONL files (one "
+                    "per dataset) and manifest.json with their SHA-256.")
+    rs.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "data" / "rag-style"),
+                    help="folder for the set (default: benchmarks/data/rag-style)")
+    rs.add_argument("--per-dataset", type=int, default=150,
+                    help="questions per dataset and part (default 150)")
+    rs.add_argument("--seed", type=int, default=0)
+    rs.set_defaults(func=run_rag_set)
     return parser
 
 
@@ -222,6 +235,17 @@ def run_learned_score(args: argparse.Namespace) -> int:
     command = (f"semgrad-bench learned-score --features {args.features} --output {args.output}"
                + (f" --resamples {args.resamples}" if args.resamples != 2000 else ""))
     print(learned_report.write(report, out, command).read_text())
+    return 0
+
+
+def run_rag_set(args: argparse.Namespace) -> int:
+    import json
+
+    from .rag_set import write_rag_set
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    manifest = write_rag_set(args.output, args.per_dataset, args.seed)
+    print(json.dumps(manifest, indent=1))
     return 0
 
 
