@@ -38,11 +38,12 @@ MAX_NEW_TOKENS = 64
 ANCHOR = -1
 
 
-def make_scorer(lm: Any) -> Any:
+def make_scorer(lm: Any, layers: Sequence[int] = GRADIENT_LAYERS) -> Any:
+    """The scorer of the default model's features (another model names its ``layers``)."""
     from semgrad_guard.scoring.semgrad import SemGradScorer
 
-    return SemGradScorer(lm, anchor_offset=ANCHOR, layers=GRADIENT_LAYERS,
-                         feature_offsets=OFFSETS, batch_size=BATCH)
+    return SemGradScorer(lm, anchor_offset=ANCHOR, layers=layers, feature_offsets=OFFSETS,
+                         batch_size=BATCH)
 
 
 def _done(path: Path) -> list[dict[str, Any]]:
@@ -64,7 +65,8 @@ def _append(handle: Any, records: Sequence[dict[str, Any]]) -> None:
 
 
 def features_of_run(lm: Any, run_dir: str | os.PathLike[str], name: str, population: str,
-                    output: str | os.PathLike[str], stored: Sequence[str] = ()) -> Path:
+                    output: str | os.PathLike[str], stored: Sequence[str] = (),
+                    layers: Sequence[int] = GRADIENT_LAYERS) -> Path:
     """Score a benchmark run's stored answers again; ``stored`` names stored score columns
     to keep beside the features (P(True), sampling baselines)."""
     records = read_records(run_dir)
@@ -75,7 +77,7 @@ def features_of_run(lm: Any, run_dir: str | os.PathLike[str], name: str, populat
     path = out / f"{name}.answers.jsonl"
     seen = {r["index"] for r in _done(path)}
     todo = [r for r in records if r["index"] not in seen]
-    scorer = make_scorer(lm)
+    scorer = make_scorer(lm, layers)
     with path.open("a", encoding="utf-8") as handle, tqdm(
             total=len(records), initial=len(records) - len(todo), desc=name,
             unit="answer") as bar:
@@ -93,7 +95,8 @@ def features_of_run(lm: Any, run_dir: str | os.PathLike[str], name: str, populat
 
 def features_of_questions(lm: Any, questions: str | os.PathLike[str], name: str,
                           population: str, output: str | os.PathLike[str],
-                          judge: CorrectnessJudge | None = None) -> Path:
+                          judge: CorrectnessJudge | None = None,
+                          layers: Sequence[int] = GRADIENT_LAYERS) -> Path:
     """Generate, judge and score answers to a question file (RAG-style items)."""
     rows = [json.loads(line) for line in Path(questions).read_text(encoding="utf-8").splitlines()
             if line.strip()]
@@ -103,7 +106,7 @@ def features_of_questions(lm: Any, questions: str | os.PathLike[str], name: str,
     seen = {(r["population"], r["index"]) for r in _done(path)}
     todo = [r for r in rows if (population, r.get("source_index", 0)) not in seen]
     judge = judge or judge_for(str(rows[0].get("source_dataset", "")) if rows else "")
-    scorer = make_scorer(lm)
+    scorer = make_scorer(lm, layers)
     with path.open("a", encoding="utf-8") as handle, tqdm(
             total=len(rows), initial=len(rows) - len(todo), desc=f"{name} ({population})",
             unit="question") as bar:
@@ -151,7 +154,9 @@ def verify(lm: Any, run_dir: str | os.PathLike[str], features: str | os.PathLike
     stored = load_set(features, name)
     by_index = {int(i): k for k, i in enumerate(stored.index)
                 if population is None or stored.population[k] == population}
-    records = [r for r in read_records(run_dir) if r["index"] in by_index][:answers]
+    records = [r for r in read_records(run_dir) if r["index"] in by_index
+               and (population is None or r.get("population", population) == population)
+               ][:answers]
     if not records:
         raise ConfigError(f"no answer of {run_dir} is in {features}/{name}.npz")
     scores = make_scorer(lm).score_batch([(r["prompt_ids"], r["response_ids"]) for r in records])
