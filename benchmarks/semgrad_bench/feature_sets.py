@@ -103,6 +103,10 @@ class LabelledSet:
             v = np.log(np.maximum(v, 1e-12))
         return np.asarray(v, dtype=np.float64)
 
+    def rows(self) -> list[dict[str, float]]:
+        """Every answer's features as the scorer gives them (``UncertaintyScore.features``)."""
+        return [dict(zip(self.names, map(float, row), strict=True)) for row in self.features]
+
     def matrix(self, names: tuple[str, ...]) -> FloatArray:
         return np.column_stack([self.column(n) for n in names])
 

@@ -87,10 +87,33 @@ def _pool(sets: Iterable[LabelledSet]) -> tuple[list[LabelledSet], np.ndarray, n
             np.concatenate([s.population for s in sets]))
 
 
+@dataclass
+class Fitted:
+    """A learned score fitted on calibration sets, read on any labelled set."""
+
+    feature_set: str
+    model: LearnedScore
+
+    @property
+    def C(self) -> float:
+        return self.model.C
+
+    @property
+    def cv_scores(self) -> dict[float, float]:
+        return self.model.cv_scores
+
+    def decision(self, s: LabelledSet) -> FloatArray:
+        return self.model.decision(design([s], self.feature_set))
+
+    def probability(self, s: LabelledSet, method: str = "platt") -> FloatArray:
+        return self.model.error_probability(design([s], self.feature_set), method)
+
+
 def fit(sets: Iterable[LabelledSet], feature_set: str, balanced: bool,
-        C: float | None = None) -> LearnedScore:
+        C: float | None = None) -> Fitted:
     parts, wrong, populations = _pool(sets)
-    return LearnedScore(balanced=balanced).fit(design(parts, feature_set), wrong, populations, C)
+    return Fitted(feature_set, LearnedScore(balanced=balanced).fit(
+        design(parts, feature_set), wrong, populations, C))
 
 
 # -- (a) the best single SemGrad configuration, on calibration data only -----------------
@@ -162,8 +185,6 @@ def evaluate(data: Data, resamples: int = 2000, output: Path | None = None,
         PER_LAYER: fit(cal, "likelihood+grad_per_layer", True),
         FALLBACK: fit(cal, "nll_per_token", False, C=1e6),
     }
-    feature_set_of = {LEARNED: SHIPPED[0], ABLATION: "likelihood", CONTROL: "likelihood_control",
-                      PER_LAYER: "likelihood+grad_per_layer", FALLBACK: "nll_per_token"}
     in_domain = {d: fit([data.calibration[d]], "likelihood_control", False) for d in SETS}
     steps.update()
     report: dict[str, Any] = {
@@ -176,9 +197,8 @@ def evaluate(data: Data, resamples: int = 2000, output: Path | None = None,
     probabilities: dict[str, dict[str, FloatArray]] = {}
     for d in SETS:
         s = data.evaluation[d]
-        probs = {name: m.error_probability(design([s], feature_set_of[name]))
-                 for name, m in models.items()}
-        probs[CONTROL_IN_DOMAIN] = in_domain[d].error_probability(design([s], "likelihood_control"))
+        probs = {name: m.probability(s) for name, m in models.items()}
+        probs[CONTROL_IN_DOMAIN] = in_domain[d].probability(s)
         probabilities[d] = probs
         rows: dict[str, FloatArray] = {**probs, **fixed_rows(s, best)}
         estimates = {name: _estimate(v, s, resamples) for name, v in rows.items()}
@@ -195,7 +215,7 @@ def evaluate(data: Data, resamples: int = 2000, output: Path | None = None,
             for name, v in rivals.items()}
         ece = {name: expected_calibration_error(p, s.correct) for name, p in probs.items()}
         ece[f"{LEARNED}, isotonic map"] = expected_calibration_error(
-            models[LEARNED].error_probability(design([s], SHIPPED[0]), "isotonic"), s.correct)
+            models[LEARNED].probability(s, "isotonic"), s.correct)
         thirds_of = (LEARNED, CONTROL, ABLATION, "nll", "nll_per_token", SEMGRAD,
                      f"best single SemGrad configuration ({best})")
         thirds = {name: [asdict(b) for b in length_thirds(rows[name], s.correct,
@@ -246,7 +266,7 @@ def transfer(data: Data, resamples: int = 1000, progress: bool = True) -> dict[s
         model = fit([data.calibration[d] for d in trained_on], feature_set, True)
         out[f"{feature_set} | {label}"] = {
             "features": feature_set, "fitted_on": list(trained_on), "C": model.C,
-            "auroc": {d: _estimate(model.decision(design([s], feature_set)), s, resamples)
+            "auroc": {d: _estimate(model.decision(s), s, resamples)
                       for d, s in data.evaluation.items()}}
     return out
 
