@@ -31,7 +31,7 @@ from semgrad_guard.calibration.judges import CorrectnessJudge, judge_for
 from semgrad_guard.errors import ConfigError
 
 from .feature_sets import GRADIENT_LAYERS, OFFSETS, LabelledSet, save_set
-from .runner import read_records
+from .runner import read_jsonl, read_records
 
 BATCH = 16
 MAX_NEW_TOKENS = 64
@@ -44,18 +44,6 @@ def make_scorer(lm: Any, layers: Sequence[int] = GRADIENT_LAYERS) -> Any:
 
     return SemGradScorer(lm, anchor_offset=ANCHOR, layers=layers, feature_offsets=OFFSETS,
                          batch_size=BATCH)
-
-
-def _done(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line torn by an interrupted run
-    return out
 
 
 def _append(handle: Any, records: Sequence[dict[str, Any]]) -> None:
@@ -75,7 +63,7 @@ def features_of_run(lm: Any, run_dir: str | os.PathLike[str], name: str, populat
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.answers.jsonl"
-    seen = {r["index"] for r in _done(path)}
+    seen = {r["index"] for r in read_jsonl(path)}
     todo = [r for r in records if r["index"] not in seen]
     scorer = make_scorer(lm, layers)
     with path.open("a", encoding="utf-8") as handle, tqdm(
@@ -103,7 +91,7 @@ def features_of_questions(lm: Any, questions: str | os.PathLike[str], name: str,
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.answers.jsonl"
-    seen = {(r["population"], r["index"]) for r in _done(path)}
+    seen = {(r["population"], r["index"]) for r in read_jsonl(path)}
     todo = [r for r in rows if (population, r.get("source_index", 0)) not in seen]
     judge = judge or judge_for(str(rows[0].get("source_dataset", "")) if rows else "")
     scorer = make_scorer(lm, layers)
@@ -129,7 +117,7 @@ def features_of_questions(lm: Any, questions: str | os.PathLike[str], name: str,
 
 def pack(output: str | os.PathLike[str], name: str) -> Path:
     """Write ``<name>.npz`` from ``<name>.answers.jsonl`` (features every answer has)."""
-    records = _done(Path(output) / f"{name}.answers.jsonl")
+    records = read_jsonl(Path(output) / f"{name}.answers.jsonl")
     if not records:
         raise ConfigError(f"no scored answers for {name} in {output}")
     names = [n for n in records[0]["features"] if all(n in r["features"] for r in records)]

@@ -79,10 +79,7 @@ def plot_roc(scores: Mapping[str, npt.ArrayLike], correct: npt.ArrayLike,
     ax.set(xlabel="false-positive rate (right answers flagged)",
            ylabel="true-positive rate (wrong answers flagged)", title=f"ROC, {title}")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_reliability(sets: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]],
@@ -108,6 +105,12 @@ def plot_reliability(sets: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]],
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability of error",
                ylabel="observed share wrong", title=f"{name} evaluation")
         ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
