@@ -3,6 +3,8 @@ rivals, at what cost.
 
     semgrad-bench run --data sciq --split evaluation --output results/sciq-evaluation
     semgrad-bench analysis --output results/sciq-evaluation
+    semgrad-bench learned-score --features results/learned-score/features \
+        --output results/learned-score
 """
 
 from __future__ import annotations
@@ -86,6 +88,63 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int)
     a.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     a.set_defaults(func=run_analysis)
+
+    ls = subparsers.add_parser(
+        "learned-score", help="the learned probability of error on the evaluation splits",
+        description="Fit the learned score, its rivals and the best single SemGrad "
+                    "configuration on the calibration splits of SciQ, TruthfulQA and the "
+                    "RAG-style set; report on their evaluation splits: AUROC with bootstrap "
+                    "CIs for every row, paired differences, the gradient ablation, "
+                    "cross-dataset transfer, ECE and a reliability plot, AUROC within "
+                    "answer-length thirds, ROC plots. Writes report.md, report.json and PNGs.")
+    ls.add_argument("--features", required=True,
+                    help="folder of <set>.npz features files (sciq-, truthfulqa-, rag- "
+                         "calibration and evaluation), as 'semgrad-bench features' writes them")
+    ls.add_argument("--output", required=True, help="report folder")
+    ls.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
+    ls.set_defaults(func=run_learned_score)
+
+    rs = subparsers.add_parser(
+        "rag-set", help="build the RAG-style question set from the shared SciQ and TruthfulQA",
+        description="Build the RAG-style set deterministically: context passages (the "
+                    "question's own passage or not, and retrieved distractors), then the "
+                    "question. Writes rag-calibration/ and rag-evaluation/ JSONL files (one "
+                    "per dataset) and manifest.json with their SHA-256.")
+    rs.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "data" / "rag-style"),
+                    help="folder for the set (default: benchmarks/data/rag-style)")
+    rs.add_argument("--per-dataset", type=int, default=150,
+                    help="questions per dataset and part (default 150)")
+    rs.add_argument("--seed", type=int, default=0)
+    rs.set_defaults(func=run_rag_set)
+
+    fs = subparsers.add_parser(
+        "features", help="the scoring pass's features of labelled answers",
+        description="Score labelled answers with the library's scorer (anchor -1, layers "
+                    "15-29, feature offsets -1..-6) and write <output>/<name>.npz for "
+                    "'semgrad-bench learned-score'. Answers come from a benchmark run folder "
+                    "(--run: scored again, nothing generated) or are generated and judged "
+                    "for a question file (--questions: the RAG-style set). Resumable: "
+                    "<output>/<name>.answers.jsonl grows batch by batch.")
+    src = fs.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="benchmark run folder with answers.jsonl")
+    src.add_argument("--questions",
+                     help="JSONL of questions (fields query, truthful answer, source_index, "
+                          "source_dataset), e.g. benchmarks/data/rag-style/rag-evaluation/sciq.jsonl")
+    fs.add_argument("--name", required=True,
+                    help="set name, e.g. sciq-evaluation or rag-calibration (both RAG "
+                         "halves go into one set under their own --population)")
+    fs.add_argument("--population", help="source population (default: the name's dataset)")
+    fs.add_argument("--output", required=True, help="features folder")
+    fs.add_argument("--stored", default="p_true,hybridgrad,hybridgrad_default,"
+                    "semantic_entropy_k5,lexical_similarity_k5,eigenscore_k5,"
+                    "semantic_entropy_k10,lexical_similarity_k10,eigenscore_k10",
+                    help="stored score columns of --run kept beside the features")
+    fs.add_argument("--verify", type=int, metavar="N",
+                    help="instead: score the first N answers of --run again and compare "
+                         "with <output>/<name>.npz (max relative difference)")
+    fs.add_argument("--threads", type=int)
+    fs.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    fs.set_defaults(func=run_features)
     return parser
 
 
@@ -193,6 +252,60 @@ def run_analysis(args: argparse.Namespace) -> int:
     lines += ["", *_length_table(result["length"])]  # type: ignore[arg-type]
     (out / "analysis.md").write_text("\n".join(lines) + "\n")
     print((out / "analysis.md").read_text())
+    return 0
+
+
+def run_learned_score(args: argparse.Namespace) -> int:
+    from . import learned_report
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    report = learned_report.evaluate(learned_report.load(args.features), args.resamples, out)
+    command = (f"semgrad-bench learned-score --features {args.features} --output {args.output}"
+               + (f" --resamples {args.resamples}" if args.resamples != 2000 else ""))
+    print(learned_report.write(report, out, command).read_text())
+    return 0
+
+
+def run_rag_set(args: argparse.Namespace) -> int:
+    import json
+
+    from .rag_set import write_rag_set
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    manifest = write_rag_set(args.output, args.per_dataset, args.seed)
+    print(json.dumps(manifest, indent=1))
+    return 0
+
+
+def run_features(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from semgrad_guard.model.local_model import LocalModel
+
+    from . import pass_features
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    population = args.population or args.name.rsplit("-", 1)[0]
+    lm = LocalModel.load(device=args.device)
+    if args.verify:
+        if not args.run:
+            raise ConfigError("--verify needs --run")
+        print(json.dumps(pass_features.verify(lm, args.run, args.output, args.name,
+                                              args.verify, args.population), indent=1))
+        return 0
+    if args.run:
+        stored = [s.strip() for s in args.stored.split(",") if s.strip()]
+        path = pass_features.features_of_run(lm, args.run, args.name, population, args.output,
+                                             stored)
+    else:
+        path = pass_features.features_of_questions(lm, args.questions, args.name, population,
+                                                   args.output)
+    print(path)
     return 0
 
 

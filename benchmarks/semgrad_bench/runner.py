@@ -84,7 +84,12 @@ def is_answered(record: dict[str, Any]) -> bool:
 
 def read_records(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The per-answer records of a run folder, in file order (a torn last line is dropped)."""
-    path = Path(run_dir) / ANSWERS_FILE
+    return read_jsonl(Path(run_dir) / ANSWERS_FILE)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of an appended-to JSONL file (none when it is missing; a line torn by
+    an interrupted writer ends the list)."""
     if not path.is_file():
         return []
     records = []
