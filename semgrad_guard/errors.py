@@ -4,6 +4,7 @@
 
     SemGradGuardError
     ├── ConfigError                 bad policy file, unknown key, bad value
+    │   └── ProfileVersionError     a model profile of a format this version cannot read
     ├── ModelLoadError              a model or tokenizer that cannot be loaded
     ├── ModelClosedError            a request to a model that was closed
     ├── ScoringError                a (prompt, response) pair that cannot be scored
@@ -16,6 +17,7 @@
     │   └── TokenizerMismatchError  a tokenizer that is not the model's (special tokens,
     │                               vocabulary fingerprint, ids outside the embedding)
     ├── CalibrationError            the anchor search or a threshold fit cannot run
+    │   └── DegenerateDataError     labelled data a fit cannot learn from (one class, ...)
     ├── ReviewError                 the human review queue cannot do what was asked
     │   ├── CaseNotFoundError       no escalated case has that id (or id prefix)
     │   ├── AmbiguousCaseIdError    an id prefix fits several cases; lists them
@@ -50,6 +52,10 @@ class ConfigError(SemGradGuardError, ValueError):
 
 class ConfigWarning(UserWarning):
     """A configuration is likely wrong, but cannot be checked to be (it may be meant)."""
+
+
+class ProfileVersionError(ConfigError):
+    """A model profile was written in a format version this library cannot read."""
 
 
 class ModelLoadError(SemGradGuardError):
@@ -98,6 +104,11 @@ class TokenizerMismatchError(ScoringError, ValueError):
 
 class CalibrationError(SemGradGuardError):
     """The anchor search or a threshold fit could not run."""
+
+
+class DegenerateDataError(CalibrationError, ValueError):
+    """Labelled data a fit cannot learn from: too few answers, one class only, a domain
+    without both classes, or non-finite features."""
 
 
 class ReviewError(SemGradGuardError):

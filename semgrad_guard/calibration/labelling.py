@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CalibrationError
@@ -19,7 +19,12 @@ from ..errors import CalibrationError
 
 @dataclass(frozen=True)
 class LabelledScore:
-    """One labelled question: its greedy answer, its scores and its correctness."""
+    """One labelled question: its greedy answer, its scores and its correctness.
+
+    ``features`` holds every named statistic of the answer's scoring pass (what a learned
+    score is fitted on), ``domain`` the data set it came from, and ``prompt_ids`` /
+    ``response_ids`` the exact generation, so that it can be scored again.
+    """
 
     index: int
     question: str
@@ -27,6 +32,10 @@ class LabelledScore:
     scores: dict[str, float]
     correct: bool
     stop_reason: str = ""
+    features: dict[str, float] = field(default_factory=dict)
+    domain: str = ""
+    prompt_ids: list[int] = field(default_factory=list)
+    response_ids: list[int] = field(default_factory=list)
 
 
 def label_answers(data: str, *, split: str = "calibration", limit: int | None = None,
@@ -89,7 +98,8 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
             generating, scoring = generating + t1 - t0, scoring + t2 - t1
             batch = [LabelledScore(item.index, item.question, generation.text, dict(s.scores),
                                    bool(judge.is_correct(generation.text, item.answers)),
-                                   generation.stop_reason)
+                                   generation.stop_reason, dict(s.features), dataset_name(data),
+                                   list(generation.prompt_ids), list(generation.response_ids))
                      for (item, generation), s in zip(answered, scored, strict=True)]
             results.extend(batch)
             if on_batch is not None:

@@ -14,8 +14,14 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ProfileVersionError
 from ..paths import cache_dir
+from .learned import LearnedScore
+
+#: The profile format this library writes. Version 1 (no ``version`` key) held the anchor
+#: alone; version 2 adds the supervised calibration (``learned``, ``semgrad_selection``).
+PROFILE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 def model_fingerprint(model: Any) -> str:
@@ -51,6 +57,16 @@ class ModelProfile:
     candidate (method.md, SPS). ``tokenizer_fingerprint`` identifies the tokenizer it was
     calibrated with; a scorer using the profile with another tokenizer refuses it
     (profiles made before it was recorded carry none and are not checked).
+
+    A profile fitted on labelled answers (``semgrad-guard calibrate --labelled``) also
+    carries ``learned``, the learned probability of error
+    (:class:`~semgrad_guard.scoring.learned.LearnedScore`: its features, transforms,
+    standardisation, coefficients, ``C``, Platt map, fallback, out-of-domain detector,
+    cross-validated AUROC per domain, number of answers, judge, data fingerprint and
+    domains), and ``semgrad_selection``, the best single SemGrad configuration by
+    cross-validated AUROC beside the SPS choice. ``version`` is the file format;
+    :meth:`from_json` reads versions 1 and 2 and refuses others with
+    :class:`~semgrad_guard.errors.ProfileVersionError`.
     """
 
     model_name: str
@@ -67,6 +83,9 @@ class ModelProfile:
     tokenizer_fingerprint: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    version: int = PROFILE_VERSION
+    learned: LearnedScore | None = None
+    semgrad_selection: dict[str, Any] = field(default_factory=dict)
 
     @property
     def profile_id(self) -> str:
@@ -78,6 +97,7 @@ class ModelProfile:
     def to_json(self) -> str:
         d = asdict(self)
         d["layers"] = list(self.layers)
+        d["learned"] = None if self.learned is None else self.learned.to_dict()
         return json.dumps(d, indent=2, sort_keys=True)
 
     @classmethod
@@ -86,11 +106,24 @@ class ModelProfile:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: not a JSON model profile: {exc}") from exc
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: not a JSON model profile (a {type(d).__name__})")
+        version = d.setdefault("version", 1)
+        if version not in _READABLE_VERSIONS:
+            raise ProfileVersionError(
+                f"{source}: model profile format version {version!r}; this library reads "
+                f"versions {', '.join(map(str, _READABLE_VERSIONS))} (upgrade semgrad-guard, "
+                f"or calibrate the model again)")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown profile keys {unknown}; allowed: {sorted(known)}")
         d["layers"] = tuple(int(x) for x in d["layers"])
+        if d.get("learned") is not None:
+            try:
+                d["learned"] = LearnedScore.from_dict(d["learned"])
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
         offset = int(d["anchor_offset"])
         if offset >= 0:
             raise ConfigError(f"{source}: anchor_offset must be negative, got {offset}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -10,9 +11,33 @@ from typing import Any, Literal
 import torch
 
 #: Every score the shared forward/backward pass produces. Higher = more uncertain.
-SCORE_NAMES = ("semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob")
+#: ``learned`` needs a model profile fitted on labelled answers.
+SCORE_NAMES = ("semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob",
+               "learned")
 
-ScoreName = Literal["semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob"]
+ScoreName = Literal["semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob",
+                    "learned"]
+#: Scores that are already a probability of error (a policy's ``max_error_probability``
+#: reads them as they are).
+PROBABILITY_SCORES = ("learned",)
+#: What a policy may name: a score, or ``auto`` (the best score the model profile measured).
+AUTO_SCORE = "auto"
+
+
+def resolve_score_name(requested: str, available: Mapping[str, float]) -> str:
+    """The score a rule reads: ``requested``, or for ``auto`` the best score the model
+    profile measured (today the learned probability of error, which only a profile
+    fitted on labelled answers provides).
+
+    >>> resolve_score_name("auto", {"nll": 1.0, "learned": 0.2})
+    'learned'
+    """
+    if requested != AUTO_SCORE:
+        return requested
+    if "learned" in available:
+        return "learned"
+    raise KeyError("score 'auto' reads the learned probability of error, which needs a model "
+                   "profile fitted on labelled answers (semgrad-guard calibrate --labelled)")
 
 #: What each score measures, in a reader's words (the review page shows these).
 SCORE_MEANINGS: dict[str, str] = {
@@ -73,6 +98,13 @@ class UncertaintyScore:
     the embedding output). ``anchor_source`` says whether a calibrated model profile
     chose the anchor or the documented default did. ``retokenized`` is true when the
     response ids were rebuilt from text rather than taken from generation.
+
+    With a model profile fitted on labelled answers, ``scores["learned"]`` is the learned
+    probability that the answer is wrong (between 0 and 1), and ``components`` adds its
+    parts (``learned_model``, ``learned_fallback``, ``learned_distance``).
+    ``out_of_domain`` is true when the answer's features lay far from the profile's
+    calibration data, so ``learned`` is the robust fallback's probability (per-token NLL,
+    calibrated) rather than the learned model's.
     """
 
     method: str
@@ -90,6 +122,7 @@ class UncertaintyScore:
     retokenized: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     direction: Literal["higher_is_more_uncertain"] = "higher_is_more_uncertain"
+    out_of_domain: bool = False
     features: dict[str, float] = field(default_factory=dict)
     hidden_states: HiddenStates | None = field(default=None, repr=False, compare=False)
 
