@@ -1,7 +1,8 @@
 """The ``semgrad-guard`` command line.
 
-Each layer registers its own sub-commands: ``calibrate``, ``score``,
-``fit-thresholds`` and ``review``. (The benchmark has its own command, ``semgrad-bench``.)
+Each layer registers its own sub-commands: ``calibrate`` (``--labelled`` for the learned
+probability of error), ``score``, ``fit-thresholds``, ``set-threshold``, ``audit`` and
+``review``. (The benchmark has its own command, ``semgrad-bench``.)
 """
 
 from __future__ import annotations

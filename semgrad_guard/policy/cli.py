@@ -1,4 +1,5 @@
-"""``semgrad-guard fit-thresholds``: fit a chain's threshold on labelled questions.
+"""``semgrad-guard fit-thresholds``: fit a chain's threshold on labelled questions;
+``semgrad-guard set-threshold``: set it from recent traffic, without labels.
 
 It answers each question greedily with the model, scores the answers, judges them
 against the gold answers, fits a threshold (for a target error rate among passed
@@ -17,6 +18,14 @@ a string or a list of acceptable answers (--answer-field). Lines 0-299 are the
 calibration split. The fit keeps the score the rule reads (--score changes it, and
 says so), and refuses fewer than 30 labelled answers (or fewer than 5 right or 5
 wrong) and a score whose fitted probability of error falls as the score rises.
+
+``set-threshold`` reads the scores the audit trail recorded for a rule and sets the rule's
+threshold at the score that passes a target share of them (a percentile): a
+``max_error_probability`` for a rule that reads a probability (``score: learned`` or
+``auto``), else a ``max_score``.
+
+    semgrad-guard set-threshold --policy policy.yaml --chain default \\
+        --pass-rate 0.8 --from-audit audit.db --since 30d
 """
 
 from __future__ import annotations
@@ -28,9 +37,12 @@ from typing import Any
 
 from ..calibration.answers_file import LabelledAnswersFile
 from ..calibration.labelling import label_answers
+from ..calibration.thresholds import ThresholdFit, threshold_for_coverage
 from ..errors import CalibrationError, ConfigError
-from ..scoring.result import SCORE_NAMES
-from .config import PlattCalibration, PolicyConfig
+from ..review.cli import moment
+from ..scoring.result import AUTO_SCORE, PROBABILITY_SCORES, SCORE_NAMES, resolve_score_name
+from .audit import AuditTrail
+from .config import PlattCalibration, PolicyConfig, Rule
 from .editing import (
     existing_rule,
     plain,
@@ -66,7 +78,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--answer-field", default="truthful answer", metavar="NAME",
                         help="the JSONL field that holds the gold answer, a string or a list "
                              "of acceptable answers (default: 'truthful answer')")
-    parser.add_argument("--score", default=None, choices=SCORE_NAMES,
+    parser.add_argument("--score", default=None,
+                        choices=[n for n in SCORE_NAMES if n not in PROBABILITY_SCORES],
                         help="the score to fit (default: the one the rule reads, else "
                              "semgrad); a different one switches the rule to it, and the "
                              "command says so")
@@ -91,6 +104,79 @@ def register(subparsers: Any) -> None:
                         help="print the fit without writing the policy file")
     parser.set_defaults(func=run_fit_thresholds)
 
+    traffic = subparsers.add_parser(
+        "set-threshold", help="set a rule's threshold to pass a share of recent traffic",
+        description="Set a rule's threshold at the percentile of the scores its recent "
+                    "decisions recorded in the audit trail (no labels needed): the rule "
+                    "then passes --pass-rate of answers like those.")
+    traffic.add_argument("--policy", required=True, metavar="FILE", help="the policy file")
+    traffic.add_argument("--chain", default="default", metavar="NAME",
+                         help="the rule to update (default: the default rule)")
+    traffic.add_argument("--pass-rate", required=True, type=float, metavar="X",
+                         help="the share of recent answers that should pass, in (0, 1]")
+    traffic.add_argument("--from-audit", required=True, metavar="PATH",
+                         help="the audit trail file (AuditTrail) of recent decisions")
+    traffic.add_argument("--since", type=moment, default=None,
+                         help="only decisions from then on: 2025-01-31 or 30d (30 days ago)")
+    traffic.add_argument("--limit", type=int, default=None, metavar="N",
+                         help="only the newest N decisions of the rule")
+    traffic.add_argument("--dry-run", action="store_true",
+                         help="print the threshold without writing the policy file")
+    traffic.set_defaults(func=run_set_threshold)
+
+
+def threshold_from_audit(trail: AuditTrail, rule: Rule, pass_rate: float, *,
+                         since: datetime | float | None = None, limit: int | None = None
+                         ) -> ThresholdFit:
+    """The threshold that passes ``pass_rate`` of the scores ``trail`` recorded for
+    ``rule`` (the rule's own score, read from every recorded decision that has it)."""
+    records = trail.records(chain=rule.name, since=since, limit=limit)
+    values = []
+    for record in records:
+        try:
+            name = resolve_score_name(rule.score, record.scores)
+        except KeyError:
+            continue
+        if name in record.scores:
+            values.append(record.scores[name])
+    if not values:
+        raise CalibrationError(f"the audit trail has no decision of rule {rule.name!r} with "
+                               f"score {rule.score!r} ({len(records)} decisions of the rule)")
+    return threshold_for_coverage(values, pass_rate)
+
+
+def run_set_threshold(args: argparse.Namespace) -> int:
+    """The command: read recent scores, take the percentile, write the threshold."""
+    if not 0.0 < args.pass_rate <= 1.0:
+        raise ConfigError(f"--pass-rate must be in (0, 1], got {args.pass_rate}")
+    if not Path(args.from_audit).is_file():
+        raise ConfigError(f"--from-audit {args.from_audit}: no such file")
+    policy_path = Path(args.policy)
+    document = read_policy_document(policy_path)
+    policy = PolicyConfig.from_dict(plain(document), source=str(policy_path),
+                                    check_handlers=False)
+    rule = policy.rule(args.chain)
+    with AuditTrail(args.from_audit) as trail:
+        fit = threshold_from_audit(trail, rule, args.pass_rate, since=args.since,
+                                   limit=args.limit)
+    key = "max_error_probability" if rule.reads_probability else "max_score"
+    threshold: dict[str, Any] = {key: _round(fit.threshold)}
+    if key == "max_score" and rule.threshold.calibration is not None:
+        threshold["calibration"] = rule.threshold.calibration.model_dump(exclude_none=True)
+    threshold["fit"] = {"target_pass_rate": args.pass_rate, "pass_rate": _round(fit.coverage),
+                        "n": fit.n, "source": f"audit:{args.from_audit}",
+                        "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    print(f"rule {rule.name!r}, score {rule.score}: {key} {fit.threshold:.6g} passes "
+          f"{fit.n_passed}/{fit.n} recent answers ({fit.coverage:.3f})")
+    updated = set_threshold(document, rule.name, threshold, rule.score)
+    PolicyConfig.from_dict(plain(updated), source=str(policy_path), check_handlers=False)
+    if args.dry_run:
+        print("dry run: the policy file was not changed")
+        return 0
+    write_policy_document(policy_path, updated)
+    print(f"wrote the threshold of rule {rule.name!r} into {policy_path}")
+    return 0
+
 
 def run_fit_thresholds(args: argparse.Namespace) -> int:
     """The command: generate, score, judge, fit, write."""
@@ -110,6 +196,10 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
     profile = "auto" if rule is None else rule.get("profile", "auto")
     rule_score = _rule_score(document, rule)
     score = args.score or rule_score
+    if score in PROBABILITY_SCORES or score == AUTO_SCORE:
+        raise ConfigError(f"rule {args.chain!r} reads score {score!r}, a probability of error "
+                          f"already: it needs no fit (set its max_error_probability, or use "
+                          f"set-threshold); give --score to fit a raw score")
     settings: dict[str, Any] = {"data": str(args.data), "split": args.split,
                                 "limit": args.limit, "model": args.model or "default",
                                 "profile": profile, "max_new_tokens": args.max_new_tokens}

@@ -40,7 +40,13 @@ from .._deprecation import renamed_module_attributes, warn_renamed
 from ..calibration.thresholds import PlattFit, platt_error_probability
 from ..errors import ConfigError
 from ..review.queue import check_queue_url
-from ..scoring.result import SCORE_NAMES, ScoreName
+from ..scoring.result import (
+    AUTO_SCORE,
+    PROBABILITY_SCORES,
+    SCORE_NAMES,
+    PolicyScoreName,
+    ScoreName,
+)
 from .attempts import Attempt
 from .config_errors import describe_errors
 from .policy_yaml import read_policy_yaml
@@ -130,6 +136,9 @@ class Threshold(_Strict):
     """When an answer passes: exactly one of ``max_score`` and ``max_error_probability``.
 
     An answer passes when its value is **at or under** the threshold.
+    ``max_error_probability`` reads a score that is a probability of error
+    (``score: learned`` or ``auto``) as it is; any other score needs a fitted
+    ``calibration`` to map it to one.
     """
 
     max_score: float | None = Field(
@@ -137,8 +146,9 @@ class Threshold(_Strict):
         description="Largest raw score (higher = more uncertain) that still passes.")
     max_error_probability: float | None = Field(
         None, ge=0.0, le=1.0,
-        description="Largest calibrated probability of error that still passes; needs "
-                    "'calibration'.")
+        description="Largest probability of error that still passes (0.3: pass answers "
+                    "at most 30% likely to be wrong); a score other than 'learned' or "
+                    "'auto' needs 'calibration'.")
     calibration: PlattCalibration | None = Field(
         None, description="Fitted probability of error (written by fit-thresholds).")
     fit: dict[str, str | int | float | None] | None = Field(
@@ -148,9 +158,6 @@ class Threshold(_Strict):
     def _exactly_one(self) -> Threshold:
         if (self.max_score is None) == (self.max_error_probability is None):
             raise ValueError("give exactly one of max_score and max_error_probability")
-        if self.max_error_probability is not None and self.calibration is None:
-            raise ValueError("max_error_probability needs a fitted 'calibration' "
-                             "(run semgrad-guard fit-thresholds)")
         return self
 
     def error_probability(self, value: float) -> float | None:
@@ -369,8 +376,10 @@ class Rule(_Strict):
     name: str = Field("default", min_length=1, description="The rule's name, used in audits.")
     match: MatchRule | None = Field(
         None, description="Which runs this rule covers (default: run_name equal to name).")
-    score: ScoreName = Field("semgrad", description="Which score to read: "
-                             + ", ".join(SCORE_NAMES) + ".")
+    score: PolicyScoreName = Field(
+        "semgrad", description="Which score to read: " + ", ".join(SCORE_NAMES) + ", or "
+                               "'auto' (the best score the model profile measured: the "
+                               "learned probability of error).")
     profile: str = Field(
         "auto", description="Model profile: 'auto' (cached calibrated profile, else the "
                             "default anchor), 'default', or a profile file path.")
@@ -404,7 +413,36 @@ class Rule(_Strict):
         if self.retry_budget > MAX_RETRY_ATTEMPTS:
             raise ValueError(f"the retry actions add up to {self.retry_budget} attempts; at "
                              f"most {MAX_RETRY_ATTEMPTS} are allowed per rule")
+        threshold = self.threshold
+        if threshold.max_error_probability is not None and threshold.calibration is None \
+                and not self.reads_probability:
+            raise ValueError(f"max_error_probability on score {self.score!r} needs a fitted "
+                             f"'calibration' (run semgrad-guard fit-thresholds), or read a "
+                             f"score that is a probability: score: learned (or auto)")
+        if threshold.calibration is not None and self.reads_probability:
+            raise ValueError(f"score {self.score!r} is already a probability of error: drop "
+                             f"the threshold's 'calibration'")
         return self
+
+    @property
+    def reads_probability(self) -> bool:
+        """Whether the rule's score is itself a probability of error."""
+        return self.score in PROBABILITY_SCORES or self.score == AUTO_SCORE
+
+    def error_probability(self, value: float) -> float | None:
+        """The probability of error of a score value under this rule: the value itself
+        for a probability score, else the threshold's calibration (``None`` without one)."""
+        if self.reads_probability:
+            return float(value)
+        return self.threshold.error_probability(value)
+
+    def passes(self, value: float) -> bool:
+        """Whether an answer with this score value passes the rule's threshold."""
+        if self.threshold.max_score is not None:
+            return value <= self.threshold.max_score
+        probability = self.error_probability(value)
+        return probability is not None and \
+            probability <= (self.threshold.max_error_probability or 0.0)
 
     def matches(self, run_name: str | None, tags: Sequence[str],
                 metadata: Mapping[str, Any] | None) -> bool:

@@ -27,7 +27,7 @@ from ..errors import (
 from ..model.generation import Generation
 from ..model.prompts import Prompt
 from ..review.queue import MAX_LIST, open_review_queue
-from ..scoring.result import UncertaintyScore
+from ..scoring.result import UncertaintyScore, resolve_score_name
 from ..scoring.scorer import Scorer
 from .attempts import Attempt, AttemptRecord, AttemptResult
 from .audit import AuditTrail
@@ -380,12 +380,13 @@ class Guard:
             else:
                 prompt = result.prompt if result.prompt is not None else question
                 score = scorer.score_text(prompt, result.answer)
-        if score.method != rule.score:
-            try:
-                score = score.with_method(rule.score)
-            except KeyError as exc:
-                raise ScoringError(f"rule {rule.name!r} reads score {rule.score!r}, which the "
-                                   f"scorer did not compute ({exc})") from exc
+        try:
+            name = resolve_score_name(rule.score, score.scores)
+            if score.method != name:
+                score = score.with_method(name)
+        except KeyError as exc:
+            raise ScoringError(f"rule {rule.name!r} reads score {rule.score!r}, which the "
+                               f"scorer did not compute ({exc.args[0]})") from exc
         # A pass that produced NaN anywhere is broken as a whole, and a case or audit row
         # cannot hold the value: the answer follows the failure mode, unscored.
         bad = {name: value for name, value in {**score.components, **score.scores,
@@ -591,9 +592,9 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
                     f"{what}; on_score_failure is fail_open",
                     flags=("no_answer" if no_answer else "score_failed", "fail_open")))
             return None
-        probability = rule.threshold.error_probability(scored.value)
+        probability = rule.error_probability(scored.value)
         records.append(AttemptRecord(attempt, result.answer, scored, scored.value, probability,
-                                     rule.threshold.passes(scored.value), list(result.context),
+                                     rule.passes(scored.value), list(result.context),
                                      None, result.raw))
         return None
 
@@ -715,6 +716,10 @@ def _decision(question: str, rule: Rule, records: list[AttemptRecord], index: in
     extra = list(flags)
     if chosen.score is not None and chosen.score.retokenized:
         extra.append("retokenized")
+    if chosen.score is not None and chosen.score.out_of_domain and rule.reads_probability:
+        # The learned score fell back to its robust score: the answer was far from the
+        # data the profile was calibrated on.
+        extra.append("out_of_domain")
     if any(r.no_answer for r in records) and "no_answer" not in extra:
         extra.append("no_answer")
     if any(r.error is not None and not r.no_answer for r in records) \

@@ -17,6 +17,9 @@ SCORE_NAMES = ("semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", 
 
 ScoreName = Literal["semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy", "max_prob",
                     "learned"]
+#: What a policy rule may read: a score, or ``auto``.
+PolicyScoreName = Literal["semgrad", "hybridgrad", "nll", "nll_per_token", "mean_entropy",
+                          "max_prob", "learned", "auto"]
 #: Scores that are already a probability of error (a policy's ``max_error_probability``
 #: reads them as they are).
 PROBABILITY_SCORES = ("learned",)
