@@ -174,6 +174,23 @@ class LearnedFit:
     cv_auroc: dict[str, dict[str, float]]
     C_scores: dict[float, float]
     out_of_fold: np.ndarray = field(repr=False)
+    wrong: np.ndarray = field(repr=False)
+
+    def out_of_fold_probability(self) -> np.ndarray:
+        """Each calibration answer's probability of error from a fit that did not see it."""
+        platt = self.score.platt
+        return np.array([platt(float(d)) for d in self.out_of_fold])
+
+    def pass_rates(self, thresholds: Sequence[float]) -> list[tuple[float, float, float]]:
+        """For each ``max_error_probability``: the share of calibration answers that pass
+        (out-of-fold probabilities) and the error rate among them (NaN when none pass)."""
+        p = self.out_of_fold_probability()
+        rows = []
+        for t in thresholds:
+            passed = p <= t
+            rows.append((float(t), float(passed.mean()),
+                         float(self.wrong[passed].mean()) if passed.any() else float("nan")))
+        return rows
 
 
 def data_fingerprint(rows: Sequence[Mapping[str, float]], wrong: Sequence[bool],
@@ -253,4 +270,4 @@ def fit_learned_score(rows: Sequence[Mapping[str, float]], wrong: Sequence[bool]
         domains=tuple(sorted(set(groups.tolist()))), n=len(y), n_wrong=int(y.sum()),
         judge=judge, data_fingerprint=data_fingerprint(rows, wrong, domains),
         balanced_weights=balanced, cv_auroc=cv)
-    return LearnedFit(score, cv, C_scores, oof)
+    return LearnedFit(score, cv, C_scores, oof, y.astype(bool))

@@ -233,6 +233,10 @@ def report(profile: ModelProfile, fit: LearnedFit, selection: dict[str, Any]) ->
         figures = ", ".join(f"{d} {v:.3f}" for d, v in per.items())
         lines.append(f"  {name:9s} {figures} (worst {min(per.values()):.3f})")
     lines.append(f"primary score: {score.primary}")
+    lines.append("max_error_probability -> share of calibration answers passed (out of fold), "
+                 "error rate among them:")
+    for t, share, error in fit.pass_rates((0.3, 0.4, 0.5, 0.6, 0.7)):
+        lines.append(f"  {t:.1f} -> {share:.3f}, {error:.3f}")
     best, sps = selection["best"], selection["sps"]
     lines.append(f"best single SemGrad configuration: offset {best['offset']}, layers "
                  f"{best['layers']}, {best['norm'].upper()}, {best['normalisation']}: AUROC "
