@@ -30,7 +30,7 @@ from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
 from ..model.vocabulary import check_fingerprint, check_special_tokens
 from .profile import ModelProfile, ProfileStore, model_fingerprint
-from .result import SCORE_NAMES, HiddenStates, UncertaintyScore
+from .result import AUTO_SCORE, SCORE_NAMES, HiddenStates, UncertaintyScore
 from .statistics import anchor_gradients, answer_statistics, features
 
 # Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
@@ -95,6 +95,11 @@ class SemGradScorer:
     ``hidden_states=True`` also keeps every layer's hidden state at the anchor and at
     the last position of the pass (``score.hidden_states``, for probes).
 
+    With a profile fitted on labelled answers (``semgrad-guard calibrate --labelled``),
+    every score also carries ``scores["learned"]``, the learned probability of error
+    (``method="learned"``, or ``"auto"``, headlines it), and ``out_of_domain`` says when
+    it came from the robust fallback; it needs the profile's own anchor.
+
     ``max_response_tokens`` bounds the answers scored (memory grows linearly with the
     answer; ``benchmarks/scoring_memory.py`` measures it); longer ones raise
     ``ResponseTooLongError``.
@@ -108,8 +113,9 @@ class SemGradScorer:
                  feature_offsets: Sequence[int] | Literal["auto"] = "auto",
                  hidden_states: bool = False,
                  max_response_tokens: int | None = DEFAULT_MAX_RESPONSE_TOKENS) -> None:
-        if method not in SCORE_NAMES:
-            raise ConfigError(f"unknown score method {method!r}; allowed: {', '.join(SCORE_NAMES)}")
+        if method not in (*SCORE_NAMES, AUTO_SCORE):
+            raise ConfigError(f"unknown score method {method!r}; allowed: "
+                              f"{', '.join(SCORE_NAMES)}, {AUTO_SCORE}")
         if method == "hybridgrad" and not hybrid:
             raise ConfigError("method 'hybridgrad' needs hybrid=True")
         if max_response_tokens is not None and max_response_tokens < 1:
@@ -128,6 +134,18 @@ class SemGradScorer:
                               f"model profile {self.profile.profile_id}")
         self.anchor = self._resolve_anchor(anchor_offset, layers)
         self.feature_offsets = self._resolve_offsets(feature_offsets)
+        # The learned score reads features taken at the profile's anchor: another anchor
+        # would feed it numbers it was not fitted on.
+        self.learned = self.profile.learned if self.profile is not None \
+            and self.anchor.source == "profile" else None
+        if method == AUTO_SCORE:
+            method = self.method = "learned"
+        if method == "learned" and self.learned is None:
+            raise ConfigError(
+                "score 'learned' needs a model profile fitted on labelled answers "
+                "(semgrad-guard calibrate --labelled), used with its own anchor; "
+                + ("this profile has none" if self.profile is not None else
+                   "this model has no profile"))
 
     # -- configuration -------------------------------------------------------------------
     def _resolve_profile(self, profile: ModelProfile | str | None,
@@ -505,6 +523,12 @@ class SemGradScorer:
             if self.hybrid:
                 scores["hybridgrad"] = float(hybrid[i])
                 components.update(pg=float(pg[i]), alpha=float(alpha[i]))
+            estimate = self.learned.estimate(feats) if self.learned is not None else None
+            if estimate is not None:
+                scores["learned"] = estimate.probability
+                components.update(learned_model=estimate.model_probability,
+                                  learned_fallback=estimate.fallback_probability,
+                                  learned_distance=estimate.distance)
             _check_finite(i, {**scores, **components, **feats})
             a = len(p) + anchor.offset
             results.append(UncertaintyScore(
@@ -514,7 +538,8 @@ class SemGradScorer:
                 anchor_source=anchor.source,  # type: ignore[arg-type]
                 profile_id=anchor.profile_id, model=lm.name, prompt_ids=tuple(p),
                 response_ids=tuple(r), retokenized=retokenized, timings=dict(timings),
-                features=feats, hidden_states=probes[i] if probes else None))
+                features=feats, hidden_states=probes[i] if probes else None,
+                out_of_domain=estimate is not None and estimate.out_of_domain))
         return results
 
     @staticmethod
