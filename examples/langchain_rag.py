@@ -51,17 +51,17 @@ DOCUMENTS = [
     "Printing costs 10 cents per black-and-white page.",
 ]
 
-#: The policy. Thresholds are on SemGrad with the default anchor (``profile: default``,
-#: so a calibrated profile cached on this machine does not change the demo). They were
-#: chosen from measured scores on this chain (below).
+#: The policy. The rule reads the learned probability of error (``score: auto``) that the
+#: default model's shipped profile computes from the one scoring pass; it was chosen from
+#: measured probabilities on this chain (below).
 POLICY: dict[str, Any] = {
     "version": 1,
-    "default": {"threshold": {"max_score": 0.02}, "actions": ["abstain"]},
+    "default": {"score": "auto", "threshold": {"max_error_probability": 0.6},
+                "actions": ["abstain"]},
     "chains": [{
         "name": "library-rag",
-        "score": "semgrad",
-        "profile": "default",
-        "threshold": {"max_score": 1.0e-5},
+        "score": "auto",
+        "threshold": {"max_error_probability": 0.5},
         "actions": [
             {"type": "retry_with_retrieval", "k_schedule": [6, 12]},
             {"type": "abstain",
@@ -70,17 +70,18 @@ POLICY: dict[str, Any] = {
     }],
 }
 
-#: How the threshold was chosen. SemGrad of this chain's answers (greedy decoding, 16
-#: new tokens, default anchor, SmolLM2-135M-Instruct; retrieval depth k = 2 / 6 / 12):
+#: How the threshold was chosen. The learned probability of error of this chain's answers
+#: (greedy decoding, 16 new tokens, the shipped profile, SmolLM2-135M-Instruct; retrieval
+#: depth k = 2 / 6 / 12):
 #:
-#:   answered by the documents     late fee          5.4e-6 / 5.0e-6 / 5.3e-6  (correct)
-#:   not in the documents          mural painter     1.9e-5 / 2.3e-5 / 2.7e-5  (invented)
+#:   answered by the documents     late fee          0.42 / 0.54 / 0.56  (correct)
+#:   not in the documents          mural painter     0.59 / 0.71 / 0.72  (invented)
 #:
-#: 1.0e-5 sits near the geometric middle of the two, about a factor 1.9 from each, so the
-#: demo's outcome holds against the small numeric differences between machines. On
-#: other questions the tiny model's scores overlap more (some invented answers score
-#: 3e-6, some correct ones 3.5e-5): fit a threshold on labelled data
-#: (``semgrad-guard fit-thresholds``) before relying on one.
+#: 0.5 passes the supported answer on the first attempt and abstains from the invented
+#: one after both retries, with a margin of about 0.08 on each side. The small default
+#: model is wrong on two calibration answers in three, so its probabilities stay high
+#: (README: what each threshold passes); fit your own model's profile on labelled data
+#: (``semgrad-guard calibrate --labelled``) before relying on one.
 
 QUESTIONS = [
     "How much is the late fee?",
@@ -105,8 +106,8 @@ def build_chain(model: LocalModel, k: int = 2, max_new_tokens: int = 16
     store.add_documents([Document(text) for text in DOCUMENTS])
     retriever = widen_retrieval(store.as_retriever(search_kwargs={"k": k}))
     prompt = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}")])
-    # The chat model scores with the default anchor, as the policy rule says.
-    chat = ChatSemGrad(model=model, scorer=SemGradScorer(model, profile=None),
+    # The chat model scores with the model's profile, which carries the learned score.
+    chat = ChatSemGrad(model=model, scorer=SemGradScorer(model),
                        max_new_tokens=max_new_tokens)
 
     def passages(docs: list[Document]) -> str:
@@ -125,10 +126,10 @@ def build_guarded(model: LocalModel, audit: AuditTrail | None = None) -> Guarded
 
 def table(decisions: list[GuardDecision], base_k: int = 2) -> str:
     """The decisions as a readable table: one row per attempt."""
-    rows = [("question", "attempt", "k", "semgrad", "passed", "answer", "decision")]
+    rows = [("question", "attempt", "k", "p_error", "passed", "answer", "decision")]
     for d in decisions:
         for i, record in enumerate(d.attempts):
-            value = "-" if record.value is None else f"{record.value:.2e}"
+            value = "-" if record.value is None else f"{record.value:.2f}"
             last = i == len(d.attempts) - 1
             rows.append((d.question if i == 0 else "", str(record.attempt.number),
                          str(record.attempt.k or base_k), value, "yes" if record.passed else "no",
@@ -161,8 +162,9 @@ def main(model: LocalModel | None = None) -> list[GuardDecision]:
         print(f"{d.action:>8}: {d.answer}")
         print(f"          {d.reason}")
     print(f"\n{len(audit)} decisions in the audit trail; "
-          f"threshold: semgrad <= {POLICY['chains'][0]['threshold']['max_score']:g} "
-          f"(higher = more uncertain); {time.perf_counter() - start:.1f} s")
+          f"threshold: probability of error <= "
+          f"{POLICY['chains'][0]['threshold']['max_error_probability']:g}; "
+          f"{time.perf_counter() - start:.1f} s")
     return decisions
 
 

@@ -198,8 +198,13 @@ def fit_profile(base: ModelProfile, rows: Sequence[LabelledScore], *, default_of
     selection = select_semgrad(features, wrong, domains, sps_offset=base.anchor_offset,
                                layers=base.layers)
     record = dict(base.data)
-    record["labelled"] = {**(data or {}), "answers": len(rows), "wrong": sum(wrong),
-                          "domains": sorted(set(domains)), "judge": judge}
+    record["labelled"] = {
+        **(data or {}), "answers": len(rows), "wrong": sum(wrong),
+        "domains": sorted(set(domains)), "judge": judge,
+        # What each max_error_probability does on these answers (out-of-fold
+        # probabilities): the share passed and the error rate among them.
+        "pass_rates": {f"{t:g}": [round(share, 4), None if error != error else round(error, 4)]
+                       for t, share, error in fit.pass_rates((0.3, 0.4, 0.5, 0.6, 0.7, 0.8))}}
     profile = replace(base, version=PROFILE_VERSION, learned=fit.score,
                       semgrad_selection=selection, data=record)
     return profile, fit, selection

@@ -53,7 +53,7 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
     text = policy.read_text()
     assert "# semgrad-guard policy file." in text  # comments kept
     assert "A specialist will review this answer" in text
-    assert "# A calibrated probability of error instead of a raw score" in text
+    assert "# A calibrated probability of error on a raw score" in text
     assert "score: hybridgrad" in text
     assert text.count("score: semgrad") == EXAMPLE.read_text().count("score: semgrad"), \
         "no score key is added where it is inherited"

@@ -29,13 +29,14 @@ def test_rag_example_passes_the_answerable_and_abstains_after_retries(
     example = _load("langchain_rag")
     decisions = example.main(default_lm)
     answered, unanswerable = decisions
-    threshold = example.POLICY["chains"][0]["threshold"]["max_score"]
+    threshold = example.POLICY["chains"][0]["threshold"]["max_error_probability"]
     assert answered.action == "pass" and "20 cents" in str(answered.answer)
     assert [r.attempt.k for r in answered.attempts] == [None]
-    assert answered.value < threshold / 1.5  # the documented margin
+    assert answered.score.method == "learned" and not answered.score.out_of_domain
+    assert answered.value < threshold - 0.05  # the documented margin
     assert unanswerable.action == "abstain"
     assert [r.attempt.k for r in unanswerable.attempts] == [None, 6, 12]
-    assert all(r.value > threshold * 1.5 for r in unanswerable.attempts)
+    assert all(r.value > threshold + 0.05 for r in unanswerable.attempts)
     assert unanswerable.answer == "I can't answer that from the library's documents."
     out = capsys.readouterr().out
     assert "PASS" in out and "ABSTAIN" in out and "2 decisions in the audit trail" in out
