@@ -168,14 +168,8 @@ def run_set_threshold(args: argparse.Namespace) -> int:
                         "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     print(f"rule {rule.name!r}, score {rule.score}: {key} {fit.threshold:.6g} passes "
           f"{fit.n_passed}/{fit.n} recent answers ({fit.coverage:.3f})")
-    updated = set_threshold(document, rule.name, threshold, rule.score)
-    PolicyConfig.from_dict(plain(updated), source=str(policy_path), check_handlers=False)
-    if args.dry_run:
-        print("dry run: the policy file was not changed")
-        return 0
-    write_policy_document(policy_path, updated)
-    print(f"wrote the threshold of rule {rule.name!r} into {policy_path}")
-    return 0
+    return _write_threshold(policy_path, document, rule.name, threshold, str(rule.score),
+                            dry_run=args.dry_run)
 
 
 def run_fit_thresholds(args: argparse.Namespace) -> int:
@@ -252,14 +246,20 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
         print(f"note: rule {args.chain!r} read score {rule_score}; it now reads {score} "
               f"(--score {score})")
     print(_report(args.chain, score, fit, platt, probability_at_cut))
-    updated = set_threshold(document, args.chain, threshold, score)
-    # Validate the whole file before writing it.
-    PolicyConfig.from_dict(plain(updated), source=str(policy_path), check_handlers=False)
-    if args.dry_run:
+    return _write_threshold(policy_path, document, args.chain, threshold, score,
+                            dry_run=args.dry_run)
+
+
+def _write_threshold(path: Path, document: Any, rule: str, threshold: dict[str, Any],
+                     score: str, *, dry_run: bool) -> int:
+    """Put the threshold into the rule, validate the whole file, then write it."""
+    updated = set_threshold(document, rule, threshold, score)
+    PolicyConfig.from_dict(plain(updated), source=str(path), check_handlers=False)
+    if dry_run:
         print("dry run: the policy file was not changed")
         return 0
-    write_policy_document(policy_path, updated)
-    print(f"wrote the threshold of rule {args.chain!r} into {policy_path}")
+    write_policy_document(path, updated)
+    print(f"wrote the threshold of rule {rule!r} into {path}")
     return 0
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from semgrad_guard.cli import main
 from semgrad_guard.errors import ConfigError
+from semgrad_guard.model.generation import Generation
 from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig, load_policy
+from semgrad_guard.scoring.metadata import answer_metadata, score_from_metadata
 from semgrad_guard.testing import ScriptedScorer, scripted_score
 
 
@@ -47,6 +49,11 @@ def test_an_out_of_domain_answer_is_flagged() -> None:
     assert decision.action == "pass" and "out_of_domain" in decision.flags
     near = Guard(policy()).check("q", "a", score=scripted_score(0.2))
     assert "out_of_domain" not in near.flags
+    # The answer's metadata (what both integrations attach) carries it too.
+    metadata = answer_metadata(Generation((1,), (2,), "a", "eos"), far, None)
+    assert metadata["semgrad"]["out_of_domain"] is True
+    restored = score_from_metadata(metadata)
+    assert restored is not None and restored.out_of_domain
 
 
 @pytest.mark.parametrize(("rule", "message"), [
