@@ -160,7 +160,8 @@ class Guard:
     def from_model(cls, policy: PolicyConfig, model: Any, *, audit: AuditTrail | None = None,
                    review_queue: Any = None, **scorer_kwargs: Any) -> Guard:
         """A guard with one :class:`SemGradScorer` per rule, built with the rule's score
-        method and model profile."""
+        method and model profile. HybridGrad's output-head gradient is formed only for
+        the rules that read ``hybridgrad`` (unless ``hybrid`` is given)."""
         from ..scoring.semgrad import SemGradScorer
 
         built: dict[tuple[str, str], Any] = {}
@@ -169,8 +170,8 @@ class Guard:
             key = (rule.score, rule.profile)
             if key not in built:
                 profile = None if rule.profile == "default" else rule.profile
-                built[key] = SemGradScorer(model, method=rule.score, profile=profile,
-                                           **scorer_kwargs)
+                kwargs = {"hybrid": rule.score == "hybridgrad", **scorer_kwargs}
+                built[key] = SemGradScorer(model, method=rule.score, profile=profile, **kwargs)
             scorers[rule.name] = built[key]
         return cls(policy, scorer=scorers, audit=audit, review_queue=review_queue)
 

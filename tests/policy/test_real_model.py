@@ -46,4 +46,6 @@ def test_guard_from_model_builds_one_scorer_per_method(default_lm) -> None:
     scorers = guard.scorer
     assert isinstance(scorers, dict)
     assert scorers["default"].method == "semgrad" and scorers["tools"].method == "hybridgrad"
+    # The output head's gradient is formed only where a rule reads HybridGrad.
+    assert not scorers["default"].hybrid and scorers["tools"].hybrid
     assert scorers["default"].anchor.source == "default"
