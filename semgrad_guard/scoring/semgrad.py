@@ -138,14 +138,19 @@ class SemGradScorer:
         # would feed it numbers it was not fitted on.
         self.learned = self.profile.learned if self.profile is not None \
             and self.anchor.source == "profile" else None
+        # ... and gradient norms at offsets this scorer takes (feature_offsets).
+        if self.learned is not None and not self._offsets_cover(self.learned.features):
+            self.learned = None
         if method == AUTO_SCORE:
             method = self.method = "learned"
         if method == "learned" and self.learned is None:
             raise ConfigError(
                 "score 'learned' needs a model profile fitted on labelled answers "
-                "(semgrad-guard calibrate --labelled), used with its own anchor; "
-                + ("this profile has none" if self.profile is not None else
-                   "this model has no profile"))
+                "(semgrad-guard calibrate --labelled), used with its own anchor and "
+                "feature offsets; "
+                + ("this model has no profile" if self.profile is None else
+                   "this profile has none" if self.profile.learned is None else
+                   "this scorer's anchor or feature_offsets differ from the profile's"))
 
     # -- configuration -------------------------------------------------------------------
     def _resolve_profile(self, profile: ModelProfile | str | None,
@@ -193,6 +198,12 @@ class SemGradScorer:
                 raise ConfigError(f"feature_offsets must be negative (-1 is the last prompt "
                                   f"token), got {sorted(offsets)}")
         return tuple(sorted(offsets | {self.anchor.offset}, reverse=True))
+
+    def _offsets_cover(self, names: Sequence[str]) -> bool:
+        """Whether every gradient feature in ``names`` (``grad_l1/<offset>/...``,
+        ``grad_l2_mean/<offset>``) is at an offset this scorer's pass takes."""
+        needed = {int(name.split("/")[1]) for name in names if name.startswith("grad_")}
+        return needed <= set(self.feature_offsets)
 
     # -- public entry points ---------------------------------------------------------------
     # Calls of one answer go through the model's batcher: concurrent callers share one

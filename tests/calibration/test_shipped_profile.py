@@ -59,3 +59,17 @@ def test_the_documented_thresholds_agree_with_the_profile(shipped: ModelProfile)
     assert "0.7 passes {}% with {}% wrong".format(*pct("0.7")) in text
     assert "0.5 passes {}%".format(pct("0.5")[0]) in text
     assert "threshold: {max_error_probability: 0.6}" in README
+
+
+@pytest.mark.real_model
+def test_a_scorer_without_the_learned_scores_offsets_leaves_it_out(default_lm) -> None:
+    from semgrad_guard import SemGradScorer
+    from semgrad_guard.errors import ConfigError
+
+    full = SemGradScorer(default_lm, hybrid=False)
+    anchor_only = SemGradScorer(default_lm, hybrid=False, feature_offsets=())
+    assert full.learned is not None and anchor_only.learned is None
+    score = anchor_only.score_text("What is the capital of France?", "Paris")
+    assert "learned" not in score.scores and score.value > 0
+    with pytest.raises(ConfigError, match="feature_offsets differ"):
+        SemGradScorer(default_lm, method="learned", feature_offsets=())
