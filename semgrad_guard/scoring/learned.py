@@ -35,6 +35,7 @@ Heavy-tailed features (gradient norms, objectives, NLLs, lengths) enter as logar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -82,6 +83,14 @@ def feature_value(features: Mapping[str, float], name: str) -> float:
             return float(np.mean(values))
     raise ScoringError(f"the learned score needs feature {name!r}, which this score does not "
                        f"carry (was it computed with the profile's anchor and offsets?)")
+
+
+def _has_feature(features: Mapping[str, float], name: str) -> bool:
+    try:
+        feature_value(features, name)
+    except ScoringError:
+        return False
+    return True
 
 
 def feature_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
@@ -149,6 +158,10 @@ class ErrorEstimate:
     distance: float
     out_of_domain: bool
     source: Literal["model", "fallback"]
+    #: Features the model needs that the answer's pass did not give (a prompt shorter
+    #: than the offsets the model reads): then the model is not applied at all, the
+    #: fallback answers, and ``model_probability`` and ``distance`` are NaN.
+    missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,9 +218,14 @@ class LearnedScore:
     def estimate(self, features: Mapping[str, float]) -> ErrorEstimate:
         """The probability of error of one answer from its features, and whether it is
         out of domain (then the fallback's probability is the answer's)."""
+        p_fallback = self.fallback(feature_value(features, self.fallback.feature))
+        missing = tuple(name for name in self.features if not _has_feature(features, name))
+        if missing:
+            return ErrorEstimate(probability=p_fallback, model_probability=math.nan,
+                                 fallback_probability=p_fallback, distance=math.nan,
+                                 out_of_domain=True, source="fallback", missing=missing)
         z = self.standardised(features)
         p_model = self.platt(float(z @ np.asarray(self.coef)) + self.intercept)
-        p_fallback = self.fallback(feature_value(features, self.fallback.feature))
         distance = self.detector.distance(z)
         out = bool(distance > self.detector.threshold)
         source: Literal["model", "fallback"] = "fallback" if out else self.primary

@@ -537,9 +537,10 @@ class SemGradScorer:
             estimate = self.learned.estimate(feats) if self.learned is not None else None
             if estimate is not None:
                 scores["learned"] = estimate.probability
-                components.update(learned_model=estimate.model_probability,
-                                  learned_fallback=estimate.fallback_probability,
-                                  learned_distance=estimate.distance)
+                components["learned_fallback"] = estimate.fallback_probability
+                if not estimate.missing:
+                    components.update(learned_model=estimate.model_probability,
+                                      learned_distance=estimate.distance)
             _check_finite(i, {**scores, **components, **feats})
             a = len(p) + anchor.offset
             results.append(UncertaintyScore(

@@ -117,6 +117,22 @@ def test_out_of_domain_answers_fall_back_and_say_so() -> None:
     assert np.mean(beyond) < 0.05
 
 
+def test_an_answer_without_some_offsets_falls_back_and_says_which() -> None:
+    """A prompt shorter than the offsets the model reads gives no gradient there: the
+    fallback answers, flagged out of domain, naming what was missing."""
+    rows, wrong, domains = synthetic()
+    score = fit_learned_score(rows, wrong, domains,
+                              features=default_features(OFFSETS, -2)).score
+    short = {name: value for name, value in rows[0].items()
+             if not name.startswith(f"grad_l2/{OFFSETS[-1]}/")}
+    estimate = score.estimate(short)
+    assert estimate.out_of_domain and estimate.source == "fallback"
+    assert estimate.missing == (f"grad_l2_mean/{OFFSETS[-1]}",)
+    assert estimate.probability == estimate.fallback_probability \
+        == score.fallback(rows[0]["nll_per_token"])
+    assert not score.estimate(rows[0]).missing
+
+
 def test_derived_features() -> None:
     row = {"grad_l2/-1/3": 1.0, "grad_l2/-1/4": 3.0, "grad_l1/-4/3": 10.0}
     assert feature_value(row, "grad_l2_mean/-1") == 2.0

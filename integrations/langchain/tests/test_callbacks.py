@@ -90,6 +90,7 @@ def test_huggingface_pipeline_answers_are_retokenised(hf_pipeline: Any) -> None:
     prompt = "The capital of France is"
     text = hf_pipeline.invoke(prompt, config={"callbacks": [handler]})
     [record] = handler.records
+    assert record.error is None, record.error
     assert record.retokenized is True and record.source == "retokenized"
     assert record.score is not None
     tokenizer = hf_pipeline.pipeline.tokenizer
