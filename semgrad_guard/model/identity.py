@@ -32,9 +32,9 @@ PROBE_TEXTS = (
     "emoji: 🙂🚀",
 )
 
-#: A conversation whose rendering fingerprints a chat template.
+#: A conversation whose rendering fingerprints a chat template. It has no system message,
+#: so that a default system prompt (the template's, a server's or the scorer's) shows.
 PROBE_MESSAGES = (
-    {"role": "system", "content": "You answer in one word."},
     {"role": "user", "content": "Which planet is called the red planet?"},
     {"role": "assistant", "content": "Mars"},
     {"role": "user", "content": "And the largest one?"},

@@ -58,9 +58,9 @@ def identity_of(scorer: Any) -> ModelIdentity:
     remote = getattr(scorer, "identity", None)
     if callable(remote):
         return remote()  # type: ignore[no-any-return]
-    model = getattr(scorer, "model", scorer)
-    if hasattr(model, "tokenizer") and hasattr(model, "prompt_format"):
-        return ModelIdentity.of(model)
+    for model in (scorer, getattr(scorer, "model", None)):  # a LocalModel, or a scorer's
+        if hasattr(model, "tokenizer") and hasattr(model, "prompt_format"):
+            return ModelIdentity.of(model)
     raise TypeError(f"cannot tell which model {type(scorer).__name__} scores with")
 
 
