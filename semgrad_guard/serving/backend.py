@@ -93,7 +93,7 @@ class ItemScorer:
         outcomes: list[Outcome] = []
         for prompt, response in pairs:
             try:
-                outcomes.append(self.scorer.score(prompt, response))
+                outcomes.append(self.scorer.score_batch([(prompt, response)])[0])
             except SemGradGuardError as exc:
                 outcomes.append(exc)
         return outcomes

@@ -22,8 +22,9 @@ class RemoteScorer:
     """Scores answers on a scoring service (``semgrad-guard serve-scorer``, or the Ray
     Serve deployment) instead of a model in this process.
 
-    It has the entry points the guard and both integrations use (``score``,
-    ``score_batch``, ``score_generation``, ``score_text``) and their async twins; the
+    It has the entry points of a local ``SemGradScorer`` that the guard and both
+    integrations use (``score_batch``, ``score_generation``, ``score_text``) and their
+    async twins; the
     service computes every score, and ``method`` picks the headline one. Failures
     (service down, wrong token, an answer the model cannot score) raise
     :class:`~semgrad_guard.errors.ScoringError` subclasses, so a guard applies its
@@ -58,24 +59,16 @@ class RemoteScorer:
         self._identity: ModelIdentity | None = None
 
     # -- sync ------------------------------------------------------------------------------
-    def score(self, prompt_ids: Sequence[int], response_ids: Sequence[int], *,
-              retokenized: bool = False) -> UncertaintyScore:
-        """Score one answer given the exact ids."""
-        [score] = self._post([_ids_item(prompt_ids, response_ids)])
-        return score if not retokenized else _flagged(score)
-
-    def score_batch(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                    retokenized: bool = False) -> list[UncertaintyScore]:
-        scores = self._post([_ids_item(p, r) for p, r in pairs])
+    def score_batch(self, items: Sequence[Generation | tuple[Sequence[int], Sequence[int]]],
+                    *, retokenized: bool = False, **_: Any) -> list[UncertaintyScore]:
+        """Score answers you already have: generations (by their exact ids) or
+        ``(prompt_ids, response_ids)`` pairs, in one request."""
+        scores = self._post([_ids_item(item) for item in items])
         return [_flagged(s) for s in scores] if retokenized else scores
 
     def score_generation(self, generation: Generation, **_: Any) -> UncertaintyScore:
         """Score a generation by its exact ids."""
-        return self.score(generation.prompt_ids, generation.response_ids)
-
-    def score_generations(self, generations: Sequence[Generation], **_: Any
-                          ) -> list[UncertaintyScore]:
-        return self.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+        return self.score_batch([generation])[0]
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """Score an answer known only as text; the service re-tokenises it (flagged)."""
@@ -111,19 +104,18 @@ class RemoteScorer:
         self.close()
 
     # -- async -----------------------------------------------------------------------------
-    async def ascore(self, prompt_ids: Sequence[int], response_ids: Sequence[int]
-                     ) -> UncertaintyScore:
-        [score] = await self._apost([_ids_item(prompt_ids, response_ids)])
-        return score
-
-    async def ascore_batch(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
+    async def ascore_batch(self, items: Sequence[Generation | tuple[Sequence[int],
+                                                                    Sequence[int]]]
                            ) -> list[UncertaintyScore]:
-        return await self._apost([_ids_item(p, r) for p, r in pairs])
+        """The async twin of :meth:`score_batch`."""
+        return await self._apost([_ids_item(item) for item in items])
 
     async def ascore_generation(self, generation: Generation, **_: Any) -> UncertaintyScore:
-        return await self.ascore(generation.prompt_ids, generation.response_ids)
+        """The async twin of :meth:`score_generation`."""
+        return (await self.ascore_batch([generation]))[0]
 
     async def ascore_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
+        """The async twin of :meth:`score_text`."""
         [score] = await self._apost([{"messages": as_messages(prompt), "answer": response}])
         return score
 
@@ -186,7 +178,9 @@ class RemoteScorer:
         return self._scores(self._json(response), len(items))
 
 
-def _ids_item(prompt_ids: Sequence[int], response_ids: Sequence[int]) -> dict[str, Any]:
+def _ids_item(item: Generation | tuple[Sequence[int], Sequence[int]]) -> dict[str, Any]:
+    prompt_ids, response_ids = (item.prompt_ids, item.response_ids) \
+        if isinstance(item, Generation) else item
     return {"prompt_ids": [int(i) for i in prompt_ids],
             "response_ids": [int(i) for i in response_ids]}
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from semgrad_guard import SemGradScorer
+from semgrad_guard import SemGradScorer, UncertaintyScore
 from semgrad_guard.errors import (
     ConfigError,
     EmptyResponseError,
@@ -49,11 +49,16 @@ def _ids(local: SemGradScorer, answer: str) -> tuple[list[int], list[int]]:
     return model.prompt_ids(PROMPT), model.response_ids(answer)
 
 
+def one(scorer: SemGradScorer | RemoteScorer, prompt_ids: list[int], response_ids: list[int]
+        ) -> UncertaintyScore:
+    return scorer.score_batch([(prompt_ids, response_ids)])[0]
+
+
 def test_remote_scores_are_the_local_scores_whole(local: SemGradScorer,
                                                   remote: RemoteScorer) -> None:
     prompt_ids, response_ids = _ids(local, "blue sky")
-    here = local.score(prompt_ids, response_ids)
-    there = remote.score(prompt_ids, response_ids)
+    here = one(local, prompt_ids, response_ids)
+    there = one(remote, prompt_ids, response_ids)
     assert there.to_dict() | {"timings": {}} == here.to_dict() | {"timings": {}}
     text = remote.score_text(PROMPT, "blue sky")
     assert text.retokenized and text.scores == pytest.approx(here.scores)
@@ -67,7 +72,7 @@ def test_remote_scores_are_the_local_scores_whole(local: SemGradScorer,
 
 def test_the_headline_method_is_the_clients(server: ScorerServer, local: SemGradScorer) -> None:
     with RemoteScorer(server.url, token=TOKEN, method="nll_per_token") as scorer:
-        score = scorer.score(*_ids(local, "blue"))
+        score = one(scorer, *_ids(local, "blue"))
     assert score.method == "nll_per_token" and score.value == score.scores["nll_per_token"]
     with pytest.raises(ConfigError, match="unknown score method"):
         RemoteScorer(server.url, token=TOKEN, method="vibes")
@@ -83,7 +88,7 @@ def test_concurrent_requests_are_scored_in_one_batch(server: ScorerServer,
     def ask(answer: str) -> None:
         with RemoteScorer(server.url, token=TOKEN) as scorer:
             barrier.wait()
-            results[answer] = scorer.score(*_ids(local, answer)).value
+            results[answer] = one(scorer, *_ids(local, answer)).value
 
     threads = [threading.Thread(target=ask, args=(a,)) for a in answers]
     for thread in threads:
@@ -93,7 +98,7 @@ def test_concurrent_requests_are_scored_in_one_batch(server: ScorerServer,
     batches = server.app.state.batcher.batches - before
     assert batches < len(answers)  # requests shared passes
     for answer in answers:  # and each got its own answer's score
-        assert results[answer] == pytest.approx(local.score(*_ids(local, answer)).value,
+        assert results[answer] == pytest.approx(one(local, *_ids(local, answer)).value,
                                                 rel=1e-4)
     metrics = httpx.get(f"{server.url}/metrics",
                         headers={"Authorization": f"Bearer {TOKEN}"}).text
@@ -109,7 +114,7 @@ def test_the_token_guards_everything_but_health(server: ScorerServer,
         assert httpx.get(f"{server.url}{path}").status_code == 401
     with RemoteScorer(server.url, token="a-wrong-token-of-good-length") as wrong:
         with pytest.raises(RemoteScoringError, match="401") as caught:
-            wrong.score(*_ids(local, "blue"))
+            one(wrong, *_ids(local, "blue"))
     assert caught.value.status == 401
     with pytest.raises(ConfigError, match="at least 16"):
         ScorerServer(local, ScorerServiceConfig(token="short", port=0))
@@ -120,16 +125,16 @@ def test_a_bad_item_fails_alone_with_its_typed_error(server: ScorerServer,
                                                      remote: RemoteScorer) -> None:
     prompt_ids, response_ids = _ids(local, "blue")
     with pytest.raises(EmptyResponseError, match="empty response"):
-        remote.score(prompt_ids, [])
+        one(remote, prompt_ids, [])
     with pytest.raises(TokenizerMismatchError, match="outside the model's embedding"):
-        remote.score(prompt_ids, [10_000])
+        one(remote, prompt_ids, [10_000])
     reply = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {TOKEN}"},
                        json={"items": [{"prompt_ids": prompt_ids, "response_ids": []},
                                        {"prompt_ids": prompt_ids,
                                         "response_ids": response_ids}]}).json()
     assert reply["results"][0]["error"]["type"] == "EmptyResponseError"
     assert reply["results"][1]["score"]["value"] == pytest.approx(
-        local.score(prompt_ids, response_ids).value, rel=1e-4)
+        one(local, prompt_ids, response_ids).value, rel=1e-4)
     bad = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {TOKEN}"},
                      json={"items": [{"prompt_ids": [1], "answer": "x"}]})
     assert bad.status_code == 422 and "not both" in bad.json()["error"]["message"]
