@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,8 @@ import pytest
 
 from semgrad_guard import LocalModel, SemGradScorer, qa_prompt
 from semgrad_guard.errors import ServedModelMismatchError
-from semgrad_guard.model.default_model import default_gguf_path
 from semgrad_guard.serving import check_served_model
 from tests.core.tiny import tiny_local_model
-
-from .llama_server import llama_server
 
 pytestmark = pytest.mark.real_model
 
@@ -24,9 +20,8 @@ QUESTIONS = ["What is the capital of France?", "Who painted the Mona Lisa?",
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with llama_server(default_gguf_path()) as url:
-        yield url
+def server(served_default_model: str) -> str:
+    return served_default_model
 
 
 def chat_openai(url: str, **kwargs: Any) -> Any:

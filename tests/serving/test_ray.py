@@ -130,3 +130,18 @@ def test_bulk_rescoring_of_jsonl_and_of_the_audit_trail(cluster: None, tmp_path:
     for row in again:
         assert row["value"] == pytest.approx(row["recorded_score"], rel=1e-3)
         assert row["score"]["retokenized"] is True
+
+
+def test_ray_example(cluster: None, default_scorer: SemGradScorer,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_examples import load_example
+
+    example = load_example("ray_scale_out")
+    result = example.main()
+    for score, record in zip(result["served"], example.TRAFFIC, strict=False):
+        local = default_scorer.score_text(qa_prompt(record["question"]), record["answer"])
+        assert score.value == pytest.approx(local.value, rel=1e-3)
+    values = [row["value"] for row in result["rows"]]
+    assert result["fit"].threshold in values and result["fit"].coverage >= 0.5
+    out = capsys.readouterr().out
+    assert "Ray Serve" in out and "re-scored 6 answers; refitted threshold" in out
