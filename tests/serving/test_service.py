@@ -177,3 +177,32 @@ def test_a_guard_decides_alike_on_remote_and_local_scores(local: SemGradScorer,
     with RemoteScorer("http://127.0.0.1:9", token=TOKEN, timeout=2) as down:
         failed = Guard(policy, scorer=down).run(question, lambda a: AttemptResult(low))
     assert failed.action == "abstain" and "score_failed" in failed.flags
+
+
+def test_both_integrations_take_a_remote_scorer(local: SemGradScorer,
+                                                remote: RemoteScorer) -> None:
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_semgrad_guard import SemGradCallbackHandler
+    from llama_index.core.llms import ChatMessage, MockLLM
+    from llama_index.llms.semgrad_guard import SemGradEvaluator, UncertaintyEventHandler
+
+    expected = local.score_text(PROMPT, "blue sky").value
+    handler = SemGradCallbackHandler(remote, max_score=expected * 2)
+    chat = GenericFakeChatModel(messages=iter([AIMessage("blue sky")]))
+    chat.invoke(PROMPT[0]["content"], config={"callbacks": [handler]})
+    [record] = handler.records
+    assert record.passed and record.retokenized and record.source == "retokenized"
+    assert record.value == pytest.approx(expected, rel=1e-4)
+
+    evaluator = SemGradEvaluator(scorer=remote, max_score=expected * 2)
+    result = evaluator.evaluate(query=PROMPT[0]["content"], response="blue sky")
+    assert result.passing and result.score == pytest.approx(expected, rel=1e-4)
+
+    events = UncertaintyEventHandler(scorer=remote).attach()
+    try:
+        MockLLM(max_tokens=3).chat([ChatMessage(role="user", content=PROMPT[0]["content"])])
+    finally:
+        events.detach()
+    [call] = [r for r in events.records if r.kind == "chat"]
+    assert call.source == "handler" and call.retokenized and call.score is not None
