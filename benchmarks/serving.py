@@ -52,7 +52,7 @@ def clients(url: str, pairs: list[tuple[Any, str]], n_clients: int, label: str) 
     bar = tqdm(total=len(pairs), desc=label)
 
     def work() -> None:
-        with RemoteScorer(url, token=TOKEN) as scorer:
+        with RemoteScorer(url, token=TOKEN, timeout=1800) as scorer:
             while True:
                 with lock:
                     if not queue:

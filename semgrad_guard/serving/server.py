@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
-import logging
-import threading
-import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..errors import ConfigError
+from ..server_thread import ServerThread
 from .service import ScorerMetrics, check_token, create_scorer_app
-
-logger = logging.getLogger(__name__)
 
 
 class ScorerServiceConfig(BaseModel):
@@ -36,15 +31,8 @@ class ScorerServiceConfig(BaseModel):
                                "request of a batch waits for company.")
     access_log: bool = Field(default=False, description="Log each request (never the token).")
 
-    @property
-    def is_loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host == "localhost"
 
-
-class ScorerServer:
+class ScorerServer(ServerThread):
     """The scoring service on ``http://host:port``, run by uvicorn in a thread.
 
     >>> from semgrad_guard import LocalModel, SemGradScorer
@@ -54,68 +42,18 @@ class ScorerServer:
     True
     """
 
-    def __init__(self, scorer: Any, config: ScorerServiceConfig) -> None:
-        import uvicorn
+    what = "the scoring service"
+    error = ConfigError
 
+    def __init__(self, scorer: Any, config: ScorerServiceConfig) -> None:
         self.config = config
         self.metrics = ScorerMetrics()
         self.app = create_scorer_app(scorer, check_token(config.token.get_secret_value()),
                                      max_batch=config.max_batch,
                                      max_wait_ms=config.max_wait_ms, metrics=self.metrics)
-        # log_config=None leaves the host application's logging set-up alone.
-        self._uvicorn = uvicorn.Server(uvicorn.Config(
-            self.app, host=config.host, port=config.port, log_config=None, lifespan="on",
-            access_log=config.access_log, server_header=False))
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        servers = getattr(self._uvicorn, "servers", [])
-        if servers and servers[0].sockets:
-            return int(servers[0].sockets[0].getsockname()[1])
-        return self.config.port
+        super().__init__(self.app, config.host, config.port, access_log=config.access_log,
+                         lifespan="on", thread_name="semgrad-scorer")
 
     @property
     def url(self) -> str:
-        host = self.config.host
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}"
-
-    def _warn_if_exposed(self) -> None:
-        if not self.config.is_loopback:
-            logger.warning("scoring service bound to %s: reachable from other machines; put "
-                           "it behind TLS", self.config.host)
-
-    def start(self, timeout: float = 30.0) -> ScorerServer:
-        """Serve in a daemon thread; returns once the port is open."""
-        self._warn_if_exposed()
-        self._thread = threading.Thread(target=self._uvicorn.run, name="semgrad-scorer",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._uvicorn.started:
-            if not self._thread.is_alive():
-                raise ConfigError(f"the scoring service could not listen on "
-                                  f"{self.config.host}:{self.config.port}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ConfigError("the scoring service did not start in time")
-            time.sleep(0.02)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until interrupted (Ctrl-C or SIGTERM)."""
-        self._warn_if_exposed()
-        self._uvicorn.run()
-
-    def __enter__(self) -> ScorerServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        return self.root_url

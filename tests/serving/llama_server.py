@@ -24,6 +24,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path,
+                       timeout: float) -> None:
+    """Wait until ``url`` answers 200; fail with the process's log if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 @contextmanager
 def llama_server(gguf: Path, *, alias: str = "smollm2", timeout: float = 180.0
                  ) -> Iterator[str]:
@@ -42,18 +59,7 @@ def llama_server(gguf: Path, *, alias: str = "smollm2", timeout: float = 180.0
             stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the llama.cpp server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the llama.cpp server did not start in {timeout:.0f} s")
-            time.sleep(0.5)
+        wait_until_serving(process, f"{url}/models", log, timeout)
         yield url
     finally:
         process.terminate()

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .llama_server import free_port
+from .llama_server import free_port, wait_until_serving
 
 pytestmark = pytest.mark.real_model
 
@@ -68,18 +67,7 @@ def scorer_service(tmp_path: Path) -> Iterator[str]:
                                    stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"serve-scorer exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve-scorer did not start in time")
-            time.sleep(0.5)
+        wait_until_serving(process, f"{url}/healthz", log, timeout=300)
         yield url
     finally:
         process.terminate()
