@@ -23,14 +23,17 @@ def is_loopback(host: str) -> bool:
 class ServerThread:
     """Serves ``app`` on ``host:port`` (port 0 picks a free one) with uvicorn.
 
-    Subclasses say what they serve (``what``) and which error a failed start raises.
+    Subclasses say what they serve (``what``), which error a failed start raises, and
+    what to warn about when serving (``_warn``: by default, an address other machines
+    reach). ``uvicorn_options`` go to ``uvicorn.Config`` (``ssl_certfile``, ...).
     """
 
     what = "the server"
     error: type[Exception] = RuntimeError
 
     def __init__(self, app: Any, host: str, port: int, *, access_log: bool,
-                 lifespan: Literal["auto", "on", "off"] = "off", thread_name: str = "semgrad-server") -> None:
+                 lifespan: Literal["auto", "on", "off"] = "off",
+                 thread_name: str = "semgrad-server", **uvicorn_options: Any) -> None:
         import uvicorn
 
         self.host = host
@@ -39,7 +42,7 @@ class ServerThread:
         # log_config=None leaves the host application's logging set-up alone.
         self._uvicorn = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, log_config=None, lifespan=lifespan,
-            access_log=access_log, server_header=False))
+            access_log=access_log, server_header=False, **uvicorn_options))
         self._thread: threading.Thread | None = None
 
     @property
@@ -54,14 +57,14 @@ class ServerThread:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{shown}:{self.port}"
 
-    def _warn_if_exposed(self) -> None:
+    def _warn(self) -> None:
         if not is_loopback(self.host):
             logger.warning("%s bound to %s: reachable from other machines; put it behind TLS",
                            self.what, self.host)
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start serving in a daemon thread; returns once the port is open."""
-        self._warn_if_exposed()
+        self._warn()
         self._thread = threading.Thread(target=self._uvicorn.run, name=self._thread_name,
                                         daemon=True)
         self._thread.start()
@@ -85,7 +88,7 @@ class ServerThread:
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (Ctrl-C or SIGTERM)."""
-        self._warn_if_exposed()
+        self._warn()
         self._uvicorn.run()
 
     def __enter__(self) -> Self:

@@ -92,7 +92,7 @@ def test_the_readme_shows_the_examples_as_they_are() -> None:
     """Each code block of the README's deployment section is cut from the example it
     names (the command lines from its docstring), which the tests run."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Deployment"):readme.index("## Benchmarks")]
+    section = readme[readme.index("## Deployment"):readme.index("## Layout")]
     parts = re.split(r"From\s+`(examples/\w+\.py)`:", section)
     blocks = 0
     for name, text in zip(parts[1::2], parts[2::2], strict=True):
