@@ -41,19 +41,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def main(cpus: int = 2) -> dict[str, Any]:
+def main(cpus: int = 2, port: int | None = None) -> dict[str, Any]:
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=cpus, include_dashboard=False)
     try:
         # Ray Serve: two replicas behind Serve's HTTP proxy, dynamic batching per replica.
-        port = free_port()
+        # (On a cluster whose Serve already listens, start() keeps the running proxy.)
+        port = port or free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(scorer_app(token=TOKEN, num_replicas=2), name="scorer")
         with RemoteScorer(f"http://127.0.0.1:{port}", token=TOKEN) as scorer:
             served = [scorer.score_text(qa_prompt(r["question"]), r["answer"])
                       for r in TRAFFIC[:2]]
-        serve.shutdown()
+        serve.delete("scorer")
         for record, score in zip(TRAFFIC, served, strict=False):
             print(f"Ray Serve  {score.value:.4f}  {record['question']} -> {record['answer']}")
 
@@ -74,4 +75,6 @@ def main(cpus: int = 2) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Ray Serve and Ray Data with semgrad-guard")
     parser.add_argument("--cpus", type=int, default=2)
-    main(parser.parse_args().cpus)
+    parser.add_argument("--port", type=int, default=None, help="Serve's HTTP port")
+    options = parser.parse_args()
+    main(options.cpus, options.port)

@@ -52,20 +52,34 @@ def cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
+def serve_port(cluster: None) -> Iterator[int]:
+    """Ray Serve's HTTP proxy, started once: restarting Serve on a cluster races with
+    the teardown of the previous proxy."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield port
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
 def answers(default_lm) -> list[tuple[list[dict[str, str]], str]]:
     generations = default_lm.generate_batch([qa_prompt(q) for q in QUESTIONS],
                                             max_new_tokens=12)
     return [(qa_prompt(q), g.text) for q, g in zip(QUESTIONS, generations, strict=True)]
 
 
-def test_serve_deployment_scores_like_the_local_scorer(cluster: None, default_scorer: SemGradScorer,
+def test_serve_deployment_scores_like_the_local_scorer(serve_port: int,
+                                                       default_scorer: SemGradScorer,
                                                        answers) -> None:
     from ray import serve
 
     from semgrad_guard.serving.ray_serve import scorer_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = serve_port
     try:
         handle = serve.run(scorer_app(token=TOKEN, num_replicas=2, max_batch_size=8,
                                       batch_wait_timeout_s=0.2), name="scorer")
@@ -89,10 +103,10 @@ def test_serve_deployment_scores_like_the_local_scorer(cluster: None, default_sc
         sizes = [size for _ in range(4) for size in handle.batch_sizes.remote().result()]
         assert max(sizes) > 1
     finally:
-        serve.shutdown()
+        serve.delete("scorer")
 
 
-def test_bulk_rescoring_of_jsonl_and_of_the_audit_trail(cluster: None, tmp_path: Path,
+def test_bulk_rescoring_of_jsonl(cluster: None, tmp_path: Path,
                                                         default_scorer: SemGradScorer,
                                                         answers) -> None:
     from semgrad_guard.serving.bulk import rescore
@@ -119,25 +133,34 @@ def test_bulk_rescoring_of_jsonl_and_of_the_audit_trail(cluster: None, tmp_path:
     written = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     assert [w["id"] for w in written] == [r["id"] for r in rows]
 
+
+def test_audit_trail_records_rescore_to_their_recorded_scores(tmp_path: Path,
+                                                              default_scorer: SemGradScorer,
+                                                              answers) -> None:
+    """What the pipeline's actors do with audit-trail records, without the cluster."""
+    from semgrad_guard.serving.backend import ItemScorer
+    from semgrad_guard.serving.bulk import _item, read_audit
+
     audit = AuditTrail(tmp_path / "audit.db")
     policy = PolicyConfig.from_dict({"version": 1, "default": {
         "threshold": {"max_score": 1.0}, "actions": ["abstain"]}})
     guard = Guard(policy, scorer=default_scorer, audit=audit)
     for question, (_, text) in zip(QUESTIONS, answers, strict=True):
         guard.run(question, lambda attempt, text=text: AttemptResult(text))
-    again = rescore(tmp_path / "audit.db", num_actors=1, batch_size=4)
-    assert len(again) == len(QUESTIONS)
-    for row in again:
-        assert row["value"] == pytest.approx(row["recorded_score"], rel=1e-3)
-        assert row["score"]["retokenized"] is True
+    records = read_audit(tmp_path / "audit.db")
+    assert [r["question"] for r in records] == QUESTIONS
+    scores = ItemScorer(default_scorer).score_items([_item(r, "audit") for r in records])
+    for record, score in zip(records, scores, strict=True):
+        assert not isinstance(score, Exception) and score.retokenized
+        assert score.value == pytest.approx(record["recorded_score"], rel=1e-4)
 
 
-def test_ray_example(cluster: None, default_scorer: SemGradScorer,
+def test_ray_example(serve_port: int, default_scorer: SemGradScorer,
                      capsys: pytest.CaptureFixture[str]) -> None:
     from .test_examples import load_example
 
     example = load_example("ray_scale_out")
-    result = example.main()
+    result = example.main(port=serve_port)
     for score, record in zip(result["served"], example.TRAFFIC, strict=False):
         local = default_scorer.score_text(qa_prompt(record["question"]), record["answer"])
         assert score.value == pytest.approx(local.value, rel=1e-3)
