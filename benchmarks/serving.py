@@ -116,8 +116,13 @@ def main() -> None:
         paths = [str(ROOT), str(ROOT / "integrations" / "langchain"),
                  str(ROOT / "integrations" / "llama-index")]
         os.environ["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
+        # Patient proxy checks: Serve's 5 s to start a proxy is short on a busy machine.
+        patient = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+                   "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+        os.environ.update(patient)
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                                           **patient}})
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for replicas in (1, 2):

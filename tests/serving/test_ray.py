@@ -25,6 +25,13 @@ QUESTIONS = ["What is the capital of France?", "What gas do plants take in?",
              "Who wrote Hamlet?", "What is the boiling point of water in Celsius?"]
 
 
+# Serve gives its HTTP proxy 5 s to start and its health checks 10 s to answer; on a
+# machine busy with other jobs (the test suite's own, say) that is too short.
+PATIENT_SERVE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+                 "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+                 "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "30"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -39,12 +46,16 @@ def cluster() -> Iterator[None]:
              str(ROOT / "integrations" / "llama-index")]
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([previous] if previous else []))
+    os.environ.update(PATIENT_SERVE)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                                       **PATIENT_SERVE}})
     try:
         yield
     finally:
         ray.shutdown()
+        for name in PATIENT_SERVE:
+            os.environ.pop(name, None)
         if previous is None:
             os.environ.pop("PYTHONPATH", None)
         else:
