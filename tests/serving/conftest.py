@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -16,3 +17,20 @@ def served_default_model() -> Iterator[str]:
     """The OpenAI base URL of a llama.cpp server serving the default model's GGUF."""
     with llama_server(default_gguf_path()) as url:
         yield url
+
+
+@pytest.fixture
+def closed_event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """The main thread's event loop for the test, closed after it.
+
+    LlamaIndex's synchronous calls run coroutines on the main thread's loop
+    (``asyncio_run``), creating one when there is none and leaving it open; a later
+    ``asyncio.run`` then drops it unclosed, which fails the run with a ResourceWarning.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

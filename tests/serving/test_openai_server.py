@@ -136,6 +136,7 @@ def test_a_guarded_chat_openai_chain_passes_abstains_and_escalates(
     queue.close()
 
 
+@pytest.mark.usefixtures("closed_event_loop")
 def test_llamaindex_openai_like_answers_are_scored_from_the_servers_tokens(
         server: str, default_scorer: SemGradScorer) -> None:
     from llama_index.core import Document, VectorStoreIndex

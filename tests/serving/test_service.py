@@ -179,6 +179,7 @@ def test_a_guard_decides_alike_on_remote_and_local_scores(local: SemGradScorer,
     assert failed.action == "abstain" and "score_failed" in failed.flags
 
 
+@pytest.mark.usefixtures("closed_event_loop")
 def test_both_integrations_take_a_remote_scorer(local: SemGradScorer,
                                                 remote: RemoteScorer) -> None:
     from langchain_core.language_models import GenericFakeChatModel
