@@ -14,6 +14,7 @@ Endpoints (JSON; every one but ``/healthz`` needs ``Authorization: Bearer <token
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -24,8 +25,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError
+from ..model.batching import MicroBatcher
 from .backend import ItemScorer, Outcome
-from .batching import MicroBatcher
 from .wire import ScoreItem, ScoreRequest, error_to_dict, score_to_dict
 
 #: The largest request body the service reads.
@@ -97,8 +98,15 @@ def create_scorer_app(scorer: Any, token: str, *, max_batch: int = 32,
     backend = ItemScorer(scorer)
     metrics = metrics or ScorerMetrics()
 
-    batcher: MicroBatcher[tuple[ScoreItem, str | None], Outcome] = MicroBatcher(
-        backend.score_requests, max_batch=max_batch, max_wait=max_wait_ms / 1000, on_batch=metrics.observe_batch)
+    batcher = MicroBatcher(max_batch=max_batch, max_wait=max_wait_ms / 1000,
+                           name="semgrad-scoring-service")
+
+    def score_together(requests: list[tuple[ScoreItem, str | None]]) -> list[Outcome]:
+        start = time.perf_counter()
+        try:
+            return backend.score_requests(requests)
+        finally:
+            metrics.observe_batch(len(requests), time.perf_counter() - start)
 
     Handler = Callable[[Request], Awaitable[Response]]
 
@@ -142,7 +150,8 @@ def create_scorer_app(scorer: Any, token: str, *, max_batch: int = 32,
         items = parsed.items
         metrics.in_flight.inc(len(items))
         try:
-            outcomes = await batcher.submit([(item, parsed.method) for item in items])
+            outcomes = await asyncio.gather(*(batcher.acall(score_together, (item, parsed.method))
+                                              for item in items))
         finally:
             metrics.in_flight.dec(len(items))
         results: list[dict[str, Any]] = []
@@ -168,7 +177,7 @@ def create_scorer_app(scorer: Any, token: str, *, max_batch: int = 32,
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
-        await batcher.close()
+        await asyncio.to_thread(batcher.close)
 
     app = Starlette(routes=[
         Route("/v1/score", endpoint("score", score), methods=["POST"]),
