@@ -60,7 +60,7 @@ def main(cpus: int = 2, port: int | None = None) -> dict[str, Any]:
 
         # Ray Data: re-score the logged answers with a pool of two scorer actors, then
         # refit the threshold on them: pass half of the traffic.
-        records = [{"messages": qa_prompt(r["question"]), **r} for r in TRAFFIC]
+        records = [{"messages": qa_prompt(r["question"]).chat_messages(), **r} for r in TRAFFIC]
         rows = rescore(records, num_actors=2, batch_size=2)
         fit = threshold_for_coverage([r["value"] for r in rows], 0.5,
                                      [r["correct"] for r in rows])

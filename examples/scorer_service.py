@@ -30,8 +30,8 @@ def main(llm_url: str, scorer_url: str, token: str | None = None) -> list[Any]:
         print(f"scoring service: {scorer.health()}")
         llm = served_chat_model(llm_url)
         check_chat_model(llm, scorer)  # the service says which tokenizer and template it has
-        guarded = guard_chain(RunnableLambda(qa_prompt) | llm, POLICY, scorer=scorer,
-                              output="decision")
+        ask = RunnableLambda(lambda q: qa_prompt(q).chat_messages())
+        guarded = guard_chain(ask | llm, POLICY, scorer=scorer, output="decision")
         decisions = [guarded.invoke(question) for question in QUESTIONS]
     for question, decision in zip(QUESTIONS, decisions, strict=True):
         print(f"{decision.action.upper():8} {decision.value:.3f}  {question} -> "

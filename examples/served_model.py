@@ -45,8 +45,8 @@ def main(base_url: str, model: LocalModel | None = None) -> list[Any]:
     llm = served_chat_model(base_url)
     check = check_chat_model(llm, scorer)  # ServedModelMismatchError if they differ
     print(f"served model checked: {check.checks}")
-    guarded = guard_chain(RunnableLambda(qa_prompt) | llm, POLICY, scorer=scorer,
-                          output="decision")
+    ask = RunnableLambda(lambda q: qa_prompt(q).chat_messages())
+    guarded = guard_chain(ask | llm, POLICY, scorer=scorer, output="decision")
     decisions = []
     for question in QUESTIONS:
         decision = guarded.invoke(question)

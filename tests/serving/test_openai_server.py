@@ -75,7 +75,7 @@ def test_served_answers_are_scored_from_the_servers_tokens(
     with_tokens = chat_openai(server, logprobs=True, top_logprobs=1)
     text_only = chat_openai(server)
     for llm in (with_tokens, text_only):
-        llm.invoke(qa_prompt(QUESTIONS[1]), config={"callbacks": [handler]})
+        llm.invoke(qa_prompt(QUESTIONS[1]).chat_messages(), config={"callbacks": [handler]})
     exact, fallback = handler.records
     assert exact.source == "server_tokens" and not exact.retokenized
     assert fallback.source == "retokenized" and fallback.retokenized
@@ -99,12 +99,12 @@ def test_a_guarded_chat_openai_chain_passes_abstains_and_escalates(
     from semgrad_guard.serving import ServedAnswer, score_served
 
     llm = chat_openai(server, logprobs=True, top_logprobs=1)
-    chain = RunnableLambda(qa_prompt) | llm
+    chain = RunnableLambda(lambda q: qa_prompt(q).chat_messages()) | llm
     # The served answers' scores, measured once; the threshold falls between the most
     # confident answer and the two others.
     values = {}
     for question in QUESTIONS:
-        reply = llm.invoke(qa_prompt(question))
+        reply = llm.invoke(qa_prompt(question).chat_messages())
         served = ServedAnswer.from_openai(reply.content, reply.response_metadata["logprobs"],
                                           reply.response_metadata["finish_reason"])
         values[question] = score_served(default_scorer, qa_prompt(question), served).value

@@ -80,7 +80,8 @@ def serve_port(cluster: None) -> Iterator[int]:
 def answers(default_lm) -> list[tuple[list[dict[str, str]], str]]:
     generations = default_lm.generate_batch([qa_prompt(q) for q in QUESTIONS],
                                             max_new_tokens=12)
-    return [(qa_prompt(q), g.text) for q, g in zip(QUESTIONS, generations, strict=True)]
+    return [(qa_prompt(q).chat_messages(), g.text)
+            for q, g in zip(QUESTIONS, generations, strict=True)]
 
 
 def test_serve_deployment_scores_like_the_local_scorer(serve_port: int,
