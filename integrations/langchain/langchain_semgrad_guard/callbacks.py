@@ -31,8 +31,10 @@ from semgrad_guard.scoring.metadata import (
     generation_from_metadata,
     score_from_metadata,
 )
+from semgrad_guard.serving import score_served
 
 from .messages import answer_text, to_chat_messages
+from .served import served_answer
 
 Prompt = str | list[dict[str, Any]]
 
@@ -92,7 +94,8 @@ class ScoredGeneration(BaseModel):
         description="True when the ids were rebuilt from text (a model that does not "
                     "report its ids, e.g. HuggingFacePipeline).")
     source: str = Field(description="Where the score came from: 'response_metadata' "
-                                    "(ChatSemGrad), 'exact_ids' or 'retokenized'.")
+                                    "(ChatSemGrad), 'exact_ids', 'server_tokens' (a "
+                                    "served model's tokens) or 'retokenized'.")
     error: str | None = Field(None, description="Why the score could not be computed.")
     rule: str | None = Field(default=None,
                              description="The policy rule that set the threshold.")
@@ -373,20 +376,22 @@ class SemGradCallbackHandler(GenerationTracker):
 def score_captured(captured: CapturedGeneration, scorer: Any | None
                    ) -> tuple[UncertaintyScore | None, Exception | None, str, str]:
     """Score one captured generation: the score ``ChatSemGrad`` put in its metadata (or
-    the error it recorded), else its exact ids, else a re-tokenised score (flagged
-    ``retokenized``).
+    the error it recorded), else its exact ids, else a served model's tokens, else a
+    re-tokenised score (flagged ``retokenized``).
 
     Returns ``(score, error, source, text)``: the score or why there is none, where it
-    came from (``"response_metadata"``, ``"exact_ids"`` or ``"retokenized"``) and the
-    answer text that was scored (an echoed prompt removed).
+    came from (``"response_metadata"``, ``"exact_ids"``, ``"server_tokens"`` or
+    ``"retokenized"``) and the answer text that was scored (an echoed prompt removed).
     """
     carried = score_from_metadata(captured.metadata)
     failed = None if carried is not None else error_from_metadata(captured.metadata)
     if carried is not None or failed is not None:
         return carried, failed, "response_metadata", captured.text
     generation = generation_from_metadata(captured.metadata, captured.text)
-    source = "exact_ids" if generation is not None else "retokenized"
-    text = captured.text if generation is not None else strip_echo(
+    served = None if generation is not None else served_answer(captured.metadata, captured.text)
+    source = "exact_ids" if generation is not None else \
+        "server_tokens" if served is not None else "retokenized"
+    text = captured.text if generation is not None or served is not None else strip_echo(
         captured.prompt, captured.text, getattr(scorer, "model", None))
     if scorer is None:
         return None, ScoringError("the answer carries no score and no scorer was given"), \
@@ -394,6 +399,9 @@ def score_captured(captured: CapturedGeneration, scorer: Any | None
     try:
         if generation is not None:
             return scorer.score_generation(generation), None, source, text
+        if served is not None:
+            score = score_served(scorer, captured.prompt, served)
+            return score, None, "retokenized" if score.retokenized else source, text
         return retokenized_score(scorer, captured.prompt, captured.text), None, source, text
     except Exception as exc:  # noqa: BLE001 - the guard applies on_score_failure to it
         return None, exc, source, text

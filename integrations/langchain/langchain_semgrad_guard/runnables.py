@@ -47,9 +47,11 @@ from semgrad_guard.policy import (
     PolicyConfig,
     Rule,
 )
+from semgrad_guard.serving import score_served
 
 from .callbacks import CapturedGeneration, GenerationTracker, retokenized_score
 from .messages import message_text
+from .served import served_answer
 from .tracing import atrace_decision_run, trace_decision_run
 from .wiring import check_retrievers, check_scores
 
@@ -282,11 +284,16 @@ class GuardedChain(Runnable[Any, Any]):
         result = AttemptResult.from_metadata(answer, last.metadata, text=last.text,
                                              context=context, raw=output, prompt=prompt)
         scorer = self.guard.scorer_for(rule)
-        if result.score is None and result.score_error is None and result.generation is None \
-                and isinstance(last.prompt, str) and scorer is not None:
-            # A text LLM's prompt is already formatted: tokenise it as it is.
+        if result.score is not None or result.score_error is not None \
+                or result.generation is not None or scorer is None:
+            return result
+        served = served_answer(last.metadata, last.text)
+        if served is not None or isinstance(last.prompt, str):
+            # A served model's answer is scored from the server's tokens; a text LLM's
+            # prompt is already formatted: tokenise it as it is.
             try:
-                score = retokenized_score(scorer, last.prompt, last.text)
+                score = score_served(scorer, last.prompt, served) if served is not None \
+                    else retokenized_score(scorer, last.prompt, last.text)
             except Exception as exc:  # noqa: BLE001 - the guard applies on_score_failure
                 return replace(result, score_error=exc)
             return replace(result, score=score)

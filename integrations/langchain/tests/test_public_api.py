@@ -20,6 +20,7 @@ PUBLIC = [
     "SemGradCallbackHandler",
     "SemGradMiddleware",
     "__version__",
+    "check_chat_model",
     "guard_chain",
     "parse_tool_calls",
     "resume_from_review",

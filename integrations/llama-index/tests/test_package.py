@@ -28,6 +28,7 @@ PUBLIC_API = [
     "SemGradLLM",
     "UncertaintyEventHandler",
     "answer_prompt",
+    "check_llm",
     "score_from_response",
     "score_metadata",
 ]

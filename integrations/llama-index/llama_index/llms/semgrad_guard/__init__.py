@@ -9,7 +9,10 @@
   (``condense_plus_context``, ``context``, ``condense_question``, ``simple``);
 - :class:`GuardDecisionEvent`: each decision, for LlamaIndex instrumentation handlers;
 - :class:`UncertaintyEventHandler`: records the score of every LLM call (observes only);
-- :class:`OfflineMiniLMEmbedding`: offline sentence embeddings for vector indexes.
+- :class:`OfflineMiniLMEmbedding`: offline sentence embeddings for vector indexes;
+- :func:`check_llm`: checks that an ``OpenAILike`` server serves the scorer's model
+  (answers of such an LLM are scored from the server's tokens by the query engine and
+  the event handler).
 
 >>> from llama_index.llms.semgrad_guard import SemGradLLM
 >>> llm = SemGradLLM(max_new_tokens=16)
@@ -34,6 +37,7 @@ from .scores import (
     score_from_response,
     score_metadata,
 )
+from .served import check_llm
 
 __all__ = [
     "DECISION_KEY",
@@ -51,6 +55,7 @@ __all__ = [
     "SemGradLLM",
     "UncertaintyEventHandler",
     "answer_prompt",
+    "check_llm",
     "score_from_response",
     "score_metadata",
 ]

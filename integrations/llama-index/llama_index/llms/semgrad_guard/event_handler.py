@@ -25,8 +25,10 @@ from llama_index.core.instrumentation.events.llm import (
 )
 
 from semgrad_guard.model.prompts import Prompt
+from semgrad_guard.serving import ServedAnswer, score_served
 
 from .scores import SCORE_ERROR_KEY, SCORE_KEY, score_metadata
+from .served import served_answer
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class UncertaintyEventHandler(BaseEventHandler):
             self._remember(event, event.prompt)
         elif isinstance(event, LLMChatEndEvent) and event.response is not None:
             self._record("chat", event, event.response.message.content or "",
-                         event.response.additional_kwargs)
+                         event.response.additional_kwargs, served_answer(event.response))
         elif isinstance(event, LLMCompletionEndEvent):
             self._record("completion", event, event.response.text,
                          event.response.additional_kwargs)
@@ -133,14 +135,15 @@ class UncertaintyEventHandler(BaseEventHandler):
                 while len(self._prompts) > self.max_records:  # calls that never ended
                     del self._prompts[next(iter(self._prompts))]
 
-    def _record(self, kind: str, event: BaseEvent, text: str, extra: dict[str, Any]) -> None:
+    def _record(self, kind: str, event: BaseEvent, text: str, extra: dict[str, Any],
+                served: ServedAnswer | None = None) -> None:
         with self._lock:
             prompt = self._prompts.pop(event.span_id, None) if event.span_id else None
         if SCORE_KEY in extra:  # a SemGradLLM answer: its own score, or why it has none
             source, data, error = "llm", extra[SCORE_KEY], extra.get(SCORE_ERROR_KEY)
         else:
             source = "handler"
-            data, error = self._rescore(prompt, text)
+            data, error = self._rescore(prompt, text, served)
         data = data if isinstance(data, dict) else {}
         record = LLMCallScore(kind=kind, span_id=event.span_id, text=text,
                               score=data.get("value"), method=data.get("method"),
@@ -153,13 +156,15 @@ class UncertaintyEventHandler(BaseEventHandler):
         if self.on_record is not None:
             self.on_record(record)
 
-    def _rescore(self, prompt: Prompt | None, text: str) -> tuple[dict[str, Any] | None,
-                                                                   str | None]:
+    def _rescore(self, prompt: Prompt | None, text: str, served: ServedAnswer | None = None
+                 ) -> tuple[dict[str, Any] | None, str | None]:
         if self.scorer is None:
             return None, "the LLM gives no score and the handler has no scorer"
         if prompt is None or not text.strip():
             return None, "no prompt or an empty answer to score"
         try:
+            if served is not None:  # a served model's answer: from the server's tokens
+                return score_metadata(score_served(self.scorer, prompt, served)), None
             return score_metadata(self.scorer.score_text(prompt, text)), None
         except Exception as exc:  # recorded: observing must not hide why a score is missing
             return None, f"{type(exc).__name__}: {exc}"

@@ -34,10 +34,12 @@ from semgrad_guard.policy import (
     PolicyConfig,
     RetryWithRetrievalAction,
 )
+from semgrad_guard.serving import score_served
 
 from .base import SemGradLLM, recorded_calls
 from .instrumentation import decision_metadata, dispatch_decision, ensure_instrumented
 from .scores import ScoredCompletion, answer_prompt
+from .served import LLMCall, recorded_llm_calls, served_answer
 
 
 class GuardedQueryEngine(BaseQueryEngine):
@@ -45,8 +47,9 @@ class GuardedQueryEngine(BaseQueryEngine):
 
     Every answer is scored: by the :class:`SemGradLLM` that wrote it, on the exact ids
     (the last LLM call of the attempt, recorded as it finishes: :func:`recorded_calls`);
-    answers of another LLM are re-scored by the guard's scorer, flagged
-    ``retokenized``. The rule for ``chain_name`` (the run name the policy's ``match``
+    answers of a served LLM (``OpenAILike`` with ``logprobs=True``) by the guard's
+    scorer from the server's tokens, against the prompt the LLM really sent; answers of
+    another LLM are re-scored by the guard's scorer, flagged ``retokenized``. The rule for ``chain_name`` (the run name the policy's ``match``
     sees, as for the LangChain integration) then decides through
     :meth:`Guard.run <semgrad_guard.policy.Guard.run>`:
 
@@ -151,40 +154,52 @@ class GuardedQueryEngine(BaseQueryEngine):
         query = bundle if attempt.query == bundle.query_str else QueryBundle(attempt.query)
         return retriever, query
 
-    @staticmethod
-    def _result(query: QueryBundle, nodes: list[NodeWithScore], response: Any,
-                calls: list[ScoredCompletion]) -> AttemptResult:
+    def _result(self, query: QueryBundle, nodes: list[NodeWithScore], response: Any,
+                calls: list[ScoredCompletion], chats: list[LLMCall]) -> AttemptResult:
         """The attempt the guard decides on: the answer, with the exact generation and
-        score of the last LLM call that wrote it when a :class:`SemGradLLM` did (else
-        the guard scores the text)."""
+        score of the last LLM call that wrote it when a :class:`SemGradLLM` did; else,
+        for another chat LLM, the prompt its last call really sent, scored from the
+        server's tokens where it sent them (else the guard scores the text)."""
         text = str(getattr(response, "response", None) or "")
         contexts = [n.node.get_content() for n in nodes]
         fields: dict[str, Any] = {"context": contexts, "raw": response,
                                   "prompt": answer_prompt(query.query_str, contexts)}
-        if not calls:
+        if calls:
+            return calls[-1].attempt(text, **fields)
+        if not chats:
             return AttemptResult(answer=text, **fields)
-        return calls[-1].attempt(text, **fields)
+        last = chats[-1]
+        fields["prompt"] = last.messages
+        served = served_answer(last.response)
+        scorer = self.guard.scorer_for(self.rule)
+        if served is None or scorer is None:
+            return AttemptResult(answer=text, **fields)
+        try:
+            score = score_served(scorer, last.messages, served)
+        except Exception as exc:  # noqa: BLE001 - the guard applies on_score_failure
+            return AttemptResult(answer=text, score_error=exc, **fields)
+        return AttemptResult(answer=text, score=score, **fields)
 
     def _attempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
         retriever, query = self._plan(bundle, attempt)
         nodes = retriever.retrieve(query)
-        with recorded_calls() as calls:
+        with recorded_calls() as calls, recorded_llm_calls() as chats:
             response: Any = self._synthesizer.synthesize(query, nodes)
             if isinstance(response, StreamingResponse):  # buffered until the decision
                 response = _Buffered(list(response.response_gen), nodes)
-        return self._result(query, nodes, response, calls)
+        return self._result(query, nodes, response, calls, chats)
 
     async def _aattempt(self, bundle: QueryBundle, attempt: Attempt) -> AttemptResult:
         retriever, query = self._plan(bundle, attempt)
         nodes = await retriever.aretrieve(query)
-        with recorded_calls() as calls:
+        with recorded_calls() as calls, recorded_llm_calls() as chats:
             response: Any = await self._synthesizer.asynthesize(query, nodes)
             if isinstance(response, AsyncStreamingResponse):
                 response = _Buffered([piece async for piece in response.async_response_gen()],
                                      nodes)
             elif isinstance(response, StreamingResponse):
                 response = _Buffered(list(response.response_gen), nodes)
-        return self._result(query, nodes, response, calls)
+        return self._result(query, nodes, response, calls, chats)
 
     # -- the query --------------------------------------------------------------------------------
     def query(self, str_or_query_bundle: QueryType) -> Response | StreamingResponse:
