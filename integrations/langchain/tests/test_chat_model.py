@@ -39,7 +39,9 @@ def test_invoke_carries_the_exact_ids_and_their_score(chat: ChatSemGrad,
     # The carried score is the score of exactly those ids.
     assert chat.scorer is not None
     again = chat.scorer.score_batch([(meta["prompt_ids"], meta["response_ids"])])[0]  # type: ignore[attr-defined]
-    assert score.value == pytest.approx(again.value, rel=1e-5)
+    # Same ids, same pass; float32 sums in another order (the thread count and kernels
+    # earlier tests of a session leave set) move this question's SemGrad by up to 1.6e-4.
+    assert score.value == pytest.approx(again.value, rel=1e-3)
     assert answer.usage_metadata is not None
     assert answer.usage_metadata["output_tokens"] == len(meta["response_ids"])
 
