@@ -31,7 +31,8 @@ def test_the_example_file_loads() -> None:
     assert rag.threshold.calibration is not None and rag.threshold.calibration.transform == "log"
     # keys the chain leaves out come from the default rule
     assert rag.on_score_failure == "fail_closed" and rag.score == "semgrad"
-    assert p.rule("agent-tools").score == "hybridgrad"
+    tools = p.rule("agent-tools")
+    assert tools.score == "auto" and tools.threshold.max_error_probability == 0.5
 
 
 def test_rules_match_by_run_name_tags_and_metadata_first_match_wins() -> None:
