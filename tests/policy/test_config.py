@@ -162,3 +162,10 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 def test_unknown_chain_name() -> None:
     with pytest.raises(ConfigError, match="no rule named 'x'; known: default"):
         PolicyConfig.from_dict(policy()).rule("x")
+
+
+def test_a_thresholds_limit_is_the_number_it_holds_values_to() -> None:
+    from semgrad_guard.policy.config import Threshold
+
+    assert Threshold(max_score=0.2).limit == 0.2
+    assert Threshold(max_error_probability=0.4).limit == 0.4
