@@ -39,11 +39,12 @@ from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig  # noqa: E402
 from semgrad_guard.review import open_review_queue  # noqa: E402
 
 #: Per-tool rules (a rule named after a tool decides that tool's calls): an uncertain
-#: renewal is refused (abstain), an uncertain email goes to a reviewer. Thresholds are on SemGrad
-#: with the default anchor, chosen from the measured scores below.
+#: renewal is refused (abstain), an uncertain email goes to a reviewer. The threshold is on
+#: the learned probability of error (``score: auto``) of the model's tool-call turn,
+#: chosen from the measured probabilities below.
 POLICY: dict[str, Any] = {
     "version": 1,
-    "default": {"profile": "default", "threshold": {"max_score": 1.5e-6},
+    "default": {"score": "auto", "threshold": {"max_error_probability": 0.5},
                 "actions": [{"type": "abstain", "message": "Not confident enough."}]},
     "chains": [
         {"name": "renew_loan", "actions": [{"type": "abstain",
@@ -52,17 +53,18 @@ POLICY: dict[str, Any] = {
     ],
 }
 
-#: SemGrad of the model's tool-call turn for each request (greedy, default anchor,
-#: SmolLM2-135M-Instruct, the two demonstration turns below):
+#: The learned probability of error of the model's tool-call turn for each request
+#: (greedy, the shipped profile, SmolLM2-135M-Instruct, the two demonstration turns below):
 #:
-#:   "Renew my loan of The Hobbit."        renew_loan(title="The Hobbit")   5.2e-7  right
-#:   "Please renew my loan of Emma."       renew_loan(title="Dune")         5.3e-6  wrong
-#:   "Send a note to Sam saying thanks."   send_email(to="Sam@example.com") 9.8e-6  invented
+#:   "Renew my loan of The Hobbit."        renew_loan(title="The Hobbit")   0.49  right
+#:   "Please renew my loan of Emma."       renew_loan(title="Dune")         0.51  wrong
+#:   "Send a note to Sam saying thanks."   send_email(to="Sam@example.com") 0.57  invented
 #:
-#: 1.5e-6 is a factor 2.9 above the first and 3.5 below the second. The tiny model is
-#: unsure of most emails (a correct one to carol@example.org scored 8.0e-6), so this
-#: threshold sends nearly every email to a reviewer: strict, as a first deployment of a
-#: 135M model should be.
+#: 0.5 lies between the right call and the wrong one, but only 0.006 and 0.014 away from
+#: them: the profile was fitted on question answering, and on tool calls the small model's
+#: probabilities bunch together. It is stricter than the 0.6 the README suggests for
+#: answers (0.5 passes 9% of the calibration answers), as a first deployment of a 135M
+#: model acting through tools should be; measure your own calls before relying on it.
 REQUESTS = [
     "Renew my loan of The Hobbit.",
     "Please renew my loan of Emma.",
@@ -96,7 +98,8 @@ DEMONSTRATIONS = [
 
 def build_agent(model: LocalModel, review_url: str) -> tuple[Any, Guard]:
     """The agent, its guard (policy, audit trail, review queue)."""
-    chat = ChatSemGrad(model=model, scorer=SemGradScorer(model, profile=None),
+    # The chat model scores with the model's profile, which carries the learned score.
+    chat = ChatSemGrad(model=model, scorer=SemGradScorer(model),
                        max_new_tokens=48, tool_examples=DEMONSTRATIONS)
     guard = Guard(PolicyConfig.from_dict(POLICY), audit=AuditTrail(),
                   review_queue=open_review_queue(review_url))
@@ -142,10 +145,11 @@ def main(model: LocalModel | None = None) -> list[dict[str, Any]]:
         rows = [run(agent, guard, request, f"demo-{i}") for i, request in enumerate(REQUESTS)]
         audited = len(guard.audit) if guard.audit is not None else 0
     for row in rows:
-        value = "-" if row["value"] is None else f"{row['value']:.1e}"
+        value = "-" if row["value"] is None else f"{row['value']:.2f}"
         print(f"{row['request']}\n    model called  {row['call']}\n"
-              f"    semgrad       {value} (threshold {POLICY['default']['threshold']['max_score']:g}"
-              f", higher = more uncertain)\n    decision      {row['action']}"
+              f"    p_error       {value} (threshold "
+              f"{POLICY['default']['threshold']['max_error_probability']:g}"
+              f", the probability that the call is wrong)\n    decision      {row['action']}"
               + (f" -> reviewer: {row['review']}" if row["review"] else "")
               + f"\n    tool message  [{row['status']}] {_short(row['result'])}\n")
     print(f"{audited} decisions in the audit trail; {time.perf_counter() - start:.1f} s")

@@ -7,7 +7,7 @@ LangChain integration uses; ``--policy FILE`` reads another one, matched by the 
 name):
 
 - an answerable question ("How much does the Northwind Trail 3 weigh?") is answered
-  from its passage with a low SemGrad score and **passes**;
+  from its passage with a low probability of error and **passes**;
 - an unanswerable one ("What is the name of the Northwind founder's dog?") scores
   higher, is **retried** with twice the passages and a rewritten query, stays
   uncertain, and is **escalated** to a review queue (SQLite, in a temporary folder).
@@ -15,28 +15,24 @@ name):
 Run it with ``python examples/llamaindex_rag.py`` (``HF_HUB_OFFLINE=1``; nothing is
 downloaded). Every LLM call is also recorded by an ``UncertaintyEventHandler``.
 
-How the threshold was chosen. The 135M model's raw SemGrad scores are small and vary
-with the prompt, so the threshold comes from scores measured on this very setup
-(greedy decoding, 24 new tokens, default anchor, CPU):
+How the threshold was chosen. The policy reads the learned probability of error
+(``score: auto``) that the default model's shipped profile computes from the one
+scoring pass; measured on this very setup (greedy decoding, 24 new tokens, CPU):
 
-=====================================================  ========  ===============
-question (answer given)                                passages  SemGrad
-=====================================================  ========  ===============
-Trail 3 weight ("... weighs 11 kilograms.", correct)   2, 4      6.5e-6, 6.5e-6
-founder's dog ("... a cat named Max.", made up)        2         1.67e-5
-founder's dog, retried with the rewritten query        4         2.27e-5
-frame warranty ("10 years", correct)                   2, 4      1.2e-5, 1.1e-5
-return window ("60 days" / "6", wrong)                 2, 4      4.4e-5, 7.1e-5
-van colour, 2018 race (unanswerable, made up)          2, 4      1.05e-5 .. 1.3e-5
-=====================================================  ========  ===============
+=====================================================  ========  =======
+question (answer given)                                passages  p_error
+=====================================================  ========  =======
+Trail 3 weight ("... weighs 11 kilograms.", correct)   2         0.46
+founder's dog ("... a cat named Max.", made up)        2         0.70
+founder's dog, retried with the rewritten query        4         0.72
+=====================================================  ========  =======
 
-``max_score: 9.0e-6`` lies between the answerable question (6.5e-6: the model copies
-its passage) and the unanswerable one (1.67e-5 and 2.27e-5), 1.4 and 1.9 times away
-from them. The warranty answer is correct yet scores over it: at this threshold the
-guard passes only near-verbatim answers, a fair trade for a 135M model, not a rule. On
-another model, or with a calibrated anchor, measure again (or fit a threshold with
-``semgrad-guard fit-thresholds``); integrations/llama-index/tests/test_example.py checks
-the outcome on every run.
+``max_error_probability: 0.6``, the threshold the README suggests for this model
+(it passes 33% of the calibration answers), lies 0.14 above the answerable question
+and 0.10 below the unanswerable one. The small model is wrong on two calibration
+answers in three, so its probabilities stay high; on another model, fit its profile
+on labelled questions (``semgrad-guard calibrate --labelled``) and pick the threshold
+again. integrations/llama-index/tests/test_example.py checks the outcome on every run.
 """
 
 from __future__ import annotations
@@ -90,13 +86,14 @@ MAX_NEW_TOKENS = 24
 POLICY_YAML = """\
 version: 1
 default:
-  threshold: {max_score: 9.0e-6}
+  score: auto                        # the learned probability of error
+  threshold: {max_error_probability: 0.6}
   actions: [abstain]
 chains:
   - name: rag
     match: {run_name: ["rag", "rag-*"]}
-    score: semgrad
-    threshold: {max_score: 9.0e-6}   # measured: see the table in llamaindex_rag.py
+    score: auto
+    threshold: {max_error_probability: 0.6}   # measured: see the table in llamaindex_rag.py
     actions:
       - type: retry_with_retrieval
         attempts: 1
@@ -108,13 +105,10 @@ chains:
 
 
 def example_llm(model: LocalModel | None = None) -> SemGradLLM:
-    """The default model, scored at the documented default anchor.
-
-    The anchor is pinned (``profile=None``) because the threshold above was measured
-    there: a calibrated profile, once cached, would move every score.
-    """
+    """The default model, scored with its shipped profile (which carries the learned
+    probability of error the policy reads)."""
     model = model or LocalModel.load()
-    return SemGradLLM(model, scorer=SemGradScorer(model, profile=None),
+    return SemGradLLM(model, scorer=SemGradScorer(model),
                       max_new_tokens=MAX_NEW_TOKENS)
 
 
@@ -138,7 +132,7 @@ def describe(question: str, response: Response, seconds: float) -> str:
         verdict = "within threshold" if a["passed"] else "uncertain"
         k = a["k"] if a["k"] is not None else "own"
         lines.append(f"   attempt {a['number']} (k={k}): {a['answer']!r}  "
-                     f"SemGrad {value} -> {verdict}")
+                     f"p_error {value} -> {verdict}")
     lines.append(f"   decision: {decision['action'].upper()} (rule {decision['rule']!r}, "
                  f"{seconds:.1f} s): {decision['reason']}")
     if decision["case_id"]:
@@ -172,10 +166,10 @@ def main(argv: Sequence[str] | None = None, *, llm: SemGradLLM | None = None
                 responses.append(response)
     finally:
         handler.detach()
-    scored = [f"{r.score:.3g}" if r.score is not None else "unscored"
+    scored = [f"{r.scores['learned']:.2f}" if "learned" in r.scores else "unscored"
               for r in handler.records]
     print(f"LLM calls seen by the event handler: {len(handler.records)}; "
-          f"SemGrad scores: {', '.join(scored)}")
+          f"probabilities of error: {', '.join(scored)}")
     return responses
 
 

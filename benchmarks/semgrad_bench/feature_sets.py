@@ -59,9 +59,6 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "likelihood+grad_summary": LIKELIHOOD + GRADIENT_SUMMARY,
     "likelihood+grad_per_layer": LIKELIHOOD + GRADIENT_SUMMARY + GRADIENT_PER_LAYER,
 }
-#: Heavy-tailed features enter on a log scale (``nll_per_token`` does not: it is a mean
-#: of log-probabilities already).
-LOGGED_PREFIXES = ("grad_", "semgrad", "objective", "nll", "answer_tokens", "max_token_nll")
 
 
 @dataclass
@@ -89,26 +86,9 @@ class LabelledSet:
         except ValueError:
             raise ConfigError(f"{self.name}: no feature {name!r} in the features file") from None
 
-    def column(self, name: str) -> FloatArray:
-        """A named feature as a model sees it: ``grad_<n>_mean/<offset>`` is the mean over
-        the gradient layers of ``grad_<n>/<offset>/<layer>``; heavy-tailed features are
-        logged."""
-        if name.startswith(("grad_l1_mean/", "grad_l2_mean/")):
-            norm, offset = name.split("_mean/")
-            v = np.mean([self.raw(f"{norm}/{offset}/{layer}") for layer in GRADIENT_LAYERS],
-                        axis=0)
-        else:
-            v = self.raw(name)
-        if name.startswith(LOGGED_PREFIXES) and name != "nll_per_token":
-            v = np.log(np.maximum(v, 1e-12))
-        return np.asarray(v, dtype=np.float64)
-
     def rows(self) -> list[dict[str, float]]:
         """Every answer's features as the scorer gives them (``UncertaintyScore.features``)."""
         return [dict(zip(self.names, map(float, row), strict=True)) for row in self.features]
-
-    def matrix(self, names: tuple[str, ...]) -> FloatArray:
-        return np.column_stack([self.column(n) for n in names])
 
     def semgrad(self, offset: int, layers: tuple[int, ...], norm: str = "l1",
                 normalisation: str = "mean") -> FloatArray:
@@ -147,7 +127,3 @@ def save_set(folder: str | os.PathLike[str], labelled: LabelledSet) -> Path:
     np.savez_compressed(path, **arrays)
     return path
 
-
-def design(sets: list[LabelledSet], feature_set: str) -> FloatArray:
-    """The stacked feature matrix of ``sets`` for one named feature set."""
-    return np.vstack([s.matrix(FEATURE_SETS[feature_set]) for s in sets])

@@ -2,11 +2,13 @@
 
 Everything that is fitted or chosen (the learned scores, their regularisation and
 probability maps, the best single SemGrad configuration) uses the calibration splits only;
-the evaluation splits are only scored. For each evaluation set (SciQ, TruthfulQA, the
-RAG-style set) the report gives every row's AUROC with a bootstrap 95% interval, paired
-bootstrap differences between the learned score and its rivals, the gradient ablation,
-cross-dataset transfer, the quality of the probability (ECE, reliability plot), AUROC
-within answer-length thirds, and ROC plots. Writes ``report.md``, ``report.json`` and PNGs.
+the evaluation splits are only scored. Every learned score is the library's own fit
+(``semgrad_guard.calibration.learned.fit_learned_score``), read as the guard reads it.
+For each evaluation set (SciQ, TruthfulQA, the RAG-style set) the report gives every
+row's AUROC with a bootstrap 95% interval, paired bootstrap differences between the
+learned score and its rivals, the gradient ablation, cross-dataset transfer, the quality
+of the probability (ECE, reliability plot), AUROC within answer-length thirds, and ROC
+plots. Writes ``report.md``, ``report.json`` and PNGs.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 from tqdm.auto import tqdm
+
+from semgrad_guard.calibration.learned import C_GRID, LearnedFit, fit_learned_score
+from semgrad_guard.scoring.learned import ErrorEstimate
 
 from .feature_sets import (
     DEFAULT_ANCHOR,
@@ -30,10 +36,8 @@ from .feature_sets import (
     PROFILE_ANCHOR,
     FloatArray,
     LabelledSet,
-    design,
     load_set,
 )
-from .learned_fit import LearnedScore
 from .metrics import (
     bootstrap_auroc,
     expected_calibration_error,
@@ -65,7 +69,8 @@ CONTROL = "likelihood-only regression control (4 features, same recipe)"
 CONTROL_IN_DOMAIN = "likelihood-only regression control (4 features, this set's calibration)"
 ABLATION = "learned without gradient (7 likelihood features, same recipe)"
 PER_LAYER = "learned with per-layer gradients (same recipe)"
-FALLBACK = "calibrated per-token NLL (fallback)"
+FALLBACK = "calibrated per-token NLL (the shipped score's fallback)"
+LEARNED_MODEL = "learned score, model only (no out-of-domain fallback)"
 SEMGRAD = f"SemGrad (profile anchor {PROFILE_ANCHOR}, layers 15-29)"
 SEMGRAD_DEFAULT = f"SemGrad (default anchor {DEFAULT_ANCHOR}, layers 15-29)"
 
@@ -89,31 +94,50 @@ def _pool(sets: Iterable[LabelledSet]) -> tuple[list[LabelledSet], np.ndarray, n
 
 @dataclass
 class Fitted:
-    """A learned score fitted on calibration sets, read on any labelled set."""
+    """A learned score fitted by the library on calibration sets, read on any labelled
+    set. ``probability`` is what the guard acts on: the model's probability of error, or
+    the fallback's (calibrated per-token NLL) on answers its detector finds out of
+    domain; ``model_probability`` never falls back."""
 
     feature_set: str
-    model: LearnedScore
+    fitted: LearnedFit
+    isotonic: IsotonicRegression
 
     @property
     def C(self) -> float:
-        return self.model.C
+        return self.fitted.score.C
 
     @property
     def cv_scores(self) -> dict[float, float]:
-        return self.model.cv_scores
+        return self.fitted.C_scores
 
     def decision(self, s: LabelledSet) -> FloatArray:
-        return self.model.decision(design([s], self.feature_set))
+        return np.asarray(self.fitted.score.decision(s.rows()), dtype=np.float64)
 
-    def probability(self, s: LabelledSet, method: str = "platt") -> FloatArray:
-        return self.model.error_probability(design([s], self.feature_set), method)
+    def estimates(self, s: LabelledSet) -> list[ErrorEstimate]:
+        return [self.fitted.score.estimate(r) for r in s.rows()]
+
+    def probability(self, s: LabelledSet, method: str = "shipped") -> FloatArray:
+        if method == "isotonic":
+            return np.asarray(self.isotonic.predict(self.decision(s)), dtype=np.float64)
+        return np.array([e.probability if method == "shipped" else
+                         e.model_probability if method == "model" else
+                         e.fallback_probability for e in self.estimates(s)])
 
 
 def fit(sets: Iterable[LabelledSet], feature_set: str, balanced: bool,
-        C: float | None = None) -> Fitted:
-    parts, wrong, populations = _pool(sets)
-    return Fitted(feature_set, LearnedScore(balanced=balanced).fit(
-        design(parts, feature_set), wrong, populations, C))
+        grid: Sequence[float] = C_GRID, folds: int = 5) -> Fitted:
+    """The library's fit (``fit_learned_score``), with the populations as its domains,
+    ``C`` chosen from ``grid`` and ``folds`` cross-validation folds."""
+    parts = list(sets)
+    rows = [r for s in parts for r in s.rows()]
+    wrong = [bool(w) for s in parts for w in s.wrong]
+    populations = [str(p) for s in parts for p in s.population]
+    fitted = fit_learned_score(rows, wrong, populations, features=FEATURE_SETS[feature_set],
+                               balanced=balanced, grid=grid, folds=folds)
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
+        fitted.out_of_fold, np.asarray(wrong, dtype=np.float64))
+    return Fitted(feature_set, fitted, isotonic)
 
 
 # -- (a) the best single SemGrad configuration, on calibration data only -----------------
@@ -172,33 +196,44 @@ def _fmt(e: dict[str, float]) -> str:
 
 
 def evaluate(data: Data, resamples: int = 2000, output: Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, grid: Sequence[float] = C_GRID, folds: int = 5
+             ) -> dict[str, Any]:
     steps = tqdm(total=4 + 2 * len(SETS), desc="learned-score report", unit="step",
                  disable=not progress)
     cal = list(data.calibration.values())
     best, best_info = best_semgrad_config(data.calibration)
     steps.update()
     models = {
-        LEARNED: fit(cal, *SHIPPED),
-        ABLATION: fit(cal, "likelihood", True),
-        CONTROL: fit(cal, "likelihood_control", True),
-        PER_LAYER: fit(cal, "likelihood+grad_per_layer", True),
-        FALLBACK: fit(cal, "nll_per_token", False, C=1e6),
+        LEARNED: fit(cal, *SHIPPED, grid=grid, folds=folds),
+        ABLATION: fit(cal, "likelihood", True, grid=grid, folds=folds),
+        CONTROL: fit(cal, "likelihood_control", True, grid=grid, folds=folds),
+        PER_LAYER: fit(cal, "likelihood+grad_per_layer", True, grid=grid, folds=folds),
     }
-    in_domain = {d: fit([data.calibration[d]], "likelihood_control", False) for d in SETS}
+    in_domain = {d: fit([data.calibration[d]], "likelihood_control", False, grid=grid,
+                        folds=folds) for d in SETS}
     steps.update()
     report: dict[str, Any] = {
         "fitted_on": {d: {"answers": len(s), "wrong": int(s.wrong.sum())}
                       for d, s in data.calibration.items()},
         "shipped": {"features": SHIPPED[0], "balanced_weights": SHIPPED[1],
                     "feature_names": list(FEATURE_SETS[SHIPPED[0]]),
-                    "C": models[LEARNED].C, "cv_auroc_by_C": models[LEARNED].cv_scores},
+                    "C": models[LEARNED].C, "cv_auroc_by_C": models[LEARNED].cv_scores,
+                    "primary": models[LEARNED].fitted.score.primary,
+                    "nested_cv_auroc": models[LEARNED].fitted.cv_auroc,
+                    "out_of_domain_threshold": models[LEARNED].fitted.score.detector.threshold},
+        "primary_of_each_fit": {name: m.fitted.score.primary for name, m in models.items()},
         "best_semgrad_configuration": best_info, "resamples": resamples, "sets": {}}
     probabilities: dict[str, dict[str, FloatArray]] = {}
     for d in SETS:
         s = data.evaluation[d]
-        probs = {name: m.probability(s) for name, m in models.items()}
-        probs[CONTROL_IN_DOMAIN] = in_domain[d].probability(s)
+        # The shipped score as the guard reads it (out-of-domain answers fall back); the
+        # other fits by their model alone, so that feature sets are compared as models.
+        probs = {name: m.probability(s, "shipped" if name == LEARNED else "model")
+                 for name, m in models.items()}
+        probs[LEARNED_MODEL] = models[LEARNED].probability(s, "model")
+        probs[FALLBACK] = models[LEARNED].probability(s, "fallback")
+        probs[CONTROL_IN_DOMAIN] = in_domain[d].probability(s, "model")
+        flagged = float(np.mean([e.out_of_domain for e in models[LEARNED].estimates(s)]))
         probabilities[d] = probs
         rows: dict[str, FloatArray] = {**probs, **fixed_rows(s, best)}
         estimates = {name: _estimate(v, s, resamples) for name, v in rows.items()}
@@ -226,6 +261,7 @@ def evaluate(data: Data, resamples: int = 2000, output: Path | None = None,
             "populations": sorted(set(s.population.tolist())),
             "rows": estimates, "best_likelihood_only": best_like, "paired": paired,
             "ece": ece, "mean_predicted_error": float(probs[LEARNED].mean()),
+            "out_of_domain_share": flagged,
             "observed_error": float(s.wrong.mean()),
             "reliability": [asdict(b) for b in reliability_bins(probs[LEARNED], s.correct)],
             "length_thirds": thirds}
@@ -237,7 +273,8 @@ def evaluate(data: Data, resamples: int = 2000, output: Path | None = None,
                      s.correct, output / f"roc_{d}.png",
                      f"{LABELS[d]} evaluation ({len(s)} answers, {s.wrong.mean():.0%} wrong)")
         steps.update()
-    report["transfer"] = transfer(data, resamples=min(resamples, 1000), progress=progress)
+    report["transfer"] = transfer(data, resamples=min(resamples, 1000), progress=progress,
+                                  grid=grid, folds=folds)
     steps.update()
     if output is not None:
         from .plots import plot_reliability
@@ -256,14 +293,15 @@ TRANSFER_TRAINING = {"SciQ cal": ("sciq",), "TruthfulQA cal": ("truthfulqa",),
 TRANSFER_FEATURES = ("likelihood_control", "likelihood", "likelihood+grad_summary")
 
 
-def transfer(data: Data, resamples: int = 1000, progress: bool = True) -> dict[str, Any]:
+def transfer(data: Data, resamples: int = 1000, progress: bool = True,
+             grid: Sequence[float] = C_GRID, folds: int = 5) -> dict[str, Any]:
     """Fit each feature set (the shipped recipe: balanced weights, C by CV on the training
     answers) on each combination of calibration splits, score every evaluation set."""
     out: dict[str, Any] = {}
     cells = list(itertools.product(TRANSFER_FEATURES, TRANSFER_TRAINING.items()))
     for feature_set, (label, trained_on) in tqdm(cells, desc="transfer", unit="fit",
                                                    disable=not progress):
-        model = fit([data.calibration[d] for d in trained_on], feature_set, True)
+        model = fit([data.calibration[d] for d in trained_on], feature_set, True, grid, folds)
         out[f"{feature_set} | {label}"] = {
             "features": feature_set, "fitted_on": list(trained_on), "C": model.C,
             "auroc": {d: _estimate(model.decision(s), s, resamples)
@@ -303,7 +341,16 @@ def markdown(r: dict[str, Any], command: str) -> str:
          f"Shipped learned score: logistic regression on `{r['shipped']['features']}` "
          f"({len(r['shipped']['feature_names'])} features, balanced population x class "
          f"weights, C={r['shipped']['C']:g} chosen by cross-validation), Platt map on "
-         "out-of-fold decisions.", "",
+         "out-of-fold decisions, fitted by the library's `fit_learned_score` "
+         "(semgrad_guard.calibration.learned) with the four source populations as domains. "
+         "Out-of-domain answers (Mahalanobis distance above the 99th percentile of the "
+         "calibration answers' out-of-fold distances) take the fallback's probability, as "
+         "the guard does; the fit's primary score: "
+         f"`{r['shipped']['primary']}` (the other fits are read by their model alone; the "
+         "library would ship the fallback for a fit whose nested-CV worst domain is below "
+         "the fallback's: " + ", ".join(f"{k}: {v}" for k, v in r["primary_of_each_fit"].items())
+         + "). Share of evaluation answers out of domain: " + ", ".join(
+             f"{LABELS[d]} {r['sets'][d]['out_of_domain_share']:.1%}" for d in SETS) + ".", "",
          "## Headline", "", f"| score | {head} |", "|---|---|---|---|"]
     for label, key in headline_rows(r):
         cells = []
@@ -325,7 +372,7 @@ def markdown(r: dict[str, Any], command: str) -> str:
         L.append(f"| {label} | " + " | ".join(cells) + " |")
     L += ["", "## Gradient ablation (AUROC [95% CI])", "", f"| fitted score | "
           f"{' | '.join(LABELS[d] for d in SETS)} |", "|---|---|---|---|"]
-    for name in (LEARNED, ABLATION, PER_LAYER, CONTROL, FALLBACK):
+    for name in (LEARNED, LEARNED_MODEL, ABLATION, PER_LAYER, CONTROL, FALLBACK):
         L.append(f"| {name} | " + " | ".join(_fmt(sets[d]["rows"][name]) for d in SETS) + " |")
     L += ["", "## Cross-dataset transfer (AUROC [95% CI] on the evaluation splits)", "",
           "Balanced weights and C by cross-validation on the training splits, as shipped. "

@@ -160,6 +160,13 @@ class Threshold(_Strict):
             raise ValueError("give exactly one of max_score and max_error_probability")
         return self
 
+    @property
+    def limit(self) -> float:
+        """The number an answer's value is held to: ``max_score``, or
+        ``max_error_probability`` for a rule that speaks probabilities."""
+        return self.max_score if self.max_score is not None \
+            else float(self.max_error_probability or 0.0)
+
     def error_probability(self, value: float) -> float | None:
         """The calibrated probability of error of a score, when a calibration is stored."""
         return None if self.calibration is None else self.calibration.error_probability(value)

@@ -101,7 +101,8 @@ class SemGradScorer:
     it came from the robust fallback; it needs the profile's own anchor.
 
     ``max_response_tokens`` bounds the answers scored (memory grows linearly with the
-    answer; ``benchmarks/scoring_memory.py`` measures it); longer ones raise
+    answer: about 1.5 MiB per token on the default model, measured by
+    ``benchmarks/scoring_memory.py``); longer ones raise
     ``ResponseTooLongError``.
     ``None`` lifts the bound.
     """

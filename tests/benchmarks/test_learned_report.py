@@ -11,14 +11,12 @@ import pytest
 
 from semgrad_bench import learned_report
 from semgrad_bench.feature_sets import (
-    FEATURE_SETS,
     GRADIENT_LAYERS,
     OFFSETS,
     LabelledSet,
     load_set,
     save_set,
 )
-from semgrad_bench.learned_fit import LearnedScore, balanced_weights
 from semgrad_bench.pass_features import pack
 from semgrad_guard.errors import ConfigError
 
@@ -26,6 +24,11 @@ NAMES = ["nll", "nll_per_token", "mean_entropy", "max_entropy", "max_token_nll",
          "answer_tokens", "semgrad", "semgrad_sum", "objective_mean", "objective_sum",
          *(f"grad_{n}/{k}/{layer}" for n in ("l1", "l2") for k in OFFSETS
            for layer in GRADIENT_LAYERS)]
+
+
+#: Two C values and three folds keep the tests quick (each fit cross-validates every C,
+#: nested) and still make the choice of C a real one.
+FIT = {"grid": (0.01, 1.0), "folds": 3}
 
 
 def synthetic(name: str, n: int, seed: int, populations: tuple[str, ...]) -> LabelledSet:
@@ -72,29 +75,14 @@ def test_pack_reads_the_answers_file(tmp_path):
     assert s.raw("grad_l1/-1/15").tolist() == [0.0, 2.0, 4.0, 6.0]
 
 
-def test_balanced_weights_equalise_population_class_cells():
-    wrong = np.array([1, 1, 1, 0, 1, 0, 0, 0])
-    pops = np.array(["a"] * 4 + ["b"] * 4)
-    w = balanced_weights(wrong, pops)
-    assert w.sum() == pytest.approx(len(w))
-    totals = {(p, c): w[(pops == p) & (wrong == c)].sum() for p in "ab" for c in (0, 1)}
-    assert len({round(v, 9) for v in totals.values()}) == 1
-
-
-def test_fit_recovers_the_planted_signal():
-    s = synthetic("sciq-calibration", 400, 1, ("sciq",))
-    X = s.matrix(FEATURE_SETS["likelihood"])
-    model = LearnedScore().fit(X, s.wrong, s.population)
-    weights = model.model.model.coef_[0]  # type: ignore[union-attr]
-    assert np.argmax(np.abs(weights)) == FEATURE_SETS["likelihood"].index("nll_per_token")
-    p = model.error_probability(X)
-    assert ((p > 0) & (p < 1)).all()
-    assert abs(p.mean() - s.wrong.mean()) < 0.05
-
-
-def test_report_finds_the_signal_and_ignores_evaluation_labels(features, tmp_path):
+def test_report_finds_the_signal_and_ignores_evaluation_labels(features, tmp_path, monkeypatch):
+    # Transfer from two training combinations (of five) keeps every transfer row's code
+    # path and a third of the fits.
+    training = dict(list(learned_report.TRANSFER_TRAINING.items())[::4])
+    monkeypatch.setattr(learned_report, "TRANSFER_TRAINING", training)
     data = learned_report.load(features)
-    report = learned_report.evaluate(data, resamples=50, output=tmp_path, progress=False)
+    report = learned_report.evaluate(data, resamples=20, output=tmp_path, progress=False,
+                                     **FIT)
     truth = 0.760  # Phi(1 / sqrt 2): the planted per-token NLL signal
     for d in learned_report.SETS:
         rows = report["sets"][d]["rows"]
@@ -105,7 +93,7 @@ def test_report_finds_the_signal_and_ignores_evaluation_labels(features, tmp_pat
     for name in ("reliability.png", "roc_sciq.png", "roc_truthfulqa.png", "roc_rag.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     learned_report.write(report, tmp_path, "semgrad-bench learned-score ...")
-    assert json.loads((tmp_path / "report.json").read_text())["resamples"] == 50
+    assert json.loads((tmp_path / "report.json").read_text())["resamples"] == 20
     text = (tmp_path / "report.md").read_text()
     assert "## Headline" in text and "## Cross-dataset transfer" in text
     # Shuffling the evaluation labels moves no fitted number: the learned probabilities,
@@ -113,9 +101,18 @@ def test_report_finds_the_signal_and_ignores_evaluation_labels(features, tmp_pat
     for d in learned_report.SETS:
         s = data.evaluation[d]
         s.correct = np.random.default_rng(7).permutation(s.correct)
-    again = learned_report.evaluate(data, resamples=10, progress=False)
+    monkeypatch.setattr(learned_report, "TRANSFER_TRAINING", {})  # the same fit, skipped here
+    again = learned_report.evaluate(data, resamples=10, progress=False, **FIT)
     assert again["shipped"]["C"] == report["shipped"]["C"]
     assert again["best_semgrad_configuration"]["config"] == \
         report["best_semgrad_configuration"]["config"]
     assert again["sets"]["sciq"]["mean_predicted_error"] == \
         report["sets"]["sciq"]["mean_predicted_error"]
+
+
+def test_shipped_row_is_the_library_scores_probability(features):
+    data = learned_report.load(features)
+    model = learned_report.fit(list(data.calibration.values()), *learned_report.SHIPPED, **FIT)
+    s = data.evaluation["truthfulqa"]
+    expected = [model.fitted.score.error_probability(row) for row in s.rows()]
+    assert model.probability(s).tolist() == pytest.approx(expected)

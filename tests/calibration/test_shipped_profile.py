@@ -53,6 +53,7 @@ def test_the_documented_thresholds_agree_with_the_profile(shipped: ModelProfile)
     assert "max_error_probability 0.6 passes {}% of them, with {}% wrong".format(*pct("0.6")) \
         in example
     assert "(0.7: {}%, {}% wrong)".format(*pct("0.7")) in example
+    assert "0.5 passes {}% of the calibration answers".format(pct("0.5")[0]) in example
     text = " ".join(README.split())
     assert "`max_error_probability: 0.6` passes {}% of them with {}% wrong".format(
         *pct("0.6")) in text

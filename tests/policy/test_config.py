@@ -31,7 +31,8 @@ def test_the_example_file_loads() -> None:
     assert rag.threshold.calibration is not None and rag.threshold.calibration.transform == "log"
     # keys the chain leaves out come from the default rule
     assert rag.on_score_failure == "fail_closed" and rag.score == "semgrad"
-    assert p.rule("agent-tools").score == "hybridgrad"
+    tools = p.rule("agent-tools")
+    assert tools.score == "auto" and tools.threshold.max_error_probability == 0.5
 
 
 def test_rules_match_by_run_name_tags_and_metadata_first_match_wins() -> None:
@@ -161,3 +162,10 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 def test_unknown_chain_name() -> None:
     with pytest.raises(ConfigError, match="no rule named 'x'; known: default"):
         PolicyConfig.from_dict(policy()).rule("x")
+
+
+def test_a_thresholds_limit_is_the_number_it_holds_values_to() -> None:
+    from semgrad_guard.policy.config import Threshold
+
+    assert Threshold(max_score=0.2).limit == 0.2
+    assert Threshold(max_error_probability=0.4).limit == 0.4

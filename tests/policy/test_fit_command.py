@@ -54,7 +54,7 @@ def test_fit_writes_the_chain_threshold_and_keeps_the_rest_of_the_file(
     assert "# semgrad-guard policy file." in text  # comments kept
     assert "A specialist will review this answer" in text
     assert "# A calibrated probability of error on a raw score" in text
-    assert "score: hybridgrad" in text
+    assert "max_error_probability: 0.5      # stricter than for answers" in text
     assert text.count("score: semgrad") == EXAMPLE.read_text().count("score: semgrad"), \
         "no score key is added where it is inherited"
     fitted = load_policy(policy)

@@ -366,7 +366,7 @@ class SemGradCallbackHandler(GenerationTracker):
         return ScoredGeneration(
             run_id=captured.run_id, question=captured.question, text=text,
             score=decision.score, method=rule.score, value=decision.value,
-            threshold=rule.threshold.max_score, passed=decision.passed,
+            threshold=rule.threshold.limit, passed=decision.passed,
             retokenized=bool(decision.score is not None and decision.score.retokenized),
             source=source, error=None if chosen is None else chosen.error,
             rule=decision.rule if self.policy is not None else None,

@@ -153,7 +153,7 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
                 "name": call["name"], "args": call["args"], "action": decision.action,
                 "rule": decision.rule, "reason": decision.reason, "case_id": decision.case_id,
                 "message": decision.answer, "value": decision.value, "method": rule.score,
-                "threshold": rule.threshold.max_score}
+                "threshold": rule.threshold.limit}
         return {
             "method": None if score is None else score.method,
             "value": None if score is None else score.value,

@@ -46,14 +46,15 @@ def test_agent_example_allows_blocks_and_escalates(default_lm: Any,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     example = _load("langchain_agent")
     allowed, blocked, escalated = example.main(default_lm)
-    threshold = example.POLICY["default"]["threshold"]["max_score"]
+    threshold = example.POLICY["default"]["threshold"]["max_error_probability"]
+    assert example.POLICY["default"]["score"] == "auto"
     assert (allowed["action"], allowed["status"]) == ("pass", "success")
-    assert allowed["value"] < threshold / 1.5
+    assert allowed["value"] < threshold - 0.005  # the documented margins
     assert allowed["result"] == "The Hobbit is renewed until 12 June."
     assert (blocked["action"], blocked["status"]) == ("abstain", "error")
-    assert blocked["value"] > threshold * 1.5
+    assert blocked["value"] > threshold + 0.01
     assert "Ask the user which book they mean." in blocked["result"]
     assert escalated["action"] == "escalate" and escalated["status"] == "success"
-    assert escalated["value"] > threshold * 1.5
+    assert escalated["value"] > threshold + 0.05
     assert "sam@harborlane.org" in escalated["result"]
     assert "3 decisions in the audit trail" in capsys.readouterr().out

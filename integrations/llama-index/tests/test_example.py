@@ -34,8 +34,9 @@ def test_rag_example_passes_the_answerable_and_escalates_the_unanswerable(
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     example = load_example()
-    threshold = yaml.safe_load(example.POLICY_YAML)["chains"][0]["threshold"]["max_score"]
-    assert threshold == 9.0e-6  # the value measured in the example's docstring
+    rule = yaml.safe_load(example.POLICY_YAML)["chains"][0]
+    threshold = rule["threshold"]["max_error_probability"]
+    assert rule["score"] == "auto" and threshold == 0.6  # the README's, see the docstring
 
     answerable, unanswerable = example.main([], llm=example.example_llm(default_lm))
 
@@ -44,13 +45,14 @@ def test_rag_example_passes_the_answerable_and_escalates_the_unanswerable(
     assert passed["rule"] == "rag" and len(passed["attempts"]) == 1
     assert "11 kilograms" in answerable.response
     assert answerable.metadata["semgrad"]["retokenized"] is False
-    assert answerable.metadata["semgrad"]["value"] <= threshold
+    assert passed["attempts"][0]["value"] < threshold - 0.1  # the documented margins
+    assert answerable.metadata["semgrad"]["out_of_domain"] is False
 
     escalated = unanswerable.metadata["guard_decision"]
     assert escalated["action"] == "escalate" and escalated["case_id"]
     assert [a["k"] for a in escalated["attempts"]] == [None, 4]
     assert [len(a["context"]) for a in escalated["attempts"]] == [2, 4]
-    assert all(a["value"] > threshold for a in escalated["attempts"])
+    assert all(a["value"] > threshold + 0.08 for a in escalated["attempts"])
     assert escalated["attempts"][1]["query"].endswith("Answer only from the passages.")
     assert unanswerable.response.startswith("A support specialist")
 
