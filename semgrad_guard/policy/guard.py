@@ -179,7 +179,9 @@ class Guard:
     def from_policy(cls, policy: Guard | PolicyConfig | Mapping[str, Any] | str | Path,
                     *, scorer: Scorer | Mapping[str, Scorer] | None = None, model: Any = None,
                     audit: AuditTrail | str | Path | None = None,
-                    review_queue: Any = None) -> Guard:
+                    review_queue: Any = None,
+                    handlers: Mapping[str, Callable[..., Any]] | None = None,
+                    handler_modules: Sequence[str] = ()) -> Guard:
         """The guard of a policy given any way a user holds one: a policy file's path, its
         dict, a :class:`PolicyConfig`, or a ready :class:`Guard` (returned as it is).
 
@@ -187,6 +189,8 @@ class Guard:
         :meth:`from_model` does; else ``scorer`` scores. ``audit`` is an
         :class:`AuditTrail` or the path of its SQLite file. A ready guard brings its own
         scorer, audit trail and review queue, so giving those too is an error.
+        ``handlers`` / ``handler_modules`` are the code a path's or dict's ``custom``
+        actions may call, as for :func:`load_policy`.
 
         >>> guard = Guard.from_policy({"version": 1, "default": {
         ...     "threshold": {"max_score": 0.5}}})
@@ -204,9 +208,10 @@ class Guard:
         if isinstance(policy, PolicyConfig):
             config = policy
         elif isinstance(policy, str | Path):
-            config = load_policy(policy)
+            config = load_policy(policy, handlers=handlers, handler_modules=handler_modules)
         elif isinstance(policy, Mapping):
-            config = PolicyConfig.from_dict(policy)
+            config = PolicyConfig.from_dict(policy, handlers=handlers,
+                                            handler_modules=handler_modules)
         else:
             raise ConfigError(f"policy must be a file path, a dict, a PolicyConfig or a Guard, "
                               f"got {type(policy).__name__}")

@@ -143,3 +143,19 @@ def test_a_policy_only_edited_is_validated_without_resolving_handlers() -> None:
     policy = PolicyConfig.from_dict(data, check_handlers=False)
     with pytest.raises(ConfigError, match="not resolved"):
         policy.default.actions[0].function  # type: ignore[union-attr]  # noqa: B018
+
+
+def test_a_guard_from_a_policy_file_or_dict_takes_the_applications_handlers(
+        tmp_path: Path) -> None:
+    from semgrad_guard import Guard
+
+    data = {"version": 1, "default": {"threshold": {"max_score": 0.1},
+                                      "actions": [{"type": "custom", "handler": "fallback"}]}}
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\ndefault:\n  threshold: {max_score: 0.1}\n"
+                    "  actions: [{type: custom, handler: fallback}]\n")
+    for policy in (data, path):
+        with pytest.raises(ConfigError, match="not allowed"):
+            Guard.from_policy(policy)
+        guard = Guard.from_policy(policy, handlers={"fallback": fallback})
+        assert guard.policy.default.actions[0].function is fallback  # type: ignore[union-attr]
