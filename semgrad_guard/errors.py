@@ -19,6 +19,7 @@
     │   ├── TokenizerMismatchError  a tokenizer that is not the model's (special tokens,
     │   │                           vocabulary fingerprint, ids outside the embedding)
     │   └── RemoteScoringError      the scoring service could not be reached or refused
+    │       └── ServiceVersionError the service's wire format is older than the request's
     ├── CalibrationError            the anchor search or a threshold fit cannot run
     │   └── DegenerateDataError     labelled data a fit cannot learn from (one class, ...)
     ├── ReviewError                 the human review queue cannot do what was asked
@@ -124,6 +125,11 @@ class RemoteScoringError(ScoringError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServiceVersionError(RemoteScoringError):
+    """The scoring service speaks an older wire format than the request needs (a
+    service before wire version 2 cannot take a question in its model's prompt format)."""
 
 
 class CalibrationError(SemGradGuardError):

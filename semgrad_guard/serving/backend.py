@@ -11,7 +11,7 @@ from ..errors import ScoringError, SemGradGuardError
 from ..model.identity import ModelIdentity
 from ..scoring.result import UncertaintyScore
 from .served import ServedAnswer, served_response_ids
-from .wire import ScoreItem
+from .wire import WIRE_VERSION, ScoreItem
 
 Outcome = UncertaintyScore | SemGradGuardError
 
@@ -45,12 +45,12 @@ class ItemScorer:
         return {"model": self.model.name, "method": self.scorer.method,
                 "anchor_offset": anchor.offset, "layers": list(anchor.layers),
                 "anchor_source": anchor.source, "profile_id": anchor.profile_id,
-                "identity": self.identity().to_dict()}
+                "identity": self.identity().to_dict(), "wire_version": WIRE_VERSION}
 
     def _row(self, item: ScoreItem) -> tuple[list[int], list[int], bool]:
         if item.kind == "ids":
             return list(item.prompt_ids or []), list(item.response_ids or []), False
-        prompt_ids = self.model.prompt_ids(item.messages)
+        prompt_ids = self.model.prompt_ids(item.prompt)
         if item.kind == "served":
             ids = served_response_ids(self.model, ServedAnswer.from_dict(item.served or {}))
             if ids is not None:

@@ -6,13 +6,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError, RemoteScoringError
+from ..errors import ConfigError, RemoteScoringError, ServiceVersionError
 from ..model.generation import Generation
 from ..model.identity import ModelIdentity
-from ..model.prompts import Prompt, as_messages
+from ..model.prompts import Prompt, QAPrompt, as_messages
 from ..scoring.result import SCORE_NAMES, UncertaintyScore
 from .served import ServedAnswer
-from .wire import MAX_ITEMS, error_from_dict, score_from_dict
+from .wire import MAX_ITEMS, WIRE_VERSION, error_from_dict, score_from_dict
 
 #: Environment variable holding the service token (client and ``serve-scorer``).
 TOKEN_ENV = "SEMGRAD_GUARD_SCORER_TOKEN"
@@ -71,14 +71,17 @@ class RemoteScorer:
         return self.score_batch([generation])[0]
 
     def score_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
-        """Score an answer known only as text; the service re-tokenises it (flagged)."""
-        [score] = self._post([{"messages": as_messages(prompt), "answer": response}])
+        """Score an answer known only as text; the service re-tokenises it (flagged).
+
+        A :class:`~semgrad_guard.QAPrompt` travels as its question, and the service asks
+        it in its model's prompt format (a base model's plain prompt included), so the
+        score is the one its scorer would give in process."""
+        [score] = self._post([_text_item(prompt, response)])
         return score
 
     def score_served(self, prompt: Prompt, served: ServedAnswer) -> UncertaintyScore:
         """Score an answer a model server generated, from its tokens where they map."""
-        [score] = self._post([{"messages": as_messages(prompt), "answer": served.text,
-                               "served": served.to_dict()}])
+        [score] = self._post([_text_item(prompt, served.text, served.to_dict())])
         return score
 
     def identity(self) -> ModelIdentity:
@@ -116,7 +119,7 @@ class RemoteScorer:
 
     async def ascore_text(self, prompt: Prompt, response: str) -> UncertaintyScore:
         """The async twin of :meth:`score_text`."""
-        [score] = await self._apost([{"messages": as_messages(prompt), "answer": response}])
+        [score] = await self._apost([_text_item(prompt, response)])
         return score
 
     # -- the wire ---------------------------------------------------------------------------
@@ -137,6 +140,13 @@ class RemoteScorer:
         if response.status_code != 200:
             error = (data or {}).get("error") if isinstance(data, dict) else None
             detail = error.get("message") if isinstance(error, dict) else response.text[:200]
+            if response.status_code == 422 and _refuses_questions(str(detail)):
+                raise ServiceVersionError(
+                    f"the scoring service at {self.url} predates wire version "
+                    f"{WIRE_VERSION}: it cannot ask a QAPrompt's question in its model's "
+                    f"prompt format; upgrade the service, or send chat messages "
+                    f"(qa_prompt(q).chat_messages()) if its model is a chat model",
+                    status=422)
             raise RemoteScoringError(f"scoring service at {self.url} answered "
                                      f"{response.status_code}: {detail}",
                                      status=response.status_code)
@@ -176,6 +186,23 @@ class RemoteScorer:
             raise RemoteScoringError(f"scoring service at {self.url} unreachable: "
                                      f"{type(exc).__name__}: {exc}") from exc
         return self._scores(self._json(response), len(items))
+
+
+def _refuses_questions(detail: str) -> bool:
+    """Whether a 422 is a service of wire version 1 refusing a ``question`` field."""
+    return "question" in detail and "extra" in detail.lower()
+
+
+def _text_item(prompt: Prompt, answer: str, served: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """A text item: a QAPrompt as its question (the service asks it in its model's
+    format), any other prompt as chat messages."""
+    item: dict[str, Any] = ({"question": prompt.question} if isinstance(prompt, QAPrompt)
+                            else {"messages": as_messages(prompt)})
+    item["answer"] = answer
+    if served is not None:
+        item["served"] = served
+    return item
 
 
 def _ids_item(item: Generation | tuple[Sequence[int], Sequence[int]]) -> dict[str, Any]:

@@ -9,17 +9,18 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from semgrad_guard import SemGradScorer, UncertaintyScore
+from semgrad_guard import SemGradScorer, UncertaintyScore, qa_prompt
 from semgrad_guard.errors import (
     ConfigError,
     EmptyResponseError,
     RemoteScoringError,
     ScoringError,
+    ServiceVersionError,
     TokenizerMismatchError,
 )
 from semgrad_guard.policy import AttemptResult, Guard, PolicyConfig
 from semgrad_guard.serving import RemoteScorer, ScorerServer, ScorerServiceConfig
-from tests.core.tiny import tiny_local_model
+from tests.core.tiny import tiny_bpe_model, tiny_local_model
 
 TOKEN = "a-long-random-scorer-token"
 PROMPT = [{"role": "user", "content": "what is the color of the sky ?"}]
@@ -68,6 +69,51 @@ def test_remote_scores_are_the_local_scores_whole(local: SemGradScorer,
                                               for a in ("blue", "red sun", "the moon")]
     assert asyncio.run(remote.ascore_text(PROMPT, "blue sky")).scores == \
         pytest.approx(text.scores)
+
+
+def test_a_base_models_plain_prompt_scores_as_in_process() -> None:
+    """A QAPrompt travels as its question: a base model behind the service is scored on
+    its plain prompt (instruction, demonstrations, ``Question: ...``), not on the chat
+    rendering of the question."""
+    base = SemGradScorer(tiny_bpe_model(chat=False), profile=None)
+    assert base.model.prompt_format.kind == "plain"
+    question = qa_prompt("what is the color of the sky?")
+    config = ScorerServiceConfig(token=TOKEN, port=0, max_wait_ms=1)
+    with ScorerServer(base, config) as server, RemoteScorer(server.url, token=TOKEN) as remote:
+        here = base.score_text(question, "blue")
+        there = remote.score_text(question, "blue")
+        assert there.prompt_ids == here.prompt_ids == tuple(base.model.prompt_ids(question))
+        assert there.response_ids == here.response_ids and there.retokenized
+        assert there.scores == pytest.approx(here.scores, rel=0, abs=1e-6)
+        assert asyncio.run(remote.ascore_text(question, "blue")).scores == \
+            pytest.approx(here.scores, rel=0, abs=1e-6)
+        # The chat rendering of the same question is another prompt with another score.
+        chat = remote.score_text(question.chat_messages(), "blue")
+        assert chat.prompt_ids != here.prompt_ids and chat.value != pytest.approx(here.value)
+        assert remote.info()["wire_version"] == 2
+
+
+def test_a_chat_models_question_scores_as_its_chat_message(local: SemGradScorer,
+                                                          remote: RemoteScorer) -> None:
+    question = qa_prompt("what is the color of the sky ?")
+    here = local.score_text(question, "blue sky")
+    as_question = remote.score_text(question, "blue sky")
+    as_messages = remote.score_text(question.chat_messages(), "blue sky")
+    assert as_question.prompt_ids == as_messages.prompt_ids == here.prompt_ids
+    assert as_question.scores == pytest.approx(here.scores, rel=0, abs=1e-6)
+    assert as_messages.scores == pytest.approx(here.scores, rel=0, abs=1e-6)
+
+
+def test_a_service_before_question_items_says_so() -> None:
+    """A service of wire version 1 refuses the ``question`` field with a 422 naming it;
+    the client turns that into a ServiceVersionError, not a generic failure."""
+    refusal = {"error": {"type": "BadRequest", "message": "bad score request: "
+                         "items.0.question: Extra inputs are not permitted"}}
+    old = httpx.MockTransport(lambda request: httpx.Response(422, json=refusal))
+    with RemoteScorer("http://old-service", token=TOKEN, transport=old) as scorer:
+        with pytest.raises(ServiceVersionError, match="predates wire version 2") as caught:
+            scorer.score_text(qa_prompt("what is the color of the sky ?"), "blue")
+    assert caught.value.status == 422 and isinstance(caught.value, RemoteScoringError)
 
 
 def test_the_headline_method_is_the_clients(server: ScorerServer, local: SemGradScorer) -> None:
@@ -138,6 +184,9 @@ def test_a_bad_item_fails_alone_with_its_typed_error(server: ScorerServer,
     bad = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {TOKEN}"},
                      json={"items": [{"prompt_ids": [1], "answer": "x"}]})
     assert bad.status_code == 422 and "not both" in bad.json()["error"]["message"]
+    both = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {TOKEN}"},
+                      json={"items": [{"messages": "x", "question": "y", "answer": "z"}]})
+    assert both.status_code == 422 and "messages or question" in both.json()["error"]["message"]
     junk = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {TOKEN}"},
                       content=b"{not json")
     assert junk.status_code == 400
