@@ -58,10 +58,10 @@ def main(cpus: int = 2, port: int | None = None) -> dict[str, Any]:
         for record, score in zip(TRAFFIC, served, strict=False):
             print(f"Ray Serve  {score.value:.4f}  {record['question']} -> {record['answer']}")
 
-        # Ray Data: re-score the logged answers with a pool of two scorer actors, then
+        # Ray Data: re-score the logged answers with a pool of two scorer actors (each
+        # question asked as qa_prompt asks it, in the model's own prompt format), then
         # refit the threshold on them: pass half of the traffic.
-        records = [{"messages": qa_prompt(r["question"]).chat_messages(), **r} for r in TRAFFIC]
-        rows = rescore(records, num_actors=2, batch_size=2)
+        rows = rescore(TRAFFIC, num_actors=2, batch_size=2)
         fit = threshold_for_coverage([r["value"] for r in rows], 0.5,
                                      [r["correct"] for r in rows])
         print(f"re-scored {len(rows)} answers; refitted threshold {fit.threshold:.4f} passes "

@@ -8,18 +8,24 @@ refit a threshold on real questions once reviewers have labelled some answers::
     fit = threshold_for_error([r["scores"]["nll_per_token"] for r in rows],
                               [r["correct"] for r in rows], target_error=0.2)
 
-A JSONL line holds ``messages`` (or ``prompt``, or ``question``) and ``answer``, or the
-exact ``prompt_ids`` and ``response_ids``; every other field (ids, labels) is passed
-through to the output row. An audit trail (a :class:`~semgrad_guard.policy.AuditTrail`
-or its SQLite path) gives each decision's question and the model's answer; its prompt
-was not recorded, so these answers are scored against the question as the user message
-and flagged ``retokenized``.
+A JSONL line holds the prompt and ``answer``, or the exact ``prompt_ids`` and
+``response_ids``; every other field (ids, labels) is passed through to the output row.
+The prompt is ``messages`` (chat messages, or one user message as a string) or
+``prompt`` (the same), rendered as they are, or else ``question``: a
+:class:`~semgrad_guard.QAPrompt`'s question, asked in the scoring model's own prompt
+format as the scorer in process and the scoring service ask it (a base model's plain
+prompt, an instruct model's reference chat message). An audit trail (a
+:class:`~semgrad_guard.policy.AuditTrail` or its SQLite path) gives each decision's
+question and the model's answer; the prompt the application sent was not recorded, so
+its answers are scored against the question as the guard scores an answer that came
+without its prompt (``prompt``: the question as the user's message, which a base model
+asks in its plain prompt, exactly as its ``question``) and flagged ``retokenized``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +40,11 @@ _ITEM_KEYS = ("messages", "prompt", "question", "answer", "prompt_ids", "respons
 def _item(record: Mapping[str, Any], where: str) -> ScoreItem:
     if "prompt_ids" in record or "response_ids" in record:
         data = {"prompt_ids": record.get("prompt_ids"), "response_ids": record.get("response_ids")}
+    elif "messages" in record or "prompt" in record:  # explicit messages win
+        messages = record["messages"] if "messages" in record else record["prompt"]
+        data = {"messages": messages, "answer": record.get("answer")}
     else:
-        prompt = next((record[k] for k in ("messages", "prompt", "question") if k in record),
-                      None)
-        data = {"messages": prompt, "answer": record.get("answer")}
+        data = {"question": record.get("question"), "answer": record.get("answer")}
     try:
         return ScoreItem.model_validate(data)
     except ValueError as exc:
@@ -62,7 +69,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def read_audit(audit: Any) -> list[dict[str, Any]]:
     """The audit trail's decisions as records: the question, the model's answer, and
-    ``audit_id``, ``chain``, ``action``, ``case_id`` and the recorded ``score``."""
+    ``audit_id``, ``chain``, ``action``, ``case_id`` and the recorded ``score``.
+
+    ``prompt`` is what the guard scores an answer against when the answer came without
+    its own prompt or generation: the question itself, as the user's message (for a base
+    model, its plain prompt, the same ids as ``qa_prompt(question)``)."""
     from ..policy.audit import AuditTrail
 
     trail = audit if isinstance(audit, AuditTrail) else AuditTrail(audit)
@@ -71,8 +82,9 @@ def read_audit(audit: Any) -> list[dict[str, Any]]:
         answer = r.chosen_answer if r.chosen_answer is not None else r.answer
         if not answer:
             continue
-        records.append({"question": r.question, "answer": answer, "audit_id": r.id,
-                        "chain": r.chain, "action": r.action, "case_id": r.case_id,
+        records.append({"question": r.question, "prompt": r.question, "answer": answer,
+                        "audit_id": r.id, "chain": r.chain, "action": r.action,
+                        "case_id": r.case_id,
                         "recorded_score": r.score, "recorded_method": r.method})
     return records
 
@@ -93,6 +105,41 @@ def _records(source: Any) -> list[dict[str, Any]]:
     return records
 
 
+def _pipeline_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The pipeline's input rows: each record's position and its wire item as JSON."""
+    return [{"row": i, "item": _item(r, f"record {i}").model_dump_json()}
+            for i, r in enumerate(records)]
+
+
+def _score_batch(backend: ItemScorer, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """What a scorer actor does with one batch of :func:`_pipeline_rows`: every item in
+    one pass, each outcome (a whole score, or its error) as JSON beside its position."""
+    items = [ScoreItem.model_validate_json(text) for text in batch["item"]]
+    outcomes = backend.score_items(items)
+    return {"row": list(batch["row"]),
+            "result": [json.dumps({"error": error_to_dict(o)} if isinstance(o, Exception)
+                                  else {"score": score_to_dict(o)}) for o in outcomes]}
+
+
+def _output_rows(records: Sequence[Mapping[str, Any]], results: Sequence[str | None],
+                method: str) -> list[dict[str, Any]]:
+    """Each record with its result (:func:`_score_batch`' JSON, ``None`` when the pipeline
+    returned none): ``score``, ``scores``, ``value`` and ``error``."""
+    out = []
+    lost: dict[str, Any] = {"error": {"type": "ScoringError",
+                                      "message": "the pipeline returned no result"}}
+    for record, text in zip(records, results, strict=True):
+        result = lost if text is None else json.loads(text)
+        data, error = result.get("score"), result.get("error")
+        entry = dict(record)
+        entry["score"] = data
+        entry["scores"] = None if data is None else data["scores"]
+        entry["value"] = None if data is None else data["scores"].get(method)
+        entry["error"] = None if error is None else f"{error['type']}: {error['message']}"
+        out.append(entry)
+    return out
+
+
 class ScorerActor:
     """One scorer of the pool: loads the model once, then scores batches of rows."""
 
@@ -105,11 +152,7 @@ class ScorerActor:
         self.backend = ItemScorer(SemGradScorer(lm, method=method, profile=profile))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        items = [ScoreItem.model_validate_json(text) for text in batch["item"]]
-        outcomes = self.backend.score_items(items)
-        return {"row": list(batch["row"]),
-                "result": [json.dumps({"error": error_to_dict(o)} if isinstance(o, Exception)
-                                      else {"score": score_to_dict(o)}) for o in outcomes]}
+        return _score_batch(self.backend, batch)
 
 
 def rescore(source: str | Path | Iterable[Mapping[str, Any]] | Any, *,
@@ -132,26 +175,14 @@ def rescore(source: str | Path | Iterable[Mapping[str, Any]] | Any, *,
         return []
     if not ray.is_initialized():
         ray.init()
-    rows = [{"row": i, "item": _item(r, f"record {i}").model_dump_json()}
-            for i, r in enumerate(records)]
-    dataset = ray.data.from_items(rows)
+    dataset = ray.data.from_items(_pipeline_rows(records))
     scored = dataset.map_batches(
         ScorerActor, fn_constructor_args=(model, method, profile, device),
         batch_size=batch_size, concurrency=num_actors, num_cpus=num_cpus, num_gpus=num_gpus)
-    results: list[dict[str, Any] | None] = [None] * len(records)
+    results: list[str | None] = [None] * len(records)
     for row in scored.iter_rows():
-        results[int(row["row"])] = json.loads(row["result"])
-    out = []
-    lost: dict[str, Any] = {"error": {"type": "ScoringError",
-                                      "message": "the pipeline returned no result"}}
-    for record, result in zip(records, results, strict=True):
-        data, error = (result or lost).get("score"), (result or lost).get("error")
-        entry = dict(record)
-        entry["score"] = data
-        entry["scores"] = None if data is None else data["scores"]
-        entry["value"] = None if data is None else data["scores"].get(method)
-        entry["error"] = None if error is None else f"{error['type']}: {error['message']}"
-        out.append(entry)
+        results[int(row["row"])] = str(row["result"])
+    out = _output_rows(records, results, method)
     if output is not None:
         with Path(output).open("w", encoding="utf-8") as handle:
             for entry in out:
