@@ -79,6 +79,15 @@ class AttemptResult:
                    score_error=None if score is not None else error_from_metadata(metadata),
                    **fields)
 
+    def scored_prompt(self, question: str) -> Prompt | None:
+        """What the answer is scored against: ``prompt``; else the question, when the
+        guard scores the text itself (no generation, score or score error came with it)."""
+        if self.prompt is not None:
+            return self.prompt
+        if self.generation is None and self.score is None and self.score_error is None:
+            return question
+        return None
+
     @property
     def no_answer(self) -> bool:
         """Whether the model gave no answer: the generation, when given, decides (its
@@ -95,7 +104,9 @@ class AttemptRecord:
     ``value`` is the score the rule reads (``None`` when scoring failed, ``error`` says
     why); ``passed`` says whether the attempt was under the threshold. ``no_answer`` marks
     an attempt whose model produced no content: it is never scored, and follows the
-    rule's ``on_score_failure``.
+    rule's ``on_score_failure``. ``prompt`` is what the answer was scored against (the
+    chain's prompt, or the question when the guard scored the answer without one;
+    ``None`` when only the exact ids or a ready score came with it).
     """
 
     attempt: Attempt
@@ -108,6 +119,7 @@ class AttemptRecord:
     error: str | None = None
     raw: Any = field(default=None, repr=False, compare=False)
     no_answer: bool = False
+    prompt: Prompt | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

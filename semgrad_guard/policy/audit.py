@@ -8,6 +8,10 @@ flushed to disk) and the caller gets its decision, case id included; the next us
 the trail, from any process, moves spooled records into the file (each once: records
 carry a unique id). With ``spool=False`` the caller gets ``AuditError`` instead, which
 carries the decision.
+
+Each decision keeps the prompt its answer was scored against (``prompt``), so that
+re-scoring the trail (:func:`semgrad_guard.serving.bulk.read_audit`) asks the scorer
+exactly what the guard asked it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import AuditError, ConfigError
+from ..model.prompts import Prompt, QAPrompt
 from ..review.case import GUARD_METADATA_KEYS
 from ..scoring.result import SCORE_NAMES
 from .decision import GuardDecision
@@ -36,7 +41,7 @@ T = TypeVar("T")
 
 _COLUMNS = ("id", "time", "chain", "question", "answer", "chosen_answer", "action", "passed",
             "method", "score", "error_probability", "scores", "attempts", "case_id", "reason",
-            "flags", "metadata")
+            "flags", "metadata", "prompt")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -57,17 +62,20 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL,
     flags TEXT NOT NULL,
     metadata TEXT NOT NULL,
-    uid TEXT
+    uid TEXT,
+    prompt TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_chain_time ON decisions (chain, time);
 CREATE TABLE IF NOT EXISTS trail (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 #: The schema of the file (PRAGMA user_version); earlier files are brought up to it.
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
-#: Fields a :class:`~semgrad_guard.review.Redaction` may name for the audit trail.
-AUDIT_FIELDS = ("question", "answer", "chosen_answer", "attempts", "reason", "metadata")
+#: Fields a :class:`~semgrad_guard.review.Redaction` may name for the audit trail. A
+#: prompt holds the question: blanking ``question`` blanks ``prompt`` too.
+AUDIT_FIELDS = ("question", "answer", "chosen_answer", "attempts", "reason", "metadata",
+                "prompt")
 
 # SQLite result codes (the low byte of extended codes) that mean "try again later".
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -75,7 +83,15 @@ _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One recorded decision. ``time`` is UTC; ``score`` is the value the rule read."""
+    """One recorded decision. ``time`` is UTC; ``score`` is the value the rule read.
+
+    ``prompt`` is what the chosen answer was scored against, as the scorer takes it:
+    chat messages, a prompt text (one user message), or a
+    :class:`~semgrad_guard.QAPrompt` (``to_dict()`` gives ``{"question": ...}``). It is
+    the question itself when the guard scored an answer that came without a prompt, and
+    ``None`` when only the answer's exact ids or a ready score came with it, and in
+    records written before the trail kept prompts.
+    """
 
     id: int
     time: datetime
@@ -94,6 +110,7 @@ class AuditRecord:
     reason: str
     flags: list[str]
     metadata: dict[str, Any]
+    prompt: Prompt | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,7 +125,9 @@ class AuditTrail:
     guard). ``retry_for`` bounds how long a write waits for a locked file; then the
     record goes to the spool (``spool=True``) or ``AuditError`` is raised. ``redact``
     (a :class:`~semgrad_guard.review.Redaction` over ``AUDIT_FIELDS``) removes
-    personal data before it is written. A new file is created with mode 0600.
+    personal data before it is written (a prompt's texts are masked as every text is,
+    and a prompt is blanked, keeping its messages' roles, when ``question`` or ``prompt``
+    is blanked). A new file is created with mode 0600.
 
     >>> from semgrad_guard.policy import GuardDecision
     >>> audit = AuditTrail()
@@ -183,8 +202,11 @@ class AuditTrail:
                 if statement.strip():
                     db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
-            if "uid" not in columns:  # a trail written by an earlier version
+            # A trail written by an earlier version: its records have no uid, or no prompt.
+            if "uid" not in columns:
                 db.execute("ALTER TABLE decisions ADD COLUMN uid TEXT")
+            if "prompt" not in columns:
+                db.execute("ALTER TABLE decisions ADD COLUMN prompt TEXT")
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_uid ON decisions (uid)")
             db.execute("INSERT OR IGNORE INTO trail (key, value) VALUES ('id', ?)",
                        (uuid.uuid4().hex,))
@@ -306,6 +328,7 @@ class AuditTrail:
     def _row(self, decision: GuardDecision, metadata: dict[str, Any] | None,
              at: float | None) -> dict[str, Any]:
         score = decision.score
+        chosen = decision.chosen
         fields = {
             "question": decision.question,
             "answer": decision.answer,
@@ -313,6 +336,7 @@ class AuditTrail:
             "attempts": [a.to_dict() for a in decision.attempts],
             "reason": decision.reason,
             "metadata": dict(metadata or {}),
+            "prompt": _prompt_data(None if chosen is None else chosen.prompt),
         }
         return self._fields_row(fields, at=at, case_id=decision.case_id, extra={
             "chain": decision.rule,
@@ -327,8 +351,10 @@ class AuditTrail:
 
     def _fields_row(self, fields: dict[str, Any], *, at: float | None, case_id: str | None,
                     extra: dict[str, Any]) -> dict[str, Any]:
+        prompt = fields.pop("prompt", None)
         if self.redact is not None:
             fields = self.redact.apply(fields)
+            prompt = _redacted_prompt(self.redact, prompt)
         row = {
             # One record per review case: the same uid, however often it is recorded.
             "uid": uuid.uuid4().hex if case_id is None else f"case:{case_id}",
@@ -340,6 +366,7 @@ class AuditTrail:
             "case_id": case_id,
             "reason": fields["reason"],
             "metadata": json.dumps(fields["metadata"], default=str),
+            "prompt": None if prompt is None else json.dumps(prompt, default=str),
             **extra,
         }
         # Text that is not valid Unicode (lone surrogates) cannot be stored as UTF-8:
@@ -473,9 +500,10 @@ def _spool_rows(text: str) -> list[dict[str, Any]]:
 
 def _insert(db: sqlite3.Connection, row: dict[str, Any]) -> int:
     names = [name for name in _COLUMNS if name != "id"] + ["uid"]
+    # A row spooled by an earlier version has no prompt.
     cursor = db.execute(
         f"INSERT OR IGNORE INTO decisions ({', '.join(names)}) "
-        f"VALUES ({', '.join('?' for _ in names)})", [row[name] for name in names])
+        f"VALUES ({', '.join('?' for _ in names)})", [row.get(name) for name in names])
     return int(cursor.lastrowid or 0)
 
 
@@ -511,10 +539,44 @@ def _timestamp(moment: datetime | float) -> float:
 
 def _to_record(row: tuple[Any, ...]) -> AuditRecord:
     (id_, t, chain, question, answer, chosen, action, passed, method, score, p, scores,
-     attempts, case_id, reason, flags, metadata) = row
+     attempts, case_id, reason, flags, metadata, prompt) = row
     return AuditRecord(
         id=int(id_), time=datetime.fromtimestamp(t, tz=UTC), chain=chain,
         question=question, answer=answer, chosen_answer=chosen, action=action,
         passed=bool(passed), method=method, score=score, error_probability=p,
         scores=json.loads(scores), attempts=json.loads(attempts), case_id=case_id,
-        reason=reason, flags=json.loads(flags), metadata=json.loads(metadata))
+        reason=reason, flags=json.loads(flags), metadata=json.loads(metadata),
+        prompt=None if prompt is None else _prompt_from_data(json.loads(prompt)))
+
+
+def _prompt_data(prompt: Prompt | None) -> Any:
+    """A prompt as the trail stores it (JSON): a prompt text as the text, chat messages
+    as a list of message objects, a :class:`QAPrompt` as ``{"question": ...}``: the
+    shapes the scoring service's items and bulk re-scoring's records take."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, QAPrompt):
+        return {"question": prompt.question}
+    return [dict(m) if isinstance(m, Mapping) else m for m in prompt]
+
+
+def _prompt_from_data(data: Any) -> Prompt:
+    if isinstance(data, dict):
+        return QAPrompt(str(data["question"]))
+    return data  # type: ignore[no-any-return]
+
+
+def _redacted_prompt(redact: Any, prompt: Any) -> Any:
+    """The stored prompt under ``redact``: its texts masked (a message's role kept), or
+    blanked in its own shape when the question or the prompt is blanked."""
+    if prompt is None:
+        return None
+    blank = any(name in ("question", "prompt") for name in redact.fields)
+    if isinstance(prompt, str):
+        return redact.replacement if blank else redact.text(prompt)
+    if isinstance(prompt, dict):
+        return {"question": redact.replacement if blank else redact.text(prompt["question"])}
+    return [{key: value if key == "role" else
+             redact.replacement if blank and key == "content" else
+             redact.apply({"text": value})["text"] for key, value in m.items()}
+            if isinstance(m, dict) else redact.replacement for m in prompt]

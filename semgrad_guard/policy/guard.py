@@ -589,7 +589,8 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
             no_answer = isinstance(scored, EmptyResponseError)
             records.append(AttemptRecord(attempt, result.answer, None, None, None, False,
                                          list(result.context), f"{type(scored).__name__}: "
-                                         f"{scored}", result.raw, no_answer))
+                                         f"{scored}", result.raw, no_answer,
+                                         result.scored_prompt(question)))
             if rule.on_score_failure == "fail_open":
                 what = "the model gave no answer" if no_answer else \
                     f"scoring failed ({type(scored).__name__}: {scored})"
@@ -601,7 +602,7 @@ def _decide(question: str, rule: Rule, first: AttemptResult | None, chain_k: int
         probability = rule.error_probability(scored.value)
         records.append(AttemptRecord(attempt, result.answer, scored, scored.value, probability,
                                      rule.passes(scored.value), list(result.context),
-                                     None, result.raw))
+                                     None, result.raw, prompt=result.scored_prompt(question)))
         return None
 
     attempt = Attempt(number=0, k=None, query=question)

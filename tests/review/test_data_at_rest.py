@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from semgrad_guard import qa_prompt
 from semgrad_guard.cli import main
 from semgrad_guard.errors import ConfigError
-from semgrad_guard.policy import AuditTrail, GuardDecision
+from semgrad_guard.model.prompts import Prompt, QAPrompt
+from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
 from semgrad_guard.review import Redaction, ReviewQueue, open_review_queue
+from semgrad_guard.testing import ScriptedScorer
 
 SECRET_TEXT = "patient-4711-private-history"
 
@@ -85,6 +88,43 @@ def test_review_purge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["review", "purge", "--queue", url, "--before", "last tuesday"])
     assert "expected a date" in capsys.readouterr().err
+
+
+def _recorded_prompts(path: Path, redact: Redaction) -> list[Prompt | None]:
+    """The prompts a trail under ``redact`` keeps of answers scored against a chain's
+    chat messages, ``qa_prompt`` and the bare question."""
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": f"What about {SECRET_TEXT}?"}]
+    policy = PolicyConfig.from_dict({"version": 1, "default": {
+        "threshold": {"max_score": 0.5}, "actions": ["abstain"]}})
+    with AuditTrail(path, redact=redact) as audit:
+        guard = Guard(policy, scorer=ScriptedScorer([0.1, 0.2, 0.3]), audit=audit)
+        for prompt in (messages, qa_prompt(SECRET_TEXT), None):
+            guard.check(SECRET_TEXT, "a", prompt=prompt)
+        return [r.prompt for r in audit.records()]
+
+
+def test_a_recorded_prompt_is_redacted_as_its_question(tmp_path: Path) -> None:
+    """A prompt holds the question: blanking the question blanks the prompt (its roles
+    kept), patterns mask its texts, and ``prompt`` blanks the prompt alone."""
+    blank = "[redacted]"
+    # (An attempt's query is the question too: ``attempts`` blanks it.)
+    redact = Redaction(fields=("question", "attempts"))
+    assert _recorded_prompts(tmp_path / "blank.db", redact) == [
+        [{"role": "system", "content": blank}, {"role": "user", "content": blank}],
+        QAPrompt(blank), blank]
+    assert SECRET_TEXT.encode() not in _disk_bytes(tmp_path, "blank.db")
+
+    masked = _recorded_prompts(tmp_path / "masked.db", Redaction(patterns=(r"patient-\d+",)))
+    assert masked == [[{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": f"What about {blank}-private-history?"}],
+                      QAPrompt(f"{blank}-private-history"), f"{blank}-private-history"]
+    assert b"patient-4711" not in _disk_bytes(tmp_path, "masked.db")
+
+    assert _recorded_prompts(tmp_path / "prompt.db", Redaction(fields=("prompt",)))[1:] == \
+        [QAPrompt(blank), blank]
+    with AuditTrail(tmp_path / "prompt.db") as audit:
+        assert {r.question for r in audit.records()} == {SECRET_TEXT}
 
 
 def _decision(question: str) -> GuardDecision:
