@@ -16,10 +16,8 @@ The prompt is ``messages`` (chat messages, or one user message as a string) or
 format as the scorer in process and the scoring service ask it (a base model's plain
 prompt, an instruct model's reference chat message). An audit trail (a
 :class:`~semgrad_guard.policy.AuditTrail` or its SQLite path) gives each decision's
-question and the model's answer; the prompt the application sent was not recorded, so
-its answers are scored against the question as the guard scores an answer that came
-without its prompt (``prompt``: the question as the user's message, which a base model
-asks in its plain prompt, exactly as its ``question``) and flagged ``retokenized``.
+question, the model's answer and the prompt the guard scored it against
+(:func:`read_audit`), so its answers are scored again as the guard scored them.
 """
 
 from __future__ import annotations
@@ -68,12 +66,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_audit(audit: Any) -> list[dict[str, Any]]:
-    """The audit trail's decisions as records: the question, the model's answer, and
-    ``audit_id``, ``chain``, ``action``, ``case_id`` and the recorded ``score``.
+    """The audit trail's decisions as records: the question, the model's answer, its
+    prompt, and ``audit_id``, ``chain``, ``action``, ``case_id``, ``recorded_score`` and
+    ``recorded_method``.
 
-    ``prompt`` is what the guard scores an answer against when the answer came without
-    its own prompt or generation: the question itself, as the user's message (for a base
-    model, its plain prompt, the same ids as ``qa_prompt(question)``)."""
+    The prompt is the one the guard scored the answer against
+    (:attr:`~semgrad_guard.policy.AuditRecord.prompt`): chat messages or a prompt text
+    as ``prompt``, rendered as they are; a :class:`~semgrad_guard.QAPrompt` as the
+    record's ``question`` (its question, which is a retry's own query when the
+    application asked that), asked in the scoring model's own prompt format. A record
+    written before the trail kept prompts, or whose answer came with only its exact ids
+    or a ready score, is scored against the question as the user's message (``prompt``:
+    the question; for a base model its plain prompt, the same ids as
+    ``qa_prompt(question)``). Re-scored answers are flagged ``retokenized``. A trail
+    that redacts questions or prompts (:class:`~semgrad_guard.review.Redaction`) holds
+    the redacted text, so its records do not re-score to their recorded scores."""
+    from ..model.prompts import QAPrompt
     from ..policy.audit import AuditTrail
 
     trail = audit if isinstance(audit, AuditTrail) else AuditTrail(audit)
@@ -82,9 +90,13 @@ def read_audit(audit: Any) -> list[dict[str, Any]]:
         answer = r.chosen_answer if r.chosen_answer is not None else r.answer
         if not answer:
             continue
-        records.append({"question": r.question, "prompt": r.question, "answer": answer,
-                        "audit_id": r.id, "chain": r.chain, "action": r.action,
-                        "case_id": r.case_id,
+        record: dict[str, Any] = {"question": r.question}
+        if isinstance(r.prompt, QAPrompt):
+            record["question"] = r.prompt.question
+        else:
+            record["prompt"] = r.question if r.prompt is None else r.prompt
+        records.append({**record, "answer": answer, "audit_id": r.id, "chain": r.chain,
+                        "action": r.action, "case_id": r.case_id,
                         "recorded_score": r.score, "recorded_method": r.method})
     return records
 

@@ -5,6 +5,7 @@ steps on Ray Data)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from semgrad_guard import SemGradScorer, qa_prompt
 from semgrad_guard.errors import ConfigError
 from semgrad_guard.model.prompts import Prompt
-from semgrad_guard.policy import AuditTrail, Guard, PolicyConfig
+from semgrad_guard.policy import AttemptResult, AuditTrail, Guard, PolicyConfig
 from semgrad_guard.serving.backend import ItemScorer
 from semgrad_guard.serving.bulk import (
     _output_rows,
@@ -97,6 +98,106 @@ def test_a_chat_models_audit_trail_rescores_against_the_bare_question(
     [row] = rescore_here(chat, read_audit(tmp_path / "audit.db"))
     assert list(row["score"]["prompt_ids"]) == chat.model.prompt_ids(QUESTIONS[0])
     assert row["value"] == pytest.approx(row["recorded_score"], rel=0, abs=1e-6)
+
+
+#: A chain's own chat prompt: a system message, retrieved context and the question.
+RAG_PROMPT = [{"role": "system", "content": "Answer from the context, briefly."},
+              {"role": "user", "content": "Context: the sky scatters blue light.\n"
+                                          "Question: what is the color of the sky?"}]
+
+#: A trail as the earlier schema created it, before decisions kept their prompt.
+OLD_SCHEMA = """
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, chain TEXT NOT NULL,
+    question TEXT NOT NULL, answer TEXT, chosen_answer TEXT, action TEXT NOT NULL,
+    passed INTEGER NOT NULL, method TEXT, score REAL, error_probability REAL,
+    scores TEXT NOT NULL, attempts TEXT NOT NULL, case_id TEXT, reason TEXT NOT NULL,
+    flags TEXT NOT NULL, metadata TEXT NOT NULL, uid TEXT);
+CREATE INDEX decisions_chain_time ON decisions (chain, time);
+CREATE TABLE trail (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE UNIQUE INDEX decisions_uid ON decisions (uid);
+INSERT INTO trail (key, value) VALUES ('id', 'earlier');
+PRAGMA user_version=2;
+"""
+
+
+@pytest.mark.parametrize("kind", ["base", "chat"])
+def test_the_audit_trail_keeps_the_scored_prompt_and_rescores_to_its_scores(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Answers scored against ``qa_prompt``, a chain's chat messages, a prompt text, the
+    bare question, and a retry's rewritten query are re-scored against the prompt each
+    was scored against, to its recorded score."""
+    scorer: SemGradScorer = request.getfixturevalue(kind)
+    audit = AuditTrail(tmp_path / "audit.db")
+    policy = PolicyConfig.from_dict({"version": 1, "default": {
+        "threshold": {"max_score": 1e9}, "actions": ["abstain"]}, "chains": [
+        {"name": "rag", "threshold": {"max_score": 1e-9}, "keep": "last", "actions": [
+            {"type": "retry_with_retrieval", "attempts": 1,
+             "rewrite_query": "{question} Answer in one word."}, "abstain"]}]})
+    guard = Guard(policy, scorer=scorer, audit=audit)
+    q, a = QUESTIONS[0], ANSWERS[0]
+    prompts: list[Prompt] = [qa_prompt(q), RAG_PROMPT, "Name the colour of the sky.", q]
+    for prompt in prompts[:3]:
+        guard.check(q, a, prompt=prompt)
+    guard.check(q, a)
+    decision = guard.run(q, lambda attempt: AttemptResult(
+        a, prompt=qa_prompt(attempt.query)), run_name="rag")
+    asked = decision.attempts[-1].attempt.query
+    assert decision.chosen_index == 1 and asked != q
+    prompts.append(qa_prompt(asked))
+
+    assert [r.prompt for r in audit.records()] == prompts
+    records = read_audit(tmp_path / "audit.db")
+    assert [r.get("prompt") for r in records] == [None, RAG_PROMPT, prompts[2], q, None]
+    assert [r["question"] for r in records] == [q, q, q, q, asked]
+    rows = rescore_here(scorer, records)
+    for prompt, row in zip(prompts, rows, strict=True):
+        assert row["error"] is None and row["score"]["retokenized"]
+        assert list(row["score"]["prompt_ids"]) == scorer.model.prompt_ids(prompt)
+        assert row["value"] == pytest.approx(row["recorded_score"], rel=0, abs=1e-6)
+        here = scorer.score_text(prompt, a)
+        assert row["scores"] == pytest.approx(dict(here.scores), rel=1e-6, abs=1e-6)
+    # Against the bare question, a chain's own prompt is another prompt altogether.
+    bare = scorer.model.prompt_ids(q)
+    assert [list(row["score"]["prompt_ids"]) == bare for row in rows] == \
+        [kind == "base", False, False, True, False]
+
+
+def test_a_trail_of_the_earlier_schema_rescores_against_the_question(
+        chat: SemGradScorer, tmp_path: Path) -> None:
+    """A record written before the trail kept prompts reads with no prompt and is
+    re-scored against its question, as the guard scored an answer without a prompt; the
+    trail is brought up to date and keeps prompts from then on."""
+    path = tmp_path / "audit.db"
+    q, a = QUESTIONS[1], ANSWERS[1]
+    recorded = chat.score_text(q, a)
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO decisions (time, chain, question, answer, chosen_answer, action, "
+            "passed, method, score, error_probability, scores, attempts, case_id, reason, "
+            "flags, metadata, uid) VALUES (1.0, 'default', ?, ?, ?, 'pass', 1, 'semgrad', "
+            "?, NULL, ?, '[]', NULL, 'under the threshold', '[\"retokenized\"]', '{}', "
+            "'old-1')", (q, a, a, recorded.value, json.dumps(dict(recorded.scores))))
+    db.close()
+
+    [row] = rescore_here(chat, read_audit(path))
+    assert row["prompt"] == q and row["question"] == q
+    assert list(row["score"]["prompt_ids"]) == chat.model.prompt_ids(q)
+    assert row["value"] == pytest.approx(row["recorded_score"], rel=0, abs=1e-6)
+
+    with AuditTrail(path) as audit:
+        policy = PolicyConfig.from_dict({"version": 1, "default": {
+            "threshold": {"max_score": 1e9}, "actions": ["abstain"]}})
+        Guard(policy, scorer=chat, audit=audit).check(q, a, prompt=RAG_PROMPT)
+        assert [r.prompt for r in audit.records()] == [None, RAG_PROMPT]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    db.close()
+    rows = rescore_here(chat, read_audit(path))
+    assert [r["prompt"] for r in rows] == [q, RAG_PROMPT]
+    for row in rows:
+        assert row["value"] == pytest.approx(row["recorded_score"], rel=0, abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["base", "chat"])
