@@ -30,6 +30,9 @@ from .text import tokenizable
 _CALL: ContextVar[object | None] = ContextVar("semgrad_guard_model_call", default=None)
 #: A forward hook: ``hook(module, inputs, output)``, as torch calls it.
 ForwardHook = Callable[[nn.Module, Any, Any], Any]
+#: Runs decoding for :meth:`LocalModel._generate_batch`: ``decode(input_ids,
+#: attention_mask, generate_kwargs)`` returns what ``model.generate`` returns.
+Decoder = Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], Any]
 
 
 class LocalModel:
@@ -240,8 +243,12 @@ class LocalModel:
             return self._generate_batch(prompts, max_new_tokens, tools, generate_kwargs)
 
     def _generate_batch(self, prompts: Sequence[Prompt], max_new_tokens: int,
-                        tools: Sequence[Any] | None, generate_kwargs: dict[str, Any]
-                        ) -> list[Generation]:
+                        tools: Sequence[Any] | None, generate_kwargs: dict[str, Any],
+                        decode: Decoder | None = None) -> list[Generation]:
+        """:meth:`generate_batch`, with ``decode(input_ids, attention_mask, kwargs)`` in
+        place of ``model.generate`` under ``torch.no_grad()`` when given (the fused
+        generate-and-score path decodes with a graph). A ``decode`` that returns no
+        ``past_key_values`` leaves the generations without a prefix cache."""
         from transformers import StoppingCriteriaList
 
         from .stopping import StopAfterContent, cut_at_stop
@@ -274,9 +281,12 @@ class LocalModel:
         if keep_cache:
             kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
-        with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids.to(self.device),
-                                      attention_mask=mask.to(self.device), **kwargs)
+        if decode is None:
+            with torch.no_grad():
+                out = self.model.generate(input_ids=input_ids.to(self.device),
+                                          attention_mask=mask.to(self.device), **kwargs)
+        else:
+            out = decode(input_ids.to(self.device), mask.to(self.device), kwargs)
         synchronize(self.device)
         cache = None
         if not isinstance(out, torch.Tensor):
