@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -29,9 +29,10 @@ from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
 from ..model.vocabulary import check_fingerprint, check_special_tokens
+from .fused import fusable, generate_and_score_fused
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import AUTO_SCORE, SCORE_NAMES, HiddenStates, UncertaintyScore
-from .statistics import anchor_gradients, answer_statistics, features
+from .statistics import AnswerStatistics, anchor_gradients, answer_statistics, features
 
 # Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
 _VOCAB_CHUNK = 8192
@@ -54,6 +55,22 @@ def hybridgrad(semgrad: Any, pg: Any, alpha: Any) -> Any:
     0.75
     """
     return alpha * pg + (1 - alpha) * semgrad
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """The named features of a batch's rows and, with HybridGrad, its parts per row."""
+
+    features: list[dict[str, float]]
+    pg: list[float] = field(default_factory=list)
+    alpha: list[float] = field(default_factory=list)
+    hybrid: list[float] | None = None
+
+    def row(self, i: int) -> _Measured:
+        """Row ``i`` alone."""
+        if self.hybrid is None:
+            return _Measured([self.features[i]])
+        return _Measured([self.features[i]], [self.pg[i]], [self.alpha[i]], [self.hybrid[i]])
 
 
 @dataclass(frozen=True)
@@ -209,21 +226,60 @@ class SemGradScorer:
     # -- public entry points ---------------------------------------------------------------
     # Calls of one answer go through the model's batcher: concurrent callers share one
     # padded batch, each getting its own row (a row that cannot be scored fails alone).
-    def generate_and_score(self, prompt: Prompt, **generate_kwargs: Any
-                           ) -> tuple[Generation, UncertaintyScore]:
-        """Generate an answer greedily and score it (by its exact ids)."""
+    def generate_and_score(self, prompt: Prompt, *, fused: bool = True,
+                           **generate_kwargs: Any) -> tuple[Generation, UncertaintyScore]:
+        """Generate an answer (greedily unless told to sample) and score it by its exact
+        ids.
+
+        ``fused`` (the default) decodes with the graph SemGrad needs and runs the
+        backward pass right after the last token: no second forward pass over the answer
+        (:mod:`semgrad_guard.scoring.fused`; the scores equal the two-pass ones to
+        rounding). ``fused=False`` generates, then scores with a teacher-forced pass that
+        reuses generation's prompt cache. Settings the fused path does not take
+        (``num_return_sequences``, a scorer keeping hidden states) use the two passes.
+        """
         self._check_gradient_access()
         return self.model.batcher.call(  # type: ignore[no-any-return]
-            self._generate_and_score_rows, (prompt, generate_kwargs),
-            settings_key(generate_kwargs))
+            self._rows_for(fused, generate_kwargs), (prompt, generate_kwargs),
+            settings_key({**generate_kwargs, "fused": fused}))
 
-    async def agenerate_and_score(self, prompt: Prompt, **generate_kwargs: Any
+    async def agenerate_and_score(self, prompt: Prompt, *, fused: bool = True,
+                                  **generate_kwargs: Any
                                   ) -> tuple[Generation, UncertaintyScore]:
         """:meth:`generate_and_score` for asyncio: awaits without blocking the loop."""
         self._check_gradient_access()
         return await self.model.batcher.acall(  # type: ignore[no-any-return]
-            self._generate_and_score_rows, (prompt, generate_kwargs),
-            settings_key(generate_kwargs))
+            self._rows_for(fused, generate_kwargs), (prompt, generate_kwargs),
+            settings_key({**generate_kwargs, "fused": fused}))
+
+    def _rows_for(self, fused: bool, generate_kwargs: dict[str, Any]) -> Any:
+        if fused and fusable(self, generate_kwargs):
+            return self._generate_and_score_fused_rows
+        return self._generate_and_score_rows
+
+    def _generate_and_score_fused_rows(self, items: list[tuple[Prompt, dict[str, Any]]]
+                                       ) -> list[tuple[Generation, UncertaintyScore]
+                                                 | RowFailure]:
+        """One batch of callers' prompts, generated and scored in one fused pass."""
+        pairs = generate_and_score_fused(self, [prompt for prompt, _ in items], **items[0][1])
+        return [RowFailure(s) if isinstance(s, ScoringError) else (g, s) for g, s in pairs]
+
+    def generate_and_score_batch(self, prompts: Sequence[Prompt], *, fused: bool = True,
+                                 **generate_kwargs: Any
+                                 ) -> list[tuple[Generation, UncertaintyScore | ScoringError]]:
+        """:meth:`generate_and_score` of many prompts in one left-padded batch. An answer
+        that cannot be scored comes with the :class:`ScoringError` saying why in place of
+        its score (the others are scored)."""
+        if fused and fusable(self, generate_kwargs):
+            return generate_and_score_fused(self, prompts, **generate_kwargs)
+        generations = self.model.generate_batch(prompts, **generate_kwargs)
+        out: list[tuple[Generation, UncertaintyScore | ScoringError]] = []
+        for generation in generations:
+            try:
+                out.append((generation, self.score_generation(generation)))
+            except ScoringError as exc:
+                out.append((generation, exc))
+        return out
 
     def score_generation(self, generation: Generation, *, release: bool = True
                          ) -> UncertaintyScore:
@@ -510,15 +566,11 @@ class SemGradScorer:
                 at_layers = [torch.cat([t, g], dim=1)
                              for t, g in zip(grads[-n_layers:], at_layers, strict=True)]
             offsets = tuple(k for k in offsets if prompt_width + k >= tail_start)
-            norms = anchor_gradients(at_layers, anchor.layers, split - tail_start,
-                                     [prompt_width + k - tail_start for k in offsets], offsets)
-            semgrad = norms.semgrad
-            if self.hybrid:
-                pg = self._lm_head_gradient(grads[n_layers].float()[:, -keep:],
-                                            head["input"].float()[:, -keep:], answer_d)
-                alpha = torch.exp(-stats.mean_entropy)
-                hybrid = hybridgrad(semgrad, pg, alpha)
-            named = features(stats, norms, [len(p) for p, _ in rows])
+            head_grad = ((grads[n_layers][:, -keep:], head["input"][:, -keep:])
+                         if self.hybrid else None)
+            measured = self._measure(stats, at_layers, split - tail_start,
+                                     [prompt_width + k - tail_start for k in offsets], offsets,
+                                     head_grad, answer_d, [len(p) for p, _ in rows])
             probes = self._probe_states(hidden, rows, prompt_width, split)
         synchronize(device)
         t3 = time.perf_counter()
@@ -526,15 +578,40 @@ class SemGradScorer:
         timings = {"forward": (t1 - t0) / batch, "backward": (t2 - t1) / batch,
                    "aggregate": (t3 - t2) / batch, "total": (t3 - t0) / batch,
                    "batch_size": float(batch)}
+        return self._results(rows, measured, timings, retokenized, probes)
+
+    def _measure(self, stats: AnswerStatistics, at_layers: Sequence[torch.Tensor],
+                 anchor_column: int, columns: Sequence[int], offsets: Sequence[int],
+                 head_grad: tuple[torch.Tensor, torch.Tensor] | None, answer: torch.Tensor,
+                 prompt_lengths: Sequence[int]) -> _Measured:
+        """Every score and feature of a batch from its backward pass: the anchor layers'
+        gradients ``at_layers`` (``[batch, column, dim]``, the anchor at ``anchor_column``
+        and ``offsets`` at ``columns``) and, for HybridGrad, the gradient of the head's
+        output with the head's input over the answer's positions."""
+        norms = anchor_gradients(at_layers, self.anchor.layers, anchor_column, columns,
+                                 offsets)
+        named = features(stats, norms, prompt_lengths)
+        if head_grad is None:
+            return _Measured(named)
+        pg = self._lm_head_gradient(head_grad[0].float(), head_grad[1].float(), answer)
+        alpha = torch.exp(-stats.mean_entropy)
+        return _Measured(named, pg.tolist(), alpha.tolist(),
+                         hybridgrad(norms.semgrad, pg, alpha).tolist())
+
+    def _results(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+                 measured: _Measured, timings: dict[str, float], retokenized: bool,
+                 probes: Sequence[HiddenStates] = ()) -> list[UncertaintyScore]:
+        """One :class:`UncertaintyScore` per row, checked finite."""
+        lm, anchor = self.model, self.anchor
         results = []
         for i, (p, r) in enumerate(rows):
-            feats = named[i]
+            feats = measured.features[i]
             scores = {name: feats[name] for name in
                       ("semgrad", "nll", "nll_per_token", "mean_entropy", "max_prob")}
             components = {"semgrad": scores["semgrad"], "mean_entropy": scores["mean_entropy"]}
-            if self.hybrid:
-                scores["hybridgrad"] = float(hybrid[i])
-                components.update(pg=float(pg[i]), alpha=float(alpha[i]))
+            if measured.hybrid is not None:
+                scores["hybridgrad"] = float(measured.hybrid[i])
+                components.update(pg=float(measured.pg[i]), alpha=float(measured.alpha[i]))
             estimate = self.learned.estimate(feats) if self.learned is not None else None
             if estimate is not None:
                 scores["learned"] = estimate.probability
