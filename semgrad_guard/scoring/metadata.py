@@ -26,10 +26,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import errors
-from ..errors import ScoringError
+from ..errors import GradientAccessError, ScoringError
 from ..model.generation import Generation
+from ..model.local_model import LocalModel
+from ..model.prompts import Prompt
 from .result import UncertaintyScore
 from .scorer import Scorer
+from .semgrad import SemGradScorer
 
 #: The metadata key holding the score.
 SCORE_KEY = "semgrad"
@@ -53,6 +56,34 @@ def score_or_error(scorer: Scorer, generation: Generation
         return scorer.score_generation(generation), None
     except ScoringError as exc:
         return None, describe_error(exc)
+
+
+def generate_scored(model: LocalModel, scorer: Scorer | None, prompt: Prompt, *,
+                    fused: bool = True, **generate_kwargs: Any
+                    ) -> tuple[Generation, UncertaintyScore | None, str | None]:
+    """Generate an answer and score it on its exact ids: the generation, and its score or
+    why it has none (as :func:`score_or_error`). ``scorer=None`` only generates.
+
+    With a :class:`SemGradScorer` of ``model``, ``fused`` (the default) scores while
+    generating: no second forward pass over the answer (:mod:`semgrad_guard.scoring.fused`;
+    the same scores to rounding). ``fused=False``, or any other scorer, generates and
+    then scores the generation. ``generate_kwargs`` go to generation (a ``streamer``
+    too).
+    """
+    if fused and isinstance(scorer, SemGradScorer) and scorer.model is model:
+        try:
+            [(generation, scored)] = scorer.generate_and_score_batch([prompt],
+                                                                     **generate_kwargs)
+        except GradientAccessError:
+            pass  # no graph can be kept here: generate, and say why it has no score
+        else:
+            if isinstance(scored, ScoringError):
+                return generation, None, describe_error(scored)
+            return generation, scored, None
+    generation = model.generate(prompt, **generate_kwargs)
+    if scorer is None:
+        return generation, None, None
+    return (generation, *score_or_error(scorer, generation))
 
 
 def score_metadata(score: UncertaintyScore) -> dict[str, Any]:

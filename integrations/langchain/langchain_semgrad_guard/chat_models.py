@@ -26,7 +26,8 @@ from semgrad_guard import Generation, LocalModel, SemGradScorer, UncertaintyScor
 from semgrad_guard.errors import ConfigError
 from semgrad_guard.model.constrained import Grammar
 from semgrad_guard.policy import Scorer
-from semgrad_guard.scoring.metadata import answer_metadata, score_or_error
+from semgrad_guard.model.streaming import GenerationStream
+from semgrad_guard.scoring.metadata import answer_metadata, generate_scored
 from transformers import LogitsProcessorList
 
 from .loading import shared_model
@@ -101,6 +102,11 @@ class ChatSemGrad(BaseChatModel):
         default="semgrad", description="The score `scorer` headlines when it is built here.")
     score_answers: bool = Field(
         default=True, description="Score every answer (False: ids only, no score).")
+    fused: bool = Field(
+        default=True,
+        description="Score while generating (a SemGradScorer of `model`): the backward "
+                    "pass runs right after the last token, with no second forward pass. "
+                    "False: generate, then score with a teacher-forced pass.")
     max_new_tokens: int = Field(
         default=128, ge=1, validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
         description="Most tokens to generate (also accepted as `max_tokens`).")
@@ -359,16 +365,18 @@ class ChatSemGrad(BaseChatModel):
                                           {"type": "object"})
         return tools, response_format, grammar, stop if stop is not None else self.stop
 
-    def _score(self, generation: Generation) -> tuple[UncertaintyScore | None, str | None]:
-        if not self.score_answers or self.scorer is None:
-            return None, None
-        return score_or_error(self.scorer, generation)
+    def _generate_scored(self, prompt: list[dict[str, Any]], **generate_kwargs: Any
+                         ) -> tuple[Generation, UncertaintyScore | None, str | None]:
+        """One answer and its score (or why it has none), scored while generating unless
+        ``fused`` is off."""
+        scorer = self.scorer if self.score_answers else None
+        return generate_scored(self.model, scorer, prompt, fused=self.fused, **generate_kwargs)
 
-    def _answer(self, generation: Generation, text: str, tools: bool
+    def _answer(self, generation: Generation, text: str, tools: bool,
+                score: UncertaintyScore | None, error: str | None
                 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """The message fields of one finished generation: content, tool-call fields,
         response metadata."""
-        score, error = self._score(generation)
         calls: dict[str, Any] = {}
         finish = _FINISH[generation.stop_reason]
         content = text
@@ -401,10 +409,10 @@ class ChatSemGrad(BaseChatModel):
     ) -> ChatResult:
         tools, response_format, grammar, stop = self._request(stop, kwargs)
         prompt, template_tools = self._prompt(messages, tools, response_format)
-        generation = self.model.generate(prompt, tools=template_tools,
-                                         **self._generate_kwargs(stop, kwargs, grammar))
+        generation, score, error = self._generate_scored(
+            prompt, tools=template_tools, **self._generate_kwargs(stop, kwargs, grammar))
         content, calls, metadata = self._answer(
-            generation, self._finish_text(generation, stop), bool(tools))
+            generation, self._finish_text(generation, stop), bool(tools), score, error)
         message = AIMessage(content=content, response_metadata=metadata,
                             usage_metadata=self._usage(generation), **calls)  # type: ignore[arg-type]
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -435,7 +443,15 @@ class ChatSemGrad(BaseChatModel):
             yield self._whole_as_chunk(messages, stop, kwargs)
             return
         prompt, _ = self._prompt(messages, None, None)
-        stream = self.model.stream(prompt, **self._generate_kwargs(stop, kwargs))
+        scored: list[tuple[UncertaintyScore | None, str | None]] = []
+
+        def run(streamer: Any) -> Generation:
+            generation, score, error = self._generate_scored(
+                prompt, streamer=streamer, **self._generate_kwargs(stop, kwargs))
+            scored.append((score, error))
+            return generation
+
+        stream = GenerationStream(self.model.tokenizer, run)
         emitted = ""
         for delta in stream:
             emitted += delta
@@ -445,7 +461,7 @@ class ChatSemGrad(BaseChatModel):
             yield chunk
         generation = stream.result()
         text = self._finish_text(generation, stop)
-        content, _, metadata = self._answer(generation, text, False)
+        content, _, metadata = self._answer(generation, text, False, *scored[0])
         rest = content[len(emitted):] if content.startswith(emitted) else ""
         yield ChatGenerationChunk(message=AIMessageChunk(
             content=rest, response_metadata=metadata, usage_metadata=self._usage(generation),  # type: ignore[arg-type]

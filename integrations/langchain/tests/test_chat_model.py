@@ -86,6 +86,19 @@ def test_stream_sends_text_first_and_the_score_with_the_final_chunk(
         answer.response_metadata["semgrad"]["value"], rel=1e-5)
 
 
+def test_answers_are_scored_while_generated_as_two_passes_would(chat: ChatSemGrad,
+                                                                  answer: AIMessage) -> None:
+    fused = answer.response_metadata["semgrad"]
+    assert "decode_with_graph" in fused["timings"]  # scored while generating, by default
+    two_pass = ChatSemGrad(model=chat.model, scorer=chat.scorer, max_new_tokens=12,
+                           fused=False).invoke(QUESTION)
+    meta = two_pass.response_metadata
+    assert "decode_with_graph" not in meta["semgrad"]["timings"]
+    assert meta["response_ids"] == answer.response_metadata["response_ids"]
+    for name, value in meta["semgrad"]["features"].items():
+        assert fused["features"][name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+
+
 @tool
 def get_weather(city: str) -> str:
     """Get the current weather in a city."""

@@ -25,9 +25,10 @@ from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 
-from semgrad_guard import ConfigError, Generation, LocalModel, SemGradScorer
+from semgrad_guard import ConfigError, Generation, LocalModel, SemGradScorer, UncertaintyScore
 from semgrad_guard.model.prompts import Prompt
-from semgrad_guard.scoring.metadata import score_or_error
+from semgrad_guard.model.streaming import GenerationStream
+from semgrad_guard.scoring.metadata import generate_scored
 
 from .scores import ScoredCompletion
 
@@ -110,6 +111,11 @@ class SemGradLLM(LLM):
         default_factory=dict,
         description="Extra keyword arguments for model.generate (greedy decoding unless "
                     "do_sample=True is given here).")
+    fused: bool = Field(
+        default=True,
+        description="Score while generating: the backward pass runs right after the last "
+                    "token, with no second forward pass. False: generate, then score with "
+                    "a teacher-forced pass.")
     history: int = Field(
         default=64, ge=1,
         description="How many recent scored answers the LLM keeps for find_call().")
@@ -202,31 +208,46 @@ class SemGradLLM(LLM):
         max_new = kwargs.get("max_new_tokens") or kwargs.get("max_tokens") or self.max_new_tokens
         return {**self.generate_kwargs, "max_new_tokens": int(max_new)}
 
-    def _scored(self, prompt: Prompt, generation: Generation) -> ScoredCompletion:
-        score, error = score_or_error(self._scorer, generation)
+    def _record(self, prompt: Prompt, generation: Generation, score: UncertaintyScore | None,
+                error: str | None) -> ScoredCompletion:
         call = ScoredCompletion(prompt=prompt, generation=generation, score=score, error=error)
         self._calls.append(call)
         for recording in _RECORDING.get():
             recording.append(call)
         return call
 
+    def _generate_scored(self, prompt: Prompt, kwargs: dict[str, Any], streamer: Any = None
+                         ) -> tuple[Generation, UncertaintyScore | None, str | None]:
+        """Generate and score one answer (while generating, unless ``fused`` is off)."""
+        options = self._options(kwargs)
+        if streamer is not None:
+            options["streamer"] = streamer
+        return generate_scored(self._model, self._scorer, prompt, fused=self.fused, **options)
+
     def _run(self, prompt: Prompt, kwargs: dict[str, Any]) -> ScoredCompletion:
-        return self._scored(prompt, self._model.generate(prompt, **self._options(kwargs)))
+        return self._record(prompt, *self._generate_scored(prompt, kwargs))
 
     def _stream(self, prompt: Prompt, kwargs: dict[str, Any], chat: bool
                 ) -> Generator[Any, None, None]:
         """The responses of an answer while it is generated (the text so far and the new
         piece), then the scored answer (with an empty delta)."""
-        options = self._options(kwargs)
-        options.pop("streamer", None)  # the stream brings its own
-        stream = self._model.stream(prompt, **options)
+        kwargs = {k: v for k, v in kwargs.items() if k != "streamer"}  # the stream's own
+        scored: list[tuple[UncertaintyScore | None, str | None]] = []
+
+        def run(streamer: Any) -> Generation:
+            generation, score, error = self._generate_scored(prompt, kwargs, streamer)
+            scored.append((score, error))
+            return generation
+
+        stream = GenerationStream(self._model.tokenizer, run)
         text = ""
         for delta in stream:
             text += delta
             yield (ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
                                 delta=delta) if chat else CompletionResponse(text=text,
                                                                              delta=delta))
-        call = self._scored(prompt, stream.result())
+        # Recorded here, in the reader's context (the worker thread has none).
+        call = self._record(prompt, stream.result(), *scored[0])
         yield self._chat(call, delta="") if chat else self._completion(call, delta="")
 
     async def _astream(self, prompt: Prompt, kwargs: dict[str, Any], chat: bool
