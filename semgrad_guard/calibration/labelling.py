@@ -43,14 +43,16 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
                   model: str | None = None, profile: str = "auto",
                   batch_size: int = 8, max_new_tokens: int = 32, lm: Any = None,
                   scorer: Any = None, judge: Any = None, done: Sequence[LabelledScore] = (),
-                  on_batch: Callable[[list[LabelledScore]], None] | None = None
-                  ) -> list[LabelledScore]:
+                  on_batch: Callable[[list[LabelledScore]], None] | None = None,
+                  fused: bool = True) -> list[LabelledScore]:
     """Greedy answers to the labelled questions, with every score and their correctness.
 
     ``question_field`` and ``answers_field`` name the JSONL fields of the question and of
     its gold answer (a string or a list of acceptable answers). Questions already in
     ``done`` (by line index) are not asked again; ``on_batch`` receives each new batch
-    as soon as it is labelled (to save progress).
+    as soon as it is labelled (to save progress). ``fused`` scores each answer while it
+    is generated (a :class:`SemGradScorer`; the same scores to rounding); ``False``
+    generates, then scores in a teacher-forced pass.
     """
     from tqdm import tqdm
 
@@ -85,15 +87,28 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
         for start in range(0, len(items), max(1, batch_size)):
             chunk = items[start:start + max(1, batch_size)]
             t0 = time.perf_counter()
-            generations = lm.generate_batch([qa_prompt(item.question) for item in chunk],
-                                            max_new_tokens=max_new_tokens)
+            prompts = [qa_prompt(item.question) for item in chunk]
+            together = None
+            if fused and isinstance(scorer, SemGradScorer):
+                together = scorer.generate_and_score_batch(prompts,
+                                                           max_new_tokens=max_new_tokens)
+                generations = [g for g, _ in together]
+            else:
+                generations = lm.generate_batch(prompts, max_new_tokens=max_new_tokens)
             t1 = time.perf_counter()
             # The guard never reads a score of an empty answer: thresholds are fitted on
             # the questions the model answered.
-            answered = [(item, g) for item, g in zip(chunk, generations, strict=True)
-                        if not g.no_answer]
+            kept = [i for i, g in enumerate(generations) if not g.no_answer]
+            answered = [(chunk[i], generations[i]) for i in kept]
             unanswered += len(chunk) - len(answered)
-            scored = scorer.score_batch([(g.prompt_ids, g.response_ids) for _, g in answered])
+            if together is None:
+                scored = scorer.score_batch([(g.prompt_ids, g.response_ids)
+                                             for _, g in answered])
+            else:
+                scored = [together[i][1] for i in kept]
+                failed = [s for s in scored if isinstance(s, Exception)]
+                if failed:
+                    raise failed[0]
             t2 = time.perf_counter()
             generating, scoring = generating + t1 - t0, scoring + t2 - t1
             batch = [LabelledScore(item.index, item.question, generation.text, dict(s.scores),
@@ -106,8 +121,12 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
                 on_batch(batch)
             bar.update(len(chunk))
     n = len(results) + unanswered
-    print(f"{n} questions: generation {generating / n:.2f} s and scoring {scoring / n:.2f} s "
-          f"per question", file=sys.stderr)
+    if fused and isinstance(scorer, SemGradScorer):
+        print(f"{n} questions: generation scored while generating {generating / n:.2f} s "
+              f"per question", file=sys.stderr)
+    else:
+        print(f"{n} questions: generation {generating / n:.2f} s and scoring "
+              f"{scoring / n:.2f} s per question", file=sys.stderr)
     if unanswered:
         print(f"{unanswered} of {n} questions got no answer (left out of the fit)",
               file=sys.stderr)

@@ -221,3 +221,21 @@ def test_fit_with_a_log_calibration(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "sigmoid(" in capsys.readouterr().out
     calibration = load_policy(policy).default.threshold.calibration
     assert calibration is not None and calibration.transform == "log" and calibration.coef > 0
+
+
+def test_labelling_scores_while_generating_as_two_passes_would() -> None:
+    from semgrad_guard import SemGradScorer
+    from semgrad_guard.calibration.labelling import label_answers
+    from tests.core.tiny import tiny_local_model
+
+    lm = tiny_local_model(max_positions=512)
+    scorer = SemGradScorer(lm)
+    judge = type("Judge", (), {"is_correct": lambda self, a, g: len(a) % 2 == 0})()
+    fused, two_pass = (label_answers("sciq", limit=3, lm=lm, scorer=scorer, judge=judge,
+                                     batch_size=2, max_new_tokens=4, fused=f)
+                       for f in (True, False))
+    assert len(fused) == 3 and [r.answer for r in fused] == [r.answer for r in two_pass]
+    for a, b in zip(fused, two_pass, strict=True):
+        assert a.scores.keys() == b.scores.keys()
+        for name, value in b.scores.items():
+            assert a.scores[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name

@@ -25,8 +25,8 @@ from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_val
 from semgrad_guard import Generation, LocalModel, SemGradScorer, UncertaintyScore
 from semgrad_guard.errors import ConfigError
 from semgrad_guard.model.constrained import Grammar
-from semgrad_guard.policy import Scorer
 from semgrad_guard.model.streaming import GenerationStream
+from semgrad_guard.policy import Scorer
 from semgrad_guard.scoring.metadata import answer_metadata, generate_scored
 from transformers import LogitsProcessorList
 
