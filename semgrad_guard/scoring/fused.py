@@ -51,6 +51,7 @@ from ..model.clock import synchronize
 from ..model.frozen import frozen_for_scoring
 from ..model.generation import Generation
 from ..model.prompts import Prompt
+from .capture import capture_hook
 from .result import UncertaintyScore
 from .statistics import answer_statistics
 
@@ -130,25 +131,10 @@ class _GraphDecode:
         self.head.clear()
         self.logits = ()
 
-    def _capture(self, layer: int, into: dict[int, torch.Tensor]):  # type: ignore[no-untyped-def]
-        lowest = self.scorer.anchor.layers[0]
-
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            if layer in into:  # a decode step: its states reach no anchor
-                return None
-            h = output[0] if isinstance(output, tuple) else output
-            if layer == lowest:
-                # The graph starts here: nothing below needs a gradient.
-                h = h.detach().requires_grad_(True)
-            into[layer] = h
-            if layer != lowest:
-                return None
-            return (h, *output[1:]) if isinstance(output, tuple) else h
-        return hook
-
     def _hooks(self, into: dict[int, torch.Tensor]) -> list[Any]:
         layout = self.scorer.model.layout
-        return [layout.module_producing(layer).register_forward_hook(self._capture(layer, into))
+        return [layout.module_producing(layer).register_forward_hook(
+            capture_hook(layer, self.scorer.anchor.layers[0], into, first_only=True))
                 for layer in self.scorer.anchor.layers]
 
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor,

@@ -29,6 +29,7 @@ from ..model.generation import Generation, PrefixCache
 from ..model.local_model import LocalModel
 from ..model.prompts import Prompt
 from ..model.vocabulary import check_fingerprint, check_special_tokens
+from .capture import capture_hook
 from .fused import fusable, generate_and_score_fused
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import AUTO_SCORE, SCORE_NAMES, HiddenStates, UncertaintyScore
@@ -508,23 +509,11 @@ class SemGradScorer:
         head: dict[str, torch.Tensor] = {}
         lowest = anchor.layers[0]
 
-        def capture(layer: int, into: dict[int, torch.Tensor]):  # type: ignore[no-untyped-def]
-            def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-                h = output[0] if isinstance(output, tuple) else output
-                if layer == lowest:
-                    # The backward pass stops here: nothing below needs a gradient.
-                    h = h.detach().requires_grad_(True)
-                into[layer] = h
-                if layer != lowest:
-                    return None
-                return (h, *output[1:]) if isinstance(output, tuple) else h
-            return hook
-
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             head["input"], head["output"] = inputs[0], output
 
         def hooks(into: dict[int, torch.Tensor]) -> list[tuple[nn.Module, Any]]:
-            return [(layout.module_producing(layer), capture(layer, into))
+            return [(layout.module_producing(layer), capture_hook(layer, lowest, into))
                     for layer in anchor.layers]
 
         t0 = time.perf_counter()
