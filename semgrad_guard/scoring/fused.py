@@ -23,8 +23,10 @@ The logits the decode produced for each answer token are the ones a teacher-forc
 over ``prompt + answer`` computes (the same model, the same tokens, the same causal
 mask), so ``J`` is the same function of the same leaves and one backward pass gives the
 same gradients. What differs is only the order of floating-point work (one column at a
-time instead of all at once): the scores agree to rounding, checked at 1e-4 relative
-in the tests.
+time instead of all at once): the scores agree to rounding. The tests check 1e-4
+relative on tiny float32 models (3e-7 seen) and 1e-6 on the default model in float64;
+in float32 the default model's rounding differs by up to 3e-4 relative on some
+features, checked at 1e-3.
 
 Memory: the graph holds, per decode step, the attention inputs of the layers ``>=
 min(S)`` (the keys and values of every earlier position from the anchor on, as each step

@@ -23,15 +23,16 @@ PROMPTS = ["what is the color of the sky ?", "who wrote the moon ?",
            "how many cat and dog in the city of paris ?"]
 
 
-def assert_same(fused: UncertaintyScore, two_pass: UncertaintyScore) -> None:
-    """Every score, component and feature within 1e-4 relative."""
+def assert_same(fused: UncertaintyScore, two_pass: UncertaintyScore, rel: float = 1e-4
+                ) -> None:
+    """Every score, component and feature within ``rel`` relative."""
     assert fused.prompt_ids == two_pass.prompt_ids
     assert fused.response_ids == two_pass.response_ids
     for field in ("scores", "components", "features"):
         got, want = getattr(fused, field), getattr(two_pass, field)
         assert set(got) == set(want), field
         for name, value in want.items():
-            assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-9), (field, name)
+            assert got[name] == pytest.approx(value, rel=rel, abs=1e-12), (field, name)
 
 
 def fused_and_two_pass(scorer: SemGradScorer, prompts: list[str], **kwargs: Any
@@ -212,15 +213,26 @@ def test_settings_the_fused_path_does_not_take_use_two_passes() -> None:
 
 @pytest.mark.real_model
 def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
+    """With the model in float64 the fused and teacher-forced passes agree to 1e-6 (the
+    norms are accumulated in float32): the method is exact. In float32 they differ by
+    rounding alone (one column at a time against all at once): up to 3e-4 relative on
+    some features of the default model, so checked at 1e-3."""
     from semgrad_guard import qa_prompt
 
-    scorer = SemGradScorer(default_lm, method="hybridgrad")
     prompts = [qa_prompt("What is the capital of France?"),
-               qa_prompt("Who wrote the novel Moby-Dick?")]
-    results = scorer.generate_and_score_batch(prompts, max_new_tokens=24)
-    plain = default_lm.generate_batch(prompts, max_new_tokens=24)
-    assert [g.response_ids for g, _ in results] == [g.response_ids for g in plain]
-    two_pass = scorer.score_batch(plain)
-    for (_, fused), want in zip(results, two_pass, strict=True):
-        assert isinstance(fused, UncertaintyScore)
-        assert_same(fused, want)
+               [{"role": "system", "content": "Answer in a few words."},
+                {"role": "user", "content": "What is the chemical symbol of gold?"}]]
+    model = default_lm.model
+    try:
+        for dtype, rel in ((torch.float64, 1e-6), (torch.float32, 1e-3)):
+            model.to(dtype)
+            scorer = SemGradScorer(default_lm, method="hybridgrad")
+            results = scorer.generate_and_score_batch(prompts, max_new_tokens=12)
+            plain = default_lm.generate_batch(prompts, max_new_tokens=12)
+            assert [g.response_ids for g, _ in results] == [g.response_ids for g in plain]
+            two_pass = scorer.score_batch(plain)
+            for (_, fused), want in zip(results, two_pass, strict=True):
+                assert isinstance(fused, UncertaintyScore)
+                assert_same(fused, want, rel)
+    finally:
+        model.to(torch.float32)
