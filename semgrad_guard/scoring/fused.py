@@ -133,10 +133,10 @@ class _GraphDecode:
         self.head.clear()
         self.logits = ()
 
-    def _hooks(self, into: dict[int, torch.Tensor]) -> list[Any]:
+    def _hooks(self, into: dict[int, torch.Tensor]) -> list[tuple[nn.Module, Any]]:
         layout = self.scorer.model.layout
-        return [layout.module_producing(layer).register_forward_hook(
-            capture_hook(layer, self.scorer.anchor.layers[0], into, first_only=True))
+        return [(layout.module_producing(layer),
+                 capture_hook(layer, self.scorer.anchor.layers[0], into, first_only=True))
                 for layer in self.scorer.anchor.layers]
 
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor,
@@ -152,12 +152,9 @@ class _GraphDecode:
         offsets = tuple(k for k in scorer.feature_offsets if width + k >= 0)
         tail_start = min([width + k for k in offsets if k < anchor.offset], default=split)
         if past is not None and tail_start < split:
-            handles = self._hooks(self.tail_captured)
-            try:
+            # Hooks that fire for this call only (the model may serve other callers).
+            with scorer.model.forward_hooks(self._hooks(self.tail_captured)):
                 past = scorer._tail_pass(past, input_ids, mask, positions, tail_start, split)
-            finally:
-                for handle in handles:
-                    handle.remove()
         if anchor.layers[0] not in self.tail_captured:
             tail_start = split
         synchronize(device)
@@ -166,17 +163,14 @@ class _GraphDecode:
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             self.head.append((inputs[0], output))
 
-        handles = self._hooks(self.captured)
+        hooks = self._hooks(self.captured)
         if scorer.hybrid:
-            handles.append(scorer.model.layout.lm_head.register_forward_hook(capture_head))
-        try:
+            hooks.append((scorer.model.layout.lm_head, capture_head))
+        with scorer.model.forward_hooks(hooks):
             out = generate_with_graph(
                 scorer.model.model, input_ids=input_ids, attention_mask=mask,
                 past_key_values=past, **{**kwargs, "return_dict_in_generate": True,
                                          "output_logits": True})
-        finally:
-            for handle in handles:
-                handle.remove()
         synchronize(device)
         self.seconds = {"prefix": t1 - t0, "decode": time.perf_counter() - t1}
         self.logits = tuple(out.logits)
