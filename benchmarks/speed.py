@@ -51,7 +51,7 @@ def main() -> None:
 
     rows = []
     lm.generate(qa_prompt(items[0].question), max_new_tokens=4)  # warm-up
-    semgrad.generate_and_score(qa_prompt(items[0].question), max_new_tokens=4)
+    semgrad.generate_and_score(qa_prompt(items[0].question), fused=True, max_new_tokens=4)
     for item in tqdm(items[:args.single], desc="generate and score"):
         prompt = qa_prompt(item.question)
         t0 = time.perf_counter()
@@ -63,10 +63,10 @@ def main() -> None:
         t3 = time.perf_counter()
         hybrid.score_batch([(generation.prompt_ids, generation.response_ids)])[0]
         t4 = time.perf_counter()
-        fused_generation, _ = semgrad.generate_and_score(prompt,
+        fused_generation, _ = semgrad.generate_and_score(prompt, fused=True,
                                                          max_new_tokens=args.max_new_tokens)
         t5 = time.perf_counter()
-        hybrid.generate_and_score(prompt, max_new_tokens=args.max_new_tokens)
+        hybrid.generate_and_score(prompt, fused=True, max_new_tokens=args.max_new_tokens)
         t6 = time.perf_counter()
         assert fused_generation.response_ids == generation.response_ids
         # The fused path's cost is what it adds to generating the same answer.
@@ -106,7 +106,8 @@ def main() -> None:
         t2 = time.perf_counter()
         semgrad.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
         t3 = time.perf_counter()
-        semgrad.generate_and_score_batch(prompts[lo:lo + 16], max_new_tokens=args.max_new_tokens)
+        semgrad.generate_and_score_batch(prompts[lo:lo + 16], fused=True,
+                                         max_new_tokens=args.max_new_tokens)
         t4 = time.perf_counter()
         batched["generate"] += t1 - t0
         batched["semgrad_cached"] += t2 - t1
@@ -118,12 +119,14 @@ def main() -> None:
     graph_mib = {
         "two_pass": saved_mib(lambda: semgrad.score_batch([longest["pair"]])),
         "fused": saved_mib(lambda: semgrad.generate_and_score(
-            prompt_of(lm, items, longest["pair"][0]), max_new_tokens=args.max_new_tokens))}
+            prompt_of(lm, items, longest["pair"][0]), fused=True,
+            max_new_tokens=args.max_new_tokens))}
 
     # What remains of the fused path: one batch of 16, profiled.
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with record_function("generate_and_score_batch (fused)"):
-            semgrad.generate_and_score_batch(prompts[:16], max_new_tokens=args.max_new_tokens)
+            semgrad.generate_and_score_batch(prompts[:16], fused=True,
+                                             max_new_tokens=args.max_new_tokens)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
     print(f"\ndefault model, {len(rows)} SciQ questions, torch {torch.__version__}, "

@@ -44,15 +44,16 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
                   batch_size: int = 8, max_new_tokens: int = 32, lm: Any = None,
                   scorer: Any = None, judge: Any = None, done: Sequence[LabelledScore] = (),
                   on_batch: Callable[[list[LabelledScore]], None] | None = None,
-                  fused: bool = True) -> list[LabelledScore]:
+                  fused: bool = False) -> list[LabelledScore]:
     """Greedy answers to the labelled questions, with every score and their correctness.
 
     ``question_field`` and ``answers_field`` name the JSONL fields of the question and of
     its gold answer (a string or a list of acceptable answers). Questions already in
     ``done`` (by line index) are not asked again; ``on_batch`` receives each new batch
-    as soon as it is labelled (to save progress). ``fused`` scores each answer while it
-    is generated (a :class:`SemGradScorer`; the same scores to rounding); ``False``
-    generates, then scores in a teacher-forced pass.
+    as soon as it is labelled (to save progress). Answers are generated, then scored in
+    a teacher-forced pass; ``fused`` scores each answer while it is generated instead (a
+    :class:`SemGradScorer`; the same scores to float32 rounding, slower on CPU at these
+    batch sizes: see :meth:`SemGradScorer.generate_and_score`).
     """
     from tqdm import tqdm
 
@@ -90,7 +91,7 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
             prompts = [qa_prompt(item.question) for item in chunk]
             together = None
             if fused and isinstance(scorer, SemGradScorer):
-                together = scorer.generate_and_score_batch(prompts,
+                together = scorer.generate_and_score_batch(prompts, fused=True,
                                                            max_new_tokens=max_new_tokens)
                 generations = [g for g, _ in together]
             else:

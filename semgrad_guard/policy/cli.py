@@ -96,9 +96,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
                         help="longest answer generated (default: 32; the questions ask for "
                              "one or a few words)")
-    parser.add_argument("--two-pass", action="store_true",
-                        help="generate, then score in a teacher-forced pass (default: score "
-                             "while generating, the same scores to rounding)")
+    parser.add_argument("--fused", action="store_true",
+                        help="score each answer while it is generated, with no second "
+                             "forward pass (default: generate, then score in a "
+                             "teacher-forced pass; the same scores to float32 rounding, "
+                             "and faster on CPU)")
     parser.add_argument("--answers", default=None, metavar="FILE",
                         help="a JSONL file of labelled answers: reused when it was made with "
                              "the same data, split, limit and model, else written, so a refit "
@@ -210,7 +212,7 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
         args.data, split=args.split, limit=args.limit, question_field=args.question_field,
         answers_field=args.answer_field, model=args.model, profile=profile,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, done=done,
-        on_batch=answers.append if answers is not None else None, fused=not args.two_pass)
+        on_batch=answers.append if answers is not None else None, fused=args.fused)
     missing = [r.index for r in labelled if score not in r.scores]
     if missing:
         raise CalibrationError(f"score {score!r} was not computed for question "

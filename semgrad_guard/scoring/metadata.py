@@ -59,20 +59,22 @@ def score_or_error(scorer: Scorer, generation: Generation
 
 
 def generate_scored(model: LocalModel, scorer: Scorer | None, prompt: Prompt, *,
-                    fused: bool = True, **generate_kwargs: Any
+                    fused: bool = False, **generate_kwargs: Any
                     ) -> tuple[Generation, UncertaintyScore | None, str | None]:
     """Generate an answer and score it on its exact ids: the generation, and its score or
     why it has none (as :func:`score_or_error`). ``scorer=None`` only generates.
 
-    With a :class:`SemGradScorer` of ``model``, ``fused`` (the default) scores while
-    generating: no second forward pass over the answer (:mod:`semgrad_guard.scoring.fused`;
-    the same scores to rounding). ``fused=False``, or any other scorer, generates and
-    then scores the generation. ``generate_kwargs`` go to generation (a ``streamer``
-    too).
+    By default, or with any scorer but a :class:`SemGradScorer` of ``model``, it
+    generates and then scores the generation (two passes, micro-batched with concurrent
+    callers). ``fused=True`` with a :class:`SemGradScorer` of ``model`` scores while
+    generating, with no second forward pass over the answer (the same scores to float32
+    rounding; not faster on CPU: see :meth:`SemGradScorer.generate_and_score`); such a
+    call holds the model's lock on its own, not batched with other callers.
+    ``generate_kwargs`` go to generation (a ``streamer`` too).
     """
     if fused and isinstance(scorer, SemGradScorer) and scorer.model is model:
         try:
-            [(generation, scored)] = scorer.generate_and_score_batch([prompt],
+            [(generation, scored)] = scorer.generate_and_score_batch([prompt], fused=True,
                                                                      **generate_kwargs)
         except GradientAccessError:
             pass  # no graph can be kept here: generate, and say why it has no score

@@ -227,24 +227,34 @@ class SemGradScorer:
     # -- public entry points ---------------------------------------------------------------
     # Calls of one answer go through the model's batcher: concurrent callers share one
     # padded batch, each getting its own row (a row that cannot be scored fails alone).
-    def generate_and_score(self, prompt: Prompt, *, fused: bool = True,
+    def generate_and_score(self, prompt: Prompt, *, fused: bool = False,
                            **generate_kwargs: Any) -> tuple[Generation, UncertaintyScore]:
         """Generate an answer (greedily unless told to sample) and score it by its exact
         ids.
 
-        ``fused`` (the default) decodes with the graph SemGrad needs and runs the
-        backward pass right after the last token: no second forward pass over the answer
-        (:mod:`semgrad_guard.scoring.fused`; the scores equal the two-pass ones to
-        rounding). ``fused=False`` generates, then scores with a teacher-forced pass that
-        reuses generation's prompt cache. Settings the fused path does not take
-        (``num_return_sequences``, a scorer keeping hidden states) use the two passes.
+        By default it generates, then scores with a teacher-forced pass that reuses
+        generation's prompt cache (two passes). ``fused=True`` instead decodes with the
+        graph SemGrad needs and runs the backward pass right after the last token, with
+        no second forward pass over the answer (:mod:`semgrad_guard.scoring.fused`).
+
+        Why two passes are the default: the fused path is not more exact and is not
+        faster on CPU. Both compute the same function (in float64 on the default model
+        they agree within 1e-6); in float32 they differ by rounding, up to 3e-4 relative,
+        about as much as the two-pass score differs from itself between a lone answer
+        and a padded batch (``benchmarks/float32_floor.py``). On the default model on
+        CPU (``benchmarks/speed.py --questions 16 --single 4 --max-new-tokens 32``, one
+        torch thread) scoring adds 0.42x of generation fused against 0.40x two-pass one
+        answer at a time, and 2.00x against 0.63x at batch 16: carrying the graph
+        through the decode steps costs more than the forward pass it saves. Settings
+        the fused path does not take (``num_return_sequences``, a scorer keeping hidden
+        states) use the two passes.
         """
         self._check_gradient_access()
         return self.model.batcher.call(  # type: ignore[no-any-return]
             self._rows_for(fused, generate_kwargs), (prompt, generate_kwargs),
             settings_key({**generate_kwargs, "fused": fused}))
 
-    async def agenerate_and_score(self, prompt: Prompt, *, fused: bool = True,
+    async def agenerate_and_score(self, prompt: Prompt, *, fused: bool = False,
                                   **generate_kwargs: Any
                                   ) -> tuple[Generation, UncertaintyScore]:
         """:meth:`generate_and_score` for asyncio: awaits without blocking the loop."""
@@ -265,12 +275,12 @@ class SemGradScorer:
         pairs = generate_and_score_fused(self, [prompt for prompt, _ in items], **items[0][1])
         return [RowFailure(s) if isinstance(s, ScoringError) else (g, s) for g, s in pairs]
 
-    def generate_and_score_batch(self, prompts: Sequence[Prompt], *, fused: bool = True,
+    def generate_and_score_batch(self, prompts: Sequence[Prompt], *, fused: bool = False,
                                  **generate_kwargs: Any
                                  ) -> list[tuple[Generation, UncertaintyScore | ScoringError]]:
-        """:meth:`generate_and_score` of many prompts in one left-padded batch. An answer
-        that cannot be scored comes with the :class:`ScoringError` saying why in place of
-        its score (the others are scored)."""
+        """:meth:`generate_and_score` of many prompts in one left-padded batch (two
+        passes unless ``fused=True``). An answer that cannot be scored comes with the
+        :class:`ScoringError` saying why in place of its score (the others are scored)."""
         if fused and fusable(self, generate_kwargs):
             return generate_and_score_fused(self, prompts, **generate_kwargs)
         generations = self.model.generate_batch(prompts, **generate_kwargs)

@@ -69,7 +69,7 @@ def test_greedy_chat_one_prompt_equals_the_two_pass_path(offset: int | None,
                                                          ) -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm, anchor_offset=offset, layers=layers)
-    generation, score = scorer.generate_and_score(PROMPTS[0], max_new_tokens=7)
+    generation, score = scorer.generate_and_score(PROMPTS[0], fused=True, max_new_tokens=7)
     plain = lm.generate(PROMPTS[0], max_new_tokens=7)
     assert generation.response_ids == plain.response_ids
     assert generation.stop_reason == plain.stop_reason and generation.text == plain.text
@@ -79,12 +79,16 @@ def test_greedy_chat_one_prompt_equals_the_two_pass_path(offset: int | None,
     assert "decode_with_graph" in score.timings
 
 
-def test_fused_false_is_the_two_pass_path() -> None:
+def test_two_passes_are_the_default_and_fused_is_asked_for() -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm)
-    generation, score = scorer.generate_and_score(PROMPTS[1], fused=False, max_new_tokens=5)
+    generation, score = scorer.generate_and_score(PROMPTS[1], max_new_tokens=5)
     assert "decode_with_graph" not in score.timings
-    fused_generation, fused = scorer.generate_and_score(PROMPTS[1], max_new_tokens=5)
+    [(_, batched)] = scorer.generate_and_score_batch(PROMPTS[1:2], max_new_tokens=5)
+    assert isinstance(batched, UncertaintyScore) and "decode_with_graph" not in batched.timings
+    fused_generation, fused = scorer.generate_and_score(PROMPTS[1], fused=True,
+                                                        max_new_tokens=5)
+    assert "decode_with_graph" in fused.timings
     assert fused_generation.response_ids == generation.response_ids
     assert_same(fused, score)
 
@@ -103,7 +107,7 @@ def test_the_graph_starts_at_the_lowest_anchor_layer_and_no_parameter_gets_a_gra
 
     handles = [b.register_forward_hook(watch(i)) for i, b in enumerate(lm.layout.blocks)]
     try:
-        _, score = scorer.generate_and_score(PROMPTS[2], max_new_tokens=6)
+        _, score = scorer.generate_and_score(PROMPTS[2], fused=True, max_new_tokens=6)
     finally:
         for h in handles:
             h.remove()
@@ -183,7 +187,7 @@ def test_an_answer_that_cannot_be_scored_keeps_its_generation() -> None:
     lm = tiny_local_model()
     end_on(lm, PROMPTS[0], step=2)
     scorer = SemGradScorer(lm, max_response_tokens=4)
-    results = scorer.generate_and_score_batch(PROMPTS, max_new_tokens=6)
+    results = scorer.generate_and_score_batch(PROMPTS, fused=True, max_new_tokens=6)
     short = [i for i, (g, _) in enumerate(results) if len(g.response_ids) <= 4]
     long = [i for i, (g, _) in enumerate(results) if len(g.response_ids) > 4]
     assert short and long
@@ -195,7 +199,7 @@ def test_an_answer_that_cannot_be_scored_keeps_its_generation() -> None:
         want = scorer.score_batch([(generation.prompt_ids, generation.response_ids)])[0]
         assert_same(score, want)
     with pytest.raises(ResponseTooLongError):
-        scorer.generate_and_score(PROMPTS[long[0]], max_new_tokens=6)
+        scorer.generate_and_score(PROMPTS[long[0]], fused=True, max_new_tokens=6)
 
 
 def test_inference_mode_is_refused_with_a_typed_error() -> None:
@@ -207,7 +211,7 @@ def test_inference_mode_is_refused_with_a_typed_error() -> None:
 def test_settings_the_fused_path_does_not_take_use_two_passes() -> None:
     lm = tiny_local_model()
     probing = SemGradScorer(lm, hidden_states=True)
-    _, score = probing.generate_and_score(PROMPTS[0], max_new_tokens=4)
+    _, score = probing.generate_and_score(PROMPTS[0], fused=True, max_new_tokens=4)
     assert score.hidden_states is not None and "decode_with_graph" not in score.timings
 
 
@@ -227,7 +231,8 @@ def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
         for dtype, rel in ((torch.float64, 1e-6), (torch.float32, 1e-3)):
             model.to(dtype)
             scorer = SemGradScorer(default_lm, method="hybridgrad")
-            results = scorer.generate_and_score_batch(prompts, max_new_tokens=12)
+            results = scorer.generate_and_score_batch(prompts, fused=True,
+                                                      max_new_tokens=12)
             plain = default_lm.generate_batch(prompts, max_new_tokens=12)
             assert [g.response_ids for g, _ in results] == [g.response_ids for g in plain]
             two_pass = scorer.score_batch(plain)

@@ -223,7 +223,8 @@ def test_fit_with_a_log_calibration(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert calibration is not None and calibration.transform == "log" and calibration.coef > 0
 
 
-def test_labelling_scores_while_generating_as_two_passes_would() -> None:
+def test_labelling_scores_while_generating_as_two_passes_would(
+        capsys: pytest.CaptureFixture[str]) -> None:
     from semgrad_guard import SemGradScorer
     from semgrad_guard.calibration.labelling import label_answers
     from tests.core.tiny import tiny_local_model
@@ -231,9 +232,13 @@ def test_labelling_scores_while_generating_as_two_passes_would() -> None:
     lm = tiny_local_model(max_positions=512)
     scorer = SemGradScorer(lm)
     judge = type("Judge", (), {"is_correct": lambda self, a, g: len(a) % 2 == 0})()
-    fused, two_pass = (label_answers("sciq", limit=3, lm=lm, scorer=scorer, judge=judge,
-                                     batch_size=2, max_new_tokens=4, fused=f)
-                       for f in (True, False))
+    two_pass = label_answers("sciq", limit=3, lm=lm, scorer=scorer, judge=judge,
+                             batch_size=2, max_new_tokens=4)
+    assert "s and scoring" in capsys.readouterr().err  # two passes by default
+    fused = label_answers("sciq", limit=3, lm=lm, scorer=scorer, judge=judge, batch_size=2,
+                          max_new_tokens=4, fused=True)
+    err = capsys.readouterr().err
+    assert "scored while generating" in err and "s and scoring" not in err
     assert len(fused) == 3 and [r.answer for r in fused] == [r.answer for r in two_pass]
     for a, b in zip(fused, two_pass, strict=True):
         assert a.scores.keys() == b.scores.keys()

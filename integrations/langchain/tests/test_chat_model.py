@@ -86,15 +86,15 @@ def test_stream_sends_text_first_and_the_score_with_the_final_chunk(
         answer.response_metadata["semgrad"]["value"], rel=1e-5)
 
 
-def test_answers_are_scored_while_generated_as_two_passes_would(chat: ChatSemGrad,
-                                                                  answer: AIMessage) -> None:
-    fused = answer.response_metadata["semgrad"]
-    assert "decode_with_graph" in fused["timings"]  # scored while generating, by default
-    two_pass = ChatSemGrad(model=chat.model, scorer=chat.scorer, max_new_tokens=12,
-                           fused=False).invoke(QUESTION)
-    meta = two_pass.response_metadata
-    assert "decode_with_graph" not in meta["semgrad"]["timings"]
-    assert meta["response_ids"] == answer.response_metadata["response_ids"]
+def test_answers_scored_while_generated_equal_the_default_two_passes(
+        chat: ChatSemGrad, answer: AIMessage) -> None:
+    meta = answer.response_metadata
+    assert "decode_with_graph" not in meta["semgrad"]["timings"]  # two passes, by default
+    scored_while_generated = ChatSemGrad(model=chat.model, scorer=chat.scorer,
+                                         max_new_tokens=12, fused=True).invoke(QUESTION)
+    fused = scored_while_generated.response_metadata["semgrad"]
+    assert "decode_with_graph" in fused["timings"]
+    assert meta["response_ids"] == scored_while_generated.response_metadata["response_ids"]
     for name, value in meta["semgrad"]["features"].items():  # float32 rounding apart
         assert fused["features"][name] == pytest.approx(value, rel=1e-3, abs=1e-9), name
 

@@ -125,15 +125,17 @@ def test_stream_scores_like_a_plain_call(tiny_llm: SemGradLLM) -> None:
     assert streamed.raw.score.value == pytest.approx(plain.raw.score.value, rel=1e-4)
 
 
-def test_answers_are_scored_while_generated_as_two_passes_would(tiny_lm: LocalModel) -> None:
-    fused = SemGradLLM(tiny_lm, max_new_tokens=6).complete(QUESTION).raw
-    assert "decode_with_graph" in fused.score.timings  # scored while generating, by default
-    two_pass = SemGradLLM(tiny_lm, max_new_tokens=6, fused=False).complete(QUESTION).raw
-    assert "decode_with_graph" not in two_pass.score.timings
+def test_answers_scored_while_generated_equal_the_default_two_passes(tiny_lm: LocalModel
+                                                                     ) -> None:
+    fused = SemGradLLM(tiny_lm, max_new_tokens=6, fused=True).complete(QUESTION).raw
+    assert "decode_with_graph" in fused.score.timings
+    two_pass = SemGradLLM(tiny_lm, max_new_tokens=6).complete(QUESTION).raw
+    assert "decode_with_graph" not in two_pass.score.timings  # two passes, by default
     assert fused.generation.response_ids == two_pass.generation.response_ids
     for name, value in two_pass.score.features.items():
         assert fused.score.features[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
-    streamed = list(SemGradLLM(tiny_lm, max_new_tokens=6).stream_complete(QUESTION))[-1].raw
+    streamed = list(SemGradLLM(tiny_lm, max_new_tokens=6, fused=True)
+                    .stream_complete(QUESTION))[-1].raw
     assert "decode_with_graph" in streamed.score.timings
     assert streamed.score.value == pytest.approx(two_pass.score.value, rel=1e-4)
 
