@@ -237,12 +237,14 @@ class SemGradScorer:
         graph SemGrad needs and runs the backward pass right after the last token, with
         no second forward pass over the answer (:mod:`semgrad_guard.scoring.fused`).
 
-        Why two passes are the default: the fused path is not more exact and is not
-        faster on CPU. Both compute the same function (in float64 on the default model
-        they agree within 1e-6); in float32 they differ by rounding, up to 3e-4 relative,
-        about as much as the two-pass score differs from itself between a lone answer
-        and a padded batch (``benchmarks/float32_floor.py``). On the default model on
-        CPU (``benchmarks/speed.py --questions 16 --single 4 --max-new-tokens 32``, one
+        Why two passes are the default: the fused path is neither more exact nor faster
+        on CPU. Both compute the same function (in float64 on the default model they
+        agree within 1e-6), but in float32 the fused scores round further from it: on 16
+        SciQ answers of the default model (``benchmarks/float32_floor.py``) the two-pass
+        score stays within 1.7e-5 relative of its float64 value (any score or feature;
+        within 1.3e-5 of itself alone, in a padded batch or from generation's cache),
+        the fused one within 4.3e-4 (SemGrad itself: 5.8e-6 against 7.2e-5). On CPU
+        (``benchmarks/speed.py --questions 16 --single 4 --max-new-tokens 32``, one
         torch thread) scoring adds 0.42x of generation fused against 0.40x two-pass one
         answer at a time, and 2.00x against 0.63x at batch 16: carrying the graph
         through the decode steps costs more than the forward pass it saves. Settings

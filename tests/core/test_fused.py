@@ -219,8 +219,13 @@ def test_settings_the_fused_path_does_not_take_use_two_passes() -> None:
 def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
     """With the model in float64 the fused and teacher-forced passes agree to 1e-6 (the
     norms are accumulated in float32): the method is exact. In float32 they differ by
-    rounding alone (one column at a time against all at once): up to 3e-4 relative on
-    some features of the default model, so checked at 1e-3."""
+    rounding alone (one column at a time against all at once), but by more than the
+    two-pass score differs from itself: on 16 SciQ answers (benchmarks/float32_floor.md)
+    the two-pass score alone, in a padded batch and from generation's cache agree within
+    1.3e-5 relative on every field, the fused one is up to 4.2e-4 away (a gradient norm
+    before the anchor; SemGrad 6.8e-5). So float32 is checked at 1e-3 (the measured gap
+    with a margin of 2.4), and the two-pass floor at 1e-4 (its measured 1.3e-5, a margin
+    of 7.7)."""
     from semgrad_guard import qa_prompt
 
     prompts = [qa_prompt("What is the capital of France?"),
@@ -239,5 +244,10 @@ def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
             for (_, fused), want in zip(results, two_pass, strict=True):
                 assert isinstance(fused, UncertaintyScore)
                 assert_same(fused, want, rel)
+            if dtype == torch.float32:  # the two-pass path against itself: a batch, alone
+                for generation, together in zip(plain, two_pass, strict=True):
+                    alone = scorer.score_batch([(generation.prompt_ids,
+                                                 generation.response_ids)])[0]
+                    assert_same(together, alone, 1e-4)
     finally:
         model.to(torch.float32)
