@@ -114,12 +114,14 @@ def main() -> None:
         batched["semgrad"] += t3 - t2
         batched["semgrad_fused"] += t4 - t3 - (t1 - t0)
 
-    # What each path's graph keeps for its backward pass, on the longest answer.
+    # What each path's graph keeps for its backward pass, on the longest answer (called
+    # in this thread: the hooks that see saved tensors are per thread, and one-answer
+    # calls run on the model's batching thread).
     longest = max(rows, key=lambda r: r["tokens"])
     graph_mib = {
         "two_pass": saved_mib(lambda: semgrad.score_batch([longest["pair"]])),
-        "fused": saved_mib(lambda: semgrad.generate_and_score(
-            prompt_of(lm, items, longest["pair"][0]), fused=True,
+        "fused": saved_mib(lambda: semgrad.generate_and_score_batch(
+            [prompt_of(lm, items, longest["pair"][0])], fused=True,
             max_new_tokens=args.max_new_tokens))}
 
     # What remains of the fused path: one batch of 16, profiled.

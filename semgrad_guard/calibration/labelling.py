@@ -52,8 +52,8 @@ def label_answers(data: str, *, split: str = "calibration", limit: int | None = 
     ``done`` (by line index) are not asked again; ``on_batch`` receives each new batch
     as soon as it is labelled (to save progress). Answers are generated, then scored in
     a teacher-forced pass; ``fused`` scores each answer while it is generated instead (a
-    :class:`SemGradScorer`; the same scores to float32 rounding, slower on CPU at these
-    batch sizes: see :meth:`SemGradScorer.generate_and_score`).
+    :class:`SemGradScorer`; the same scores up to float32 rounding, and slower on CPU: see
+    :meth:`SemGradScorer.generate_and_score`).
     """
     from tqdm import tqdm
 

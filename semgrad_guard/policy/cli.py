@@ -99,8 +99,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--fused", action="store_true",
                         help="score each answer while it is generated, with no second "
                              "forward pass (default: generate, then score in a "
-                             "teacher-forced pass; the same scores to float32 rounding, "
-                             "and faster on CPU)")
+                             "teacher-forced pass; the same scores up to float32 "
+                             "rounding, and faster on CPU)")
     parser.add_argument("--answers", default=None, metavar="FILE",
                         help="a JSONL file of labelled answers: reused when it was made with "
                              "the same data, split, limit and model, else written, so a refit "

@@ -244,10 +244,11 @@ class SemGradScorer:
         score stays within 1.7e-5 relative of its float64 value (any score or feature;
         within 1.3e-5 of itself alone, in a padded batch or from generation's cache),
         the fused one within 4.3e-4 (SemGrad itself: 5.8e-6 against 7.2e-5). On CPU
-        (``benchmarks/speed.py --questions 16 --single 4 --max-new-tokens 32``, one
-        torch thread) scoring adds 0.42x of generation fused against 0.40x two-pass one
-        answer at a time, and 2.00x against 0.63x at batch 16: carrying the graph
-        through the decode steps costs more than the forward pass it saves. Settings
+        (``benchmarks/speed.md``: ``speed.py --questions 16 --single 4
+        --max-new-tokens 32``, one torch thread) scoring adds 0.94x of generation fused
+        against 0.45x two-pass one answer at a time, and 0.79x against 0.39x at batch
+        16: carrying the graph through the decode steps costs more than the forward
+        pass it saves. Settings
         the fused path does not take (``num_return_sequences``, a scorer keeping hidden
         states) use the two passes.
         """
