@@ -65,6 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="also score the first 4 answers alone with N torch threads "
+                             "(default: not)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -93,6 +96,15 @@ def main() -> None:
     same = [i for i, (g, _) in enumerate(fused) if g.response_ids == generations[i].response_ids]
     fused_scores = [fused[i][1] for i in same]
 
+    threads, first = torch.get_num_threads(), min(4, len(pairs))
+    other_threads = []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        try:
+            other_threads = [scorer.score_batch([pairs[i]])[0] for i in range(first)]
+        finally:
+            torch.set_num_threads(threads)
+
     lm.model.to(torch.float64)
     try:
         exact = each(lambda i: scorer.score_batch([pairs[i]])[0])
@@ -110,6 +122,9 @@ def main() -> None:
         "two-pass alone vs float64": compare(alone, exact),
         "fused vs float64": compare(fused_scores, [exact[i] for i in same]),
     }
+    if other_threads:
+        rows[f"{args.threads} torch threads, not {threads} (first {first})"] = compare(
+            other_threads, alone[:first])
 
     lengths = [len(r) for _, r in pairs]
     print(f"\ndefault model, float32, {len(pairs)} SciQ answers (greedy, up to "
