@@ -7,7 +7,8 @@ the same answers (reusing generation's prompt caches, as a guarded chain does) b
   git at ``--before``), when that revision still imports;
 - ``anchor only``: this scorer with ``feature_offsets=()``, whose graph starts at the
   anchor as before;
-- ``features``: the default scorer (every offset of the template's tail);
+- ``features``: the default scorer (every offset of the template's tail), whose graph
+  starts at the earliest of them;
 - ``features + hidden``: the same with ``hidden_states=True``.
 
 One answer at a time (``score_generation``) and batched (``score_batch`` of 16),
@@ -15,8 +16,9 @@ for the default configuration (HybridGrad on) and for SemGrad alone (``hybrid=Fa
 Scorers take turns on every answer, so that a noisy machine slows them alike; ratios are
 medians of per-answer ratios (one at a time) and ratios of totals (batched). Times are
 the process's CPU time (with one torch thread, the work done, whatever else the machine
-runs), with wall-clock ratios beside them. It also checks that the configured anchor's
-scores are the same values before and after.
+runs), with wall-clock ratios beside them. It also compares the configured anchor's
+scores of every scorer with the reference's: how many are identical, and the largest
+relative difference (a pass that starts earlier rounds float32 differently).
 
     OMP_NUM_THREADS=1 python benchmarks/feature_cost.py [--questions 48] [--before REV]
 """
@@ -97,7 +99,9 @@ def main() -> None:
     single: dict[str, dict[str, dict[str, list[float]]]] = {
         c: {g: {n: [] for n in s} for g, s in configs.items()} for c in clocks}
     batched = {c: {g: dict.fromkeys(s, 0.0) for g, s in configs.items()} for c in clocks}
-    mismatches = compared = 0
+    identical: dict[str, int] = {}
+    compared: dict[str, int] = {}
+    largest: dict[str, float] = {}
     tokens = []
     for lo in tqdm(range(0, len(prompts), 16), desc="generate and score"):
         generations = lm.generate_batch(prompts[lo:lo + 16], max_new_tokens=args.max_new_tokens)
@@ -119,10 +123,12 @@ def main() -> None:
                     results[name] = scorers[name].score_generation(generation, release=False)
                     for c, clock in clocks.items():
                         single[c][group][name].append(clock() - start[c])
-                for result in results.values():
+                for name, result in results.items():
                     for key, value in results[reference].scores.items():
-                        compared += 1
-                        mismatches += result.scores[key] != value
+                        compared[name] = compared.get(name, 0) + 1
+                        identical[name] = identical.get(name, 0) + (result.scores[key] == value)
+                        change = abs(result.scores[key] - value) / max(abs(value), 1e-30)
+                        largest[name] = max(largest.get(name, 0.0), change)
         for generation in generations:
             if generation.prefix_cache is not None:
                 generation.prefix_cache.release()
@@ -147,8 +153,12 @@ def main() -> None:
                   f"{batched['cpu'][group][name] / len(tokens):>16.3f}s"
                   f"{ratios['batched cpu']:>7.3f}{ratios['batched wall']:>8.3f}")
         print()
-    print(f"scores of the configured anchor identical to '{reference}': "
-          f"{compared - mismatches} of {compared} values")
+    print(f"scores of the configured anchor against '{reference}' (one at a time, both "
+          f"configurations):")
+    for name in compared:
+        if name != reference:
+            print(f"  {name:<20}{identical[name]:>4} of {compared[name]} identical, largest "
+                  f"relative difference {largest[name]:.2g}")
 
 
 if __name__ == "__main__":

@@ -72,10 +72,12 @@ CREATE TABLE IF NOT EXISTS trail (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 #: The schema of the file (PRAGMA user_version); earlier files are brought up to it.
 _SCHEMA_VERSION = 3
 
-#: Fields a :class:`~semgrad_guard.review.Redaction` may name for the audit trail. A
-#: prompt holds the question: blanking ``question`` blanks ``prompt`` too.
+#: Fields a :class:`~semgrad_guard.review.Redaction` may name for the audit trail. Each
+#: is blanked wherever the record holds it: ``question`` in the prompt and in each
+#: attempt's query, ``answer`` in the chosen answer and each attempt's answer,
+#: ``context`` (the retrieved passages) and ``prompt`` in each attempt's.
 AUDIT_FIELDS = ("question", "answer", "chosen_answer", "attempts", "reason", "metadata",
-                "prompt")
+                "prompt", "context")
 
 # SQLite result codes (the low byte of extended codes) that mean "try again later".
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -125,9 +127,9 @@ class AuditTrail:
     guard). ``retry_for`` bounds how long a write waits for a locked file; then the
     record goes to the spool (``spool=True``) or ``AuditError`` is raised. ``redact``
     (a :class:`~semgrad_guard.review.Redaction` over ``AUDIT_FIELDS``) removes
-    personal data before it is written (a prompt's texts are masked as every text is,
-    and a prompt is blanked, keeping its messages' roles, when ``question`` or ``prompt``
-    is blanked). A new file is created with mode 0600.
+    personal data before it is written: a field named is blanked everywhere the record
+    holds it, the attempts included (a prompt keeps its messages' roles), and patterns
+    mask every text kept. A new file is created with mode 0600.
 
     >>> from semgrad_guard.policy import GuardDecision
     >>> audit = AuditTrail()
@@ -351,10 +353,9 @@ class AuditTrail:
 
     def _fields_row(self, fields: dict[str, Any], *, at: float | None, case_id: str | None,
                     extra: dict[str, Any]) -> dict[str, Any]:
-        prompt = fields.pop("prompt", None)
         if self.redact is not None:
             fields = self.redact.apply(fields)
-            prompt = _redacted_prompt(self.redact, prompt)
+        prompt = fields.get("prompt")
         row = {
             # One record per review case: the same uid, however often it is recorded.
             "uid": uuid.uuid4().hex if case_id is None else f"case:{case_id}",
@@ -564,19 +565,3 @@ def _prompt_from_data(data: Any) -> Prompt:
     if isinstance(data, dict):
         return QAPrompt(str(data["question"]))
     return data  # type: ignore[no-any-return]
-
-
-def _redacted_prompt(redact: Any, prompt: Any) -> Any:
-    """The stored prompt under ``redact``: its texts masked (a message's role kept), or
-    blanked in its own shape when the question or the prompt is blanked."""
-    if prompt is None:
-        return None
-    blank = any(name in ("question", "prompt") for name in redact.fields)
-    if isinstance(prompt, str):
-        return redact.replacement if blank else redact.text(prompt)
-    if isinstance(prompt, dict):
-        return {"question": redact.replacement if blank else redact.text(prompt["question"])}
-    return [{key: value if key == "role" else
-             redact.replacement if blank and key == "content" else
-             redact.apply({"text": value})["text"] for key, value in m.items()}
-            if isinstance(m, dict) else redact.replacement for m in prompt]

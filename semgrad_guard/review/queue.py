@@ -71,7 +71,7 @@ class ReviewQueue:
     and its notification are recorded in one transaction and a background thread
     delivers the notification (at least once, resumed after a restart; see
     :mod:`semgrad_guard.review.webhook`). ``redact`` removes personal data from a case
-    before it is stored.
+    before it is stored, from the attempts a guard records with it too.
 
     >>> from semgrad_guard.review import open_review_queue
     >>> queue = open_review_queue("sqlite:///:memory:")
@@ -102,6 +102,23 @@ class ReviewQueue:
         """Where the cases live (a URL without password)."""
         return self.store.location
 
+    def _redacted(self, question: str, answer: str, context: Sequence[str] | None,
+                  metadata: Mapping[str, Any] | None) -> tuple[Any, Any, Any, Any]:
+        """The case's texts under ``redact``; the attempts a guard records in the
+        metadata (``attempts``) have each field named blanked in them too."""
+        assert self.redact is not None
+        meta = dict(metadata or {})
+        record = {"question": question, "answer": answer, "context": list(context or []),
+                  "metadata": meta}
+        if isinstance(meta.get("attempts"), list):
+            record["attempts"] = meta.pop("attempts")
+        redacted = self.redact.apply(record)
+        meta = redacted["metadata"]
+        if "attempts" in redacted:
+            meta = {**meta, "attempts": self.redact.replacement
+                    if "metadata" in self.redact.fields else redacted["attempts"]}
+        return redacted["question"], redacted["answer"], redacted["context"], meta
+
     def submit(self, *, chain: str, question: str, answer: str, score: float | None = None,
                components: Mapping[str, float] | None = None,
                context: Sequence[str] | None = None, rule: str | None = None,
@@ -112,11 +129,8 @@ class ReviewQueue:
         must be JSON-serialisable. Bad fields raise ``InvalidCaseError``.
         """
         if self.redact is not None:
-            redacted = self.redact.apply({"question": question, "answer": answer,
-                                          "context": list(context or []),
-                                          "metadata": dict(metadata or {})})
-            question, answer = redacted["question"], redacted["answer"]
-            context, metadata = redacted["context"], redacted["metadata"]
+            question, answer, context, metadata = self._redacted(question, answer, context,
+                                                                 metadata)
         case = EscalatedCase(
             id=uuid.uuid4().hex,
             chain=_text("chain", chain, required=True),

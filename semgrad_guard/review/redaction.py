@@ -1,11 +1,17 @@
 """Personal data kept out of files: fields blanked and patterns masked before writing.
 
 The review queue and the audit trail both take a ``Redaction``. It is applied before
-anything reaches the disk, so what it removes was never stored.
+anything reaches the disk, so what it removes was never stored. A field is blanked
+wherever the record holds it: the question in each recorded attempt's query and in the
+prompt too, the answer in each attempt's answer, the retrieved context in each
+attempt's context.
 
 >>> redact = Redaction(fields=("metadata.email",), patterns=(r"\\b\\d{4}-\\d{4}\\b",))
 >>> redact.apply({"question": "card 1234-5678?", "metadata": {"email": "a@b.c", "n": 1}})
 {'question': 'card [redacted]?', 'metadata': {'email': '[redacted]', 'n': 1}}
+>>> Redaction(fields=("question",)).apply({"question": "Is 4711 mine?",
+...     "attempts": [{"number": 0, "query": "Is 4711 mine?", "answer": "Yes."}]})
+{'question': '[redacted]', 'attempts': [{'number': 0, 'query': '[redacted]', 'answer': 'Yes.'}]}
 """
 
 from __future__ import annotations
@@ -17,6 +23,15 @@ from typing import Any
 
 from ..errors import ConfigError
 
+#: What naming a field blanks besides the field itself: the answer the rule chose is an
+#: answer too.
+_ALSO_BLANKED = {"answer": ("chosen_answer",)}
+
+#: The keys of a recorded attempt (``AttemptRecord.to_dict()``) each field name blanks:
+#: an attempt's query is the question (or its rewrite), and its prompt holds it.
+ATTEMPT_KEYS = {"question": ("query", "prompt"), "answer": ("answer",),
+                "context": ("context",), "prompt": ("prompt",)}
+
 
 @dataclass(frozen=True)
 class Redaction:
@@ -24,8 +39,12 @@ class Redaction:
 
     ``fields`` names whole fields to blank (``"context"``, ``"metadata"``) or one
     metadata key (``"metadata.email"``); a blanked text becomes ``replacement``, each
-    document of a list too, each value of a mapping too. ``patterns`` are regular
-    expressions masked with ``replacement`` in every text value that is kept.
+    document of a list too, each value of a mapping too. A field is blanked everywhere
+    the record holds it: ``question`` in each attempt's query and in the prompt (a
+    prompt is blanked in its own shape, its messages' roles kept), ``answer`` in the
+    chosen answer and each attempt's answer, ``context`` and ``prompt`` in each
+    attempt's. ``patterns`` are regular expressions masked with ``replacement`` in every
+    text value that is kept, the attempts' included.
     """
 
     fields: tuple[str, ...] = ()
@@ -65,18 +84,53 @@ class Redaction:
         return value
 
     def apply(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``record`` with the fields blanked and the patterns masked."""
-        data = {name: self._masked(value) for name, value in record.items()}
+        """A copy of ``record`` with the fields blanked and the patterns masked; its
+        ``attempts`` (a list of recorded attempts) as :meth:`attempts` gives them, its
+        ``prompt`` as :meth:`prompt` does."""
+        data: dict[str, Any] = {
+            name: self.attempts(value) if name == "attempts" and isinstance(value, list)
+            else self.prompt(value) if name == "prompt" else self._masked(value)
+            for name, value in record.items()}
         for name in self.fields:
             top, _, key = name.partition(".")
-            if top not in data:
-                continue
             if key:
-                if isinstance(data[top], dict) and key in data[top]:
+                if isinstance(data.get(top), dict) and key in data[top]:
                     data[top] = {**data[top], key: self._blank(data[top][key])}
-            else:
-                data[top] = self._blank(data[top])
+                continue
+            for stored in (top, *_ALSO_BLANKED.get(top, ())):
+                if stored in data and stored != "prompt":  # the prompt keeps its shape
+                    data[stored] = self._blank(data[stored])
         return data
+
+    def attempts(self, attempts: list[Any]) -> list[Any]:
+        """Recorded attempts (``AttemptRecord.to_dict()``) with the patterns masked and,
+        for each field named, the keys that hold it blanked (:data:`ATTEMPT_KEYS`)."""
+        keys = {key for name in self.fields for key in ATTEMPT_KEYS.get(name, ())}
+        return [{key: self.prompt(value) if key == "prompt"
+                 else self._blank(value) if key in keys else self._masked(value)
+                 for key, value in attempt.items()}
+                if isinstance(attempt, dict) else self._masked(attempt)
+                for attempt in attempts]
+
+    def prompt(self, prompt: Any) -> Any:
+        """A prompt as stored (a text, ``{"question": ...}`` or chat messages) with its
+        texts masked (a message's role kept), or blanked in its own shape when the
+        question or the prompt is blanked."""
+        if prompt is None:
+            return None
+        blank = any(name in ("question", "prompt") for name in self.fields)
+        if isinstance(prompt, str):
+            return self.replacement if blank else self.text(prompt)
+        if isinstance(prompt, dict):
+            return {"question": self.replacement if blank
+                    else self._masked(prompt.get("question"))}
+        if not isinstance(prompt, list | tuple):
+            return self.replacement if blank else self._masked(prompt)
+        return [{key: value if key == "role" else
+                 self.replacement if blank and key == "content" else
+                 self._masked(value) for key, value in m.items()}
+                if isinstance(m, dict) else self.replacement if blank else self._masked(m)
+                for m in prompt]
 
     def _blank(self, value: Any) -> Any:
         if value is None:

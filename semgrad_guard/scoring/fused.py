@@ -5,19 +5,23 @@ What the decode keeps, and why the scores are exactly the teacher-forced ones
 ----------------------------------------------------------------------------
 SemGrad differentiates the answer's objective ``J`` with respect to the hidden states
 ``h_l^(a)`` of the anchor layers ``l in S`` at the anchor position ``a`` (method.md).
+The features also take it at earlier offsets of the template's tail; as in the
+teacher-forced pass, the graph starts at the earliest offset taken, ``e <= a``.
 Attention is causal, so
 
-* nothing at a position before ``a`` depends on ``h_l^(a)``: those columns are run once
-  without a graph (their keys and values feed the decode as plain numbers);
-* nothing below the lowest anchor layer ``min(S)`` depends on it either: the hidden
+* nothing at a position before ``e`` depends on any ``h_l^(k)``, ``k >= e``: those
+  columns are run once without a graph (their keys and values feed the decode as plain
+  numbers);
+* nothing below the lowest anchor layer ``min(S)`` depends on them either: the hidden
   state of layer ``min(S)`` is cut from its past (``detach``) at every column of the
-  prompt from ``a`` on and made a leaf, and the parameters are frozen, so no layer
+  prompt from ``e`` on and made a leaf, and the parameters are frozen, so no layer
   below it and no parameter keeps a graph;
 * ``h_l^(a)`` reaches the answer only through attention in layers ``>= min(S)``: the
   keys and values those layers compute at ``a`` and at every later position (prompt
   columns after ``a`` and each decoded token) carry it, and each decode step attends to
   them. Decoding with grad mode on keeps exactly that graph: the steps' keys, values and
-  logits in layers ``>= min(S)``, from the anchor on.
+  logits in layers ``>= min(S)``, from ``e`` on (the decode's first forward runs the
+  prompt's columns from ``e``, so one backward gives the gradient at every offset).
 
 The logits the decode produced for each answer token are the ones a teacher-forced pass
 over ``prompt + answer`` computes (the same model, the same tokens, the same causal
@@ -28,19 +32,15 @@ relative on tiny float32 models (3e-7 seen) and 1e-6 on the default model in flo
 In float32 the default model's fused scores round further than the two-pass path's:
 on 16 SciQ answers (``benchmarks/float32_floor.py``) they are up to 4.2e-4 relative
 from the two-pass scores on some features (gradient norms before the anchor; SemGrad
-6.8e-5) and as far from the float64 pass, while the two-pass scores stay within 1.7e-5
+7.0e-5) and as far from the float64 pass, while the two-pass scores stay within 1.4e-5
 of it; checked at 1e-3. That, and its cost on CPU, is why the library scores in two
 passes unless asked for this path.
 
 Memory: the graph holds, per decode step, the attention inputs of the layers ``>=
-min(S)`` (the keys and values of every earlier position from the anchor on, as each step
+min(S)`` (the keys and values of every earlier position from ``e`` on, as each step
 saw them) and the step's logits, so it grows with the square of the answer's length in
 those layers' key/value width; ``benchmarks/speed.py`` reports the peak against the
 two-pass path. The bound on the answer is the scorer's ``max_response_tokens``.
-
-Offsets before the anchor (features) get their gradient as in the teacher-forced pass: a
-short pass over the template's tail with a graph, whose keys and values the decode sees
-by value (:meth:`SemGradScorer._tail_pass`).
 """
 
 from __future__ import annotations
@@ -123,25 +123,17 @@ class _GraphDecode:
     def __init__(self, scorer: Any) -> None:
         self.scorer = scorer
         self.captured: dict[int, torch.Tensor] = {}
-        self.tail_captured: dict[int, torch.Tensor] = {}
         self.head: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.logits: tuple[torch.Tensor, ...] = ()
-        self.width = self.split = self.tail_start = 0
+        self.width = self.split = 0
         self.offsets: tuple[int, ...] = ()
         self.seconds = {"prefix": 0.0, "decode": 0.0}
 
     def release(self) -> None:
         """Drop every tensor of the graph."""
         self.captured.clear()
-        self.tail_captured.clear()
         self.head.clear()
         self.logits = ()
-
-    def _hooks(self, into: dict[int, torch.Tensor]) -> list[tuple[nn.Module, Any]]:
-        layout = self.scorer.model.layout
-        return [(layout.module_producing(layer),
-                 capture_hook(layer, self.scorer.anchor.layers[0], into, first_only=True))
-                for layer in self.scorer.anchor.layers]
 
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor,
                  kwargs: dict[str, Any]) -> Any:
@@ -149,25 +141,24 @@ class _GraphDecode:
         device = input_ids.device
         t0 = time.perf_counter()
         width = input_ids.shape[1]
-        split = max(width + anchor.offset, 0)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # Columns before the anchor cannot depend on it: one pass, no graph.
-        past = scorer._prefix(input_ids[:, :split], mask[:, :split], positions[:, :split])
+        # Columns before the earliest offset taken (the anchor's or a feature's) cannot
+        # depend on it: one pass, no graph. The decode's graph starts there.
         offsets = tuple(k for k in scorer.feature_offsets if width + k >= 0)
-        tail_start = min([width + k for k in offsets if k < anchor.offset], default=split)
-        if past is not None and tail_start < split:
-            # Hooks that fire for this call only (the model may serve other callers).
-            with scorer.model.forward_hooks(self._hooks(self.tail_captured)):
-                past = scorer._tail_pass(past, input_ids, mask, positions, tail_start, split)
-        if anchor.layers[0] not in self.tail_captured:
-            tail_start = split
+        split = width + offsets[-1]
+        past = scorer._prefix(input_ids[:, :split], mask[:, :split], positions[:, :split])
         synchronize(device)
         t1 = time.perf_counter()
 
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             self.head.append((inputs[0], output))
 
-        hooks = self._hooks(self.captured)
+        # Hooks that fire for this call only (the model may serve other callers); the
+        # first call's output is the prompt's columns from the split on.
+        hooks: list[tuple[nn.Module, Any]] = [
+            (scorer.model.layout.module_producing(layer),
+             capture_hook(layer, anchor.layers[0], self.captured, first_only=True))
+            for layer in anchor.layers]
         if scorer.hybrid:
             hooks.append((scorer.model.layout.lm_head, capture_head))
         with scorer.model.forward_hooks(hooks):
@@ -180,8 +171,7 @@ class _GraphDecode:
         self.logits = tuple(out.logits)
         # The cache holds the graph; generations scored here need no prefix cache.
         out.past_key_values = None
-        self.width, self.split, self.tail_start = width, split, tail_start
-        self.offsets = tuple(k for k in offsets if width + k >= tail_start)
+        self.width, self.split, self.offsets = width, split, offsets
         return out
 
     def score(self, rows: Sequence[tuple[list[int], list[int]]]
@@ -229,26 +219,19 @@ class _GraphDecode:
         head = self.head[:keep]
         if scorer.hybrid:
             wanted += [output for _, output in head]
-        tail = self.tail_start < self.split
-        if tail:
-            wanted += [self.tail_captured[layer] for layer in anchor.layers]
         chosen = torch.tensor(valid, device=device)
         grads = torch.autograd.grad(stats.objective.index_select(0, chosen).sum(), wanted)
         synchronize(device)
         t1 = time.perf_counter()
 
         with torch.no_grad():
-            at_layers = list(grads[:n_layers])
-            if tail:  # the tail's columns, then the decode's prompt columns
-                at_layers = [torch.cat([t, g], dim=1)
-                             for t, g in zip(grads[-n_layers:], at_layers, strict=True)]
             head_grad = None
             if scorer.hybrid:
                 head_grad = (torch.cat([g[:, -1:] for g in grads[n_layers:n_layers + keep]], 1),
                              torch.cat([h[:, -1:] for h, _ in head], 1))
             measured = scorer._measure(
-                stats, at_layers, self.split - self.tail_start,
-                [self.width + k - self.tail_start for k in self.offsets], self.offsets,
+                stats, grads[:n_layers], anchor.offset - self.offsets[-1],
+                [self.width + k - self.split for k in self.offsets], self.offsets,
                 head_grad, answer_d, [len(p) for p, _ in rows])
         synchronize(device)
         t2 = time.perf_counter()

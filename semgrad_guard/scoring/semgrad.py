@@ -109,7 +109,9 @@ class SemGradScorer:
     The same pass gives each answer's named features (``score.features``): the anchor
     gradient's L1 and L2 norm in every anchor layer at every offset of
     ``feature_offsets`` (``"auto"``: every offset of the prompt format's fixed tail after
-    the question, plus the anchor's), and the likelihood statistics.
+    the question, plus the anchor's), and the likelihood statistics. The pass's graph
+    starts at the earliest of these offsets; ``feature_offsets=()`` starts it at the
+    anchor, the cheapest pass (without the gradient features a learned score reads).
     ``hidden_states=True`` also keeps every layer's hidden state at the anchor and at
     the last position of the pass (``score.hidden_states``, for probes).
 
@@ -416,7 +418,7 @@ class SemGradScorer:
         # closes before padding would inflate that part by over a quarter.
         order = sorted(range(len(rows)), key=lambda i: (len(rows[i][1]), len(rows[i][0])))
         vocab = self.model.layout.vocab_rows
-        tail = 1 - self.anchor.offset  # graph positions besides the answer's own
+        tail = 1 - self.feature_offsets[-1]  # graph positions besides the answer's own
         start = 0
         while start < len(order):
             end = start + 1
@@ -506,42 +508,32 @@ class SemGradScorer:
             targets[i, :len(r)] = torch.tensor(r)
             answer[i, :len(r)] = True
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # Columns before the anchor cannot depend on it (attention is causal): they run
-        # once without a graph, or come from generation's cache. Feature offsets before
-        # the anchor get their gradient from a short pass over the template's tail: the
-        # answer's pass takes those columns' keys and values from the prefix by value
-        # (so that every score of the anchor is computed exactly as without features)
-        # and from the tail pass by gradient, and one backward reaches them all.
-        split = prompt_width + anchor.offset
+        # Columns before the earliest offset taken (the anchor's or a feature's) cannot
+        # depend on it (attention is causal): they run once without a graph, or come from
+        # generation's cache. The one pass with a graph starts there, so one backward
+        # gives the gradient at every offset. (Starting before the anchor changes how many
+        # rows every kernel sees, and with it the float32 rounding of the anchor's scores:
+        # up to about 1e-5 relative against a pass started at the anchor.)
         offsets = tuple(k for k in self.feature_offsets if prompt_width + k >= 0)
-        tail_start = min([prompt_width + k for k in offsets if k < anchor.offset],
-                         default=split)
+        split = prompt_width + offsets[-1]
+        anchor_column = anchor.offset - offsets[-1]
 
         captured: dict[int, torch.Tensor] = {}
-        tail_captured: dict[int, torch.Tensor] = {}
         head: dict[str, torch.Tensor] = {}
         lowest = anchor.layers[0]
 
         def capture_head(_module: nn.Module, inputs: Any, output: Any) -> None:
             head["input"], head["output"] = inputs[0], output
 
-        def hooks(into: dict[int, torch.Tensor]) -> list[tuple[nn.Module, Any]]:
-            return [(layout.module_producing(layer), capture_hook(layer, lowest, into))
-                    for layer in anchor.layers]
-
         t0 = time.perf_counter()
         with lm.lock, frozen_for_scoring(lm.model):
-            past = self._reused_prefix(caches, prompt_width, anchor.offset)
+            past = self._reused_prefix(caches, prompt_width, offsets[-1])
             if past is None:
                 past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
                                     positions[:, :split].to(device))
-            if tail_start < split:
-                with lm.forward_hooks(hooks(tail_captured)):
-                    past = self._tail_pass(past, ids.to(device), mask.to(device),
-                                           positions.to(device), tail_start, split)
-                if lowest not in tail_captured:  # a cache the tail pass cannot join
-                    tail_start = split
-            with lm.forward_hooks([*hooks(captured), (layout.lm_head, capture_head)]):
+            hooks = [(layout.module_producing(layer), capture_hook(layer, lowest, captured))
+                     for layer in anchor.layers]
+            with lm.forward_hooks([*hooks, (layout.lm_head, capture_head)]):
                 logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
                                                positions[:, split:].to(device), keep, past)
                 answer_d = answer.to(device)
@@ -555,25 +547,18 @@ class SemGradScorer:
                 wanted = [captured[layer] for layer in anchor.layers]
                 if self.hybrid:
                     wanted.append(head["output"])
-                if tail_start < split:
-                    wanted += [tail_captured[layer] for layer in anchor.layers]
                 grads = torch.autograd.grad(stats.objective.sum(), wanted)
         synchronize(device)
         t2 = time.perf_counter()
 
         with torch.no_grad():
             n_layers = len(anchor.layers)
-            at_layers = list(grads[:n_layers])
-            if tail_start < split:  # the tail's columns, then the answer pass's
-                at_layers = [torch.cat([t, g], dim=1)
-                             for t, g in zip(grads[-n_layers:], at_layers, strict=True)]
-            offsets = tuple(k for k in offsets if prompt_width + k >= tail_start)
             head_grad = ((grads[n_layers][:, -keep:], head["input"][:, -keep:])
                          if self.hybrid else None)
-            measured = self._measure(stats, at_layers, split - tail_start,
-                                     [prompt_width + k - tail_start for k in offsets], offsets,
+            measured = self._measure(stats, grads[:n_layers], anchor_column,
+                                     [prompt_width + k - split for k in offsets], offsets,
                                      head_grad, answer_d, [len(p) for p, _ in rows])
-            probes = self._probe_states(hidden, rows, prompt_width, split)
+            probes = self._probe_states(hidden, rows, prompt_width, split, anchor_column)
         synchronize(device)
         t3 = time.perf_counter()
 
@@ -636,10 +621,10 @@ class SemGradScorer:
 
     @staticmethod
     def _probe_states(hidden: tuple[torch.Tensor, ...] | None,
-                      rows: list[tuple[list[int], list[int]]], prompt_width: int, split: int
-                      ) -> list[HiddenStates]:
-        """Every layer's hidden state at the anchor (the answer pass's first column) and
-        at the pass's last position of each row."""
+                      rows: list[tuple[list[int], list[int]]], prompt_width: int, split: int,
+                      anchor_column: int) -> list[HiddenStates]:
+        """Every layer's hidden state at the anchor (column ``anchor_column`` of the pass)
+        and at the pass's last position of each row."""
         if hidden is None:
             return []
         stacked = torch.stack(hidden, dim=1)  # [B, layers, columns, d]
@@ -647,48 +632,14 @@ class SemGradScorer:
         for i, (_, r) in enumerate(rows):
             # The last column a row feeds holds y_{T-1}, whose state predicted y_T.
             last = prompt_width + len(r) - 2 - split
-            states.append(HiddenStates(anchor=stacked[i, :, 0].float().cpu(),
+            states.append(HiddenStates(anchor=stacked[i, :, anchor_column].float().cpu(),
                                        last=stacked[i, :, last].float().cpu()))
         return states
 
-    def _tail_pass(self, past: Any, ids: torch.Tensor, mask: torch.Tensor,
-                   positions: torch.Tensor, start: int, split: int) -> Any:
-        """Run columns ``start .. split`` (the template tail before the anchor) with a
-        graph, and return the prefix cache whose keys and values there carry the prefix's
-        values and this pass's gradient. ``past`` unchanged when its layout is not one
-        this can join (then the offsets before the anchor are left out)."""
-        layers = _cache_tensors(past)
-        if layers is None:
-            return past
-        from transformers import DynamicCache
-
-        before = DynamicCache(ddp_cache_data=[(k[:, :, :start], v[:, :, :start])
-                                              for k, v in layers])
-        model = self.model.model
-        body = getattr(model, "base_model", model)  # no output head: no logits needed
-        kwargs: dict[str, Any] = {}
-        if body is model:
-            kwargs["logits_to_keep"] = 1
-        out = body(input_ids=ids[:, start:split], attention_mask=mask[:, :split],
-                   position_ids=positions[:, start:split], past_key_values=before,
-                   use_cache=True, **kwargs)
-        tail = _cache_tensors(out.past_key_values)
-        if tail is None or len(tail) != len(layers):
-            return past
-        joined = []
-        for (k, v), (tk, tv) in zip(layers, tail, strict=True):
-            if tk.requires_grad:
-                k = torch.cat([k[:, :, :start], _ValueOf.apply(k[:, :, start:],
-                                                               tk[:, :, start:])], dim=2)
-                v = torch.cat([v[:, :, :start], _ValueOf.apply(v[:, :, start:],
-                                                               tv[:, :, start:])], dim=2)
-            joined.append((k, v))
-        return DynamicCache(ddp_cache_data=joined)
-
     @staticmethod
     def _reused_prefix(caches: Sequence[PrefixCache | None], width: int, offset: int) -> Any:
-        """Generation's keys and values for the columns before the anchor, when every row
-        of the chunk has them; else None."""
+        """Generation's keys and values for the columns before ``offset`` (where the pass
+        with a graph starts), when every row of the chunk has them; else None."""
         rows = [c.prompt_columns(width, offset) if c is not None else None for c in caches]
         if not rows or any(r is None for r in rows):
             return None
@@ -700,7 +651,7 @@ class SemGradScorer:
         return DynamicCache(ddp_cache_data=layers)
 
     def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
-        """Keys and values of the positions before the earliest anchor, no graph."""
+        """Keys and values of the columns before the pass with a graph, no graph."""
         if ids.shape[1] == 0:
             return None
         with torch.no_grad():
@@ -750,25 +701,3 @@ def _check_finite(row: int, values: dict[str, float]) -> None:
             f"the pass over answer {row} of its batch produced non-finite values: "
             f"{shown}{more} (the model's logits or hidden states hold NaN or infinity, or "
             f"it gives the answer probability zero)")
-
-
-class _ValueOf(torch.autograd.Function):
-    """``value``'s numbers with ``source``'s gradient: the answer's pass sees exactly the
-    prefix's keys and values, and its gradient reaches the tail pass that recomputed them
-    (the two agree to rounding)."""
-
-    @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, grad
-
-
-def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Per layer (keys, values) of a plain dynamic cache; None for any other layout."""
-    if cache is None or type(cache).__name__ != "DynamicCache" or any(
-            type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
-        return None
-    return [(layer.keys, layer.values) for layer in cache.layers]

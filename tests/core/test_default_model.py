@@ -19,6 +19,8 @@ from semgrad_guard.calibration import search_anchor
 from semgrad_guard.cli import main
 from semgrad_guard.model.vocabulary import tokenizer_fingerprint
 
+from .reference import ROUNDING, largest_relative_change
+
 pytestmark = pytest.mark.real_model
 
 
@@ -127,21 +129,25 @@ def test_answers_over_the_default_maximum_are_refused_before_any_pass(default_lm
 
 
 def test_features_leave_the_anchors_scores_where_they_were(default_lm: LocalModel) -> None:
-    """The pass that takes every offset's gradient scores the configured anchor bit for
-    bit as the pass without them does (a pass starting at the earliest offset moved them
-    by up to 7.6e-6 relative)."""
+    """The pass that takes every offset's gradient starts at the earliest offset; the
+    configured anchor's scores stay what the pass started at the anchor gives, to float32
+    rounding (measured up to 5.6e-6 relative; an anchor one column off is far outside)."""
     questions = ["What is the capital of France?", "Who wrote Hamlet?",
                  "What gas do plants absorb?", "Which planet is known as the red planet?"]
     generations = default_lm.generate_batch([qa_prompt(q) for q in questions],
                                             max_new_tokens=40)
     anchor_only = SemGradScorer(default_lm, feature_offsets=(), method="hybridgrad")
     with_features = SemGradScorer(default_lm, method="hybridgrad")
+    off_by_one = SemGradScorer(default_lm, feature_offsets=(), method="hybridgrad",
+                               anchor_offset=anchor_only.anchor.offset - 1)
     before = anchor_only.score_batch(generations, release=False)
+    elsewhere = off_by_one.score_batch(generations, release=False)
     after = with_features.score_batch(generations)
-    for b, a in zip(before, after, strict=True):
+    for b, a, w in zip(before, after, elsewhere, strict=True):
         # The anchor-only pass lacks the learned score's inputs, so only the full pass
-        # adds it (and its components); everything both carry is the same to the bit.
+        # adds it (and its components); everything both carry agrees to rounding.
         assert "learned" in a.scores and "learned" not in b.scores
-        assert {k: a.scores[k] for k in b.scores} == b.scores
-        assert {k: a.components[k] for k in b.components} == b.components
+        assert largest_relative_change(b.scores, a.scores) < ROUNDING
+        assert largest_relative_change(b.components, a.components) < ROUNDING
+        assert largest_relative_change(b.scores, w.scores) > 100 * ROUNDING
         assert len([name for name in a.features if name.startswith("grad_l1/")]) == 6 * 15

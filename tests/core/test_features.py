@@ -8,7 +8,7 @@ import torch
 from semgrad_guard import SemGradScorer, UncertaintyScore
 from semgrad_guard.scoring.statistics import SCALAR_FEATURES
 
-from .reference import naive_features
+from .reference import ROUNDING, largest_relative_change, naive_features
 from .test_scores import pairs
 from .tiny import tiny_llama, tiny_local_model
 
@@ -47,23 +47,27 @@ def test_every_feature_equals_a_separate_computation(anchor: int, layers: tuple[
             assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
 
 
-def test_scores_of_the_anchor_stay_bit_for_bit() -> None:
-    """Without other offsets the pass is the one before features; the offsets before the
-    anchor add a pass over the template's tail whose values the answer's pass does not
-    see. The configured anchor's scores stay exactly what they were, bit for bit."""
+def test_offsets_before_the_anchor_leave_its_scores_to_rounding() -> None:
+    """Without other offsets the pass starts at the anchor, as it did before features.
+    With them it starts at the earliest offset; the configured anchor's scores stay what
+    they were to float32 rounding (and an anchor one column off is far outside it)."""
     lm = tiny_local_model()
     rows = pairs(lm)
     narrow = SemGradScorer(lm, feature_offsets=(), anchor_offset=-1, method="hybridgrad")
     wide = SemGradScorer(lm, anchor_offset=-1, method="hybridgrad", hidden_states=True)
+    off_by_one = SemGradScorer(lm, feature_offsets=(), anchor_offset=-2, method="hybridgrad")
     assert narrow.feature_offsets == (-1,) and wide.feature_offsets == TAIL
     generations = lm.generate_batch(["what is the color of the sky ?", "who wrote the moon ?"],
                                     max_new_tokens=5)
     without = narrow.score_batch(rows) + narrow.score_batch(generations, release=False)
+    wrong = off_by_one.score_batch(rows) + off_by_one.score_batch(generations, release=False)
     with_features = wide.score_batch(rows) + wide.score_batch(generations)
-    for before, after in zip(without, with_features, strict=True):
-        assert after.scores == before.scores and after.components == before.components
-        same = {k: v for k, v in after.features.items() if "/-1/" in k or "/" not in k}
-        assert same == before.features
+    for before, after, elsewhere in zip(without, with_features, wrong, strict=True):
+        assert after.scores.keys() == before.scores.keys()
+        assert largest_relative_change(before.scores, after.scores) < ROUNDING
+        assert largest_relative_change(before.components, after.components) < ROUNDING
+        assert largest_relative_change(before.features, after.features) < ROUNDING
+        assert largest_relative_change(before.scores, elsewhere.scores) > 1000 * ROUNDING
 
 
 def test_batch_equals_single_and_cache_reuse_equals_fresh() -> None:

@@ -116,7 +116,9 @@ def test_the_graph_starts_at_the_lowest_anchor_layer_and_no_parameter_gets_a_gra
     # carry a graph; block 2 produces layer 3, cut from its past (a leaf).
     assert not any(grad for block, _, grad in seen if block <= 2)
     width = len(score.prompt_ids)
-    prefix = width - 2  # the columns before the anchor: one pass, no graph
+    # The columns before the earliest offset taken: one pass, no graph.
+    prefix = width + scorer.feature_offsets[-1]
+    assert scorer.feature_offsets[-1] < scorer.anchor.offset  # the features reach before it
     assert {(cols, grad) for block, cols, grad in seen if block >= 3 and cols == prefix} \
         == {(prefix, False)}
     assert all(grad for block, cols, grad in seen if block >= 3 and cols != prefix)
@@ -222,10 +224,10 @@ def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
     rounding alone (one column at a time against all at once), but by more than the
     two-pass score differs from itself: on 16 SciQ answers (benchmarks/float32_floor.md)
     the two-pass score alone, in a padded batch and from generation's cache agree within
-    1.3e-5 relative on every field, the fused one is up to 4.2e-4 away (a gradient norm
-    before the anchor; SemGrad 6.8e-5). So float32 is checked at 1e-3 (the measured gap
-    with a margin of 2.4), and the two-pass floor at 1e-4 (its measured 1.3e-5, a margin
-    of 7.7)."""
+    1.4e-5 relative on every field, the fused one is up to 4.2e-4 away (a gradient norm
+    before the anchor; SemGrad 7.0e-5). So float32 is checked at 1e-3 (the measured gap
+    with a margin of 2.4), and the two-pass floor at 1e-4 (its measured 1.4e-5, a margin
+    of 7.1)."""
     from semgrad_guard import qa_prompt
 
     prompts = [qa_prompt("What is the capital of France?"),

@@ -2,8 +2,11 @@
 of the committed CPU run, scored one at a time on one thread with the shipped profile,
 against the values the scoring code gave when they were recorded.
 
-A change to the scoring pass that moves any score by more than float32 noise fails
-here. Refactors are meant to leave these values unchanged to the last bit.
+A change to the scoring pass that moves any score by more than float32 rounding fails
+here. The values were recorded from a pass started at the anchor; the pass now starts at
+the earliest feature offset (-6), whose kernels round differently (by up to 1.8e-6
+relative on these answers, 5.6e-6 on others): ``ROUNDING`` (2e-5) allows that and nothing
+more, since an anchor one column off moves these scores by over 90%.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import pytest
 import torch
 
 from semgrad_guard import ProfileStore, SemGradScorer
+
+from .reference import ROUNDING
 
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "smollm2-135m-instruct"
 
@@ -53,4 +58,4 @@ def test_stored_answers_score_as_recorded(default_lm: Any, tmp_path: Path, one_t
     record = _stored(run, index)
     score = scorer.score_batch([(record["prompt_ids"], record["response_ids"])])[0]
     for name, value in RECORDED[(run, index)].items():
-        assert score.scores[name] == pytest.approx(value, rel=1e-6, abs=0), name
+        assert score.scores[name] == pytest.approx(value, rel=ROUNDING, abs=0), name

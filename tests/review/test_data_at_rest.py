@@ -13,7 +13,14 @@ from semgrad_guard import qa_prompt
 from semgrad_guard.cli import main
 from semgrad_guard.errors import ConfigError
 from semgrad_guard.model.prompts import Prompt, QAPrompt
-from semgrad_guard.policy import AuditTrail, Guard, GuardDecision, PolicyConfig
+from semgrad_guard.policy import (
+    Attempt,
+    AttemptResult,
+    AuditTrail,
+    Guard,
+    GuardDecision,
+    PolicyConfig,
+)
 from semgrad_guard.review import Redaction, ReviewQueue, open_review_queue
 from semgrad_guard.testing import ScriptedScorer
 
@@ -108,8 +115,7 @@ def test_a_recorded_prompt_is_redacted_as_its_question(tmp_path: Path) -> None:
     """A prompt holds the question: blanking the question blanks the prompt (its roles
     kept), patterns mask its texts, and ``prompt`` blanks the prompt alone."""
     blank = "[redacted]"
-    # (An attempt's query is the question too: ``attempts`` blanks it.)
-    redact = Redaction(fields=("question", "attempts"))
+    redact = Redaction(fields=("question",))
     assert _recorded_prompts(tmp_path / "blank.db", redact) == [
         [{"role": "system", "content": blank}, {"role": "user", "content": blank}],
         QAPrompt(blank), blank]
@@ -171,3 +177,78 @@ def test_redaction_before_anything_is_stored(tmp_path: Path) -> None:
         open_review_queue(tmp_path / "x.db", redact=Redaction(fields=("answers",)))
     with pytest.raises(ConfigError, match="pattern"):
         Redaction(patterns=("(unclosed",))
+
+
+# One secret per field a record holds, each inside both attempts of a retry.
+SECRETS = {"question": "question-secret-1111", "answer": "answer-secret-2222",
+           "context": "context-secret-3333", "prompt": "prompt-secret-4444"}
+
+
+def _retry_and_escalate(tmp_path: Path, redact: Redaction) -> bytes:
+    """A question retried once (a rewritten query) and escalated, recorded in an audit
+    trail and a review queue that both redact; the bytes of their files on disk."""
+    policy = PolicyConfig.from_dict({"version": 1, "default": {
+        "threshold": {"max_score": 0.5},
+        "actions": [{"type": "retry_with_retrieval", "k_schedule": [8],
+                     "rewrite_query": "Look it up: {question}"},
+                    {"type": "escalate", "pending_message": "pending"}]}})
+
+    def chain(attempt: Attempt) -> AttemptResult:
+        prompt = [{"role": "system", "content": f"Quote {SECRETS['prompt']}."},
+                  {"role": "user", "content": attempt.query}]
+        return AttemptResult(f"{SECRETS['answer']} at k={attempt.k}",
+                             context=[f"{SECRETS['context']} at k={attempt.k}"],
+                             prompt=prompt)
+
+    queue_fields = tuple(name for name in redact.fields if name != "prompt")
+    with AuditTrail(tmp_path / "audit.db", redact=redact) as audit, \
+            open_review_queue(tmp_path / "review.db", redact=Redaction(
+                fields=queue_fields, patterns=redact.patterns)) as queue:
+        guard = Guard(policy, scorer=ScriptedScorer([0.9, 0.8]), audit=audit,
+                      review_queue=queue)
+        decision = guard.run(f"Is {SECRETS['question']} mine?", chain)
+        assert decision.action == "escalate" and len(decision.attempts) == 2
+        assert decision.attempts[1].attempt.query.startswith("Look it up: ")
+        (record,) = audit.records()
+        case = queue.get(str(decision.case_id))
+        assert len(record.attempts) == 2 and len(case.metadata["attempts"]) == 2
+    return _disk_bytes(tmp_path, "audit.db") + _disk_bytes(tmp_path, "review.db")
+
+
+@pytest.mark.parametrize("name", list(SECRETS))
+def test_a_field_named_is_blanked_in_every_attempt(tmp_path: Path, name: str) -> None:
+    """Naming a field removes it from the whole record: the question from each attempt's
+    (rewritten) query and the prompt, the answer, context and prompt from each attempt,
+    in the audit trail and the review queue alike."""
+    stored = _retry_and_escalate(tmp_path, Redaction(fields=(name,)))
+    assert SECRETS[name].encode() not in stored
+    for other, secret in SECRETS.items():  # the fields not named are kept
+        if other not in (name, "prompt" if name == "question" else name):
+            assert secret.encode() in stored, other
+
+
+def test_patterns_mask_every_attempt(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    assert b"-secret-" in _retry_and_escalate(tmp_path / "kept", Redaction())
+    stored = _retry_and_escalate(tmp_path, Redaction(patterns=(r"-secret-\d+",)))
+    assert b"-secret-" not in stored
+    assert b"question[redacted]" in stored and b"context[redacted] at k=8" in stored
+
+
+def test_escalated_attempts_are_redacted_on_both_backends(queue_url: str) -> None:
+    attempts = [{"number": n, "query": f"Is {SECRETS['question']} mine?", "k": k,
+                 "answer": SECRETS["answer"], "context": [SECRETS["context"]]}
+                for n, k in enumerate((None, 8))]
+    redact = Redaction(fields=("question", "context"), patterns=(r"answer-secret-\d+",))
+    with open_review_queue(queue_url, redact=redact) as queue:
+        case = queue.submit(chain="c", question=SECRETS["question"], answer="a",
+                            metadata={"attempts": attempts, "user": "u1"})
+        stored = queue.get(case.id)
+        assert stored.metadata == {"user": "u1", "attempts": [
+            {"number": n, "query": "[redacted]", "k": k, "answer": "[redacted]",
+             "context": ["[redacted]"]} for n, k in enumerate((None, 8))]}
+        queue.redact = Redaction(fields=("metadata",))
+        blanked = queue.submit(chain="c", question="q", answer="a",
+                               metadata={"attempts": attempts, "user": "u1"})
+        assert queue.get(blanked.id).metadata == {"user": "[redacted]",
+                                                  "attempts": "[redacted]"}
