@@ -243,12 +243,12 @@ class SemGradScorer:
         on CPU. Both compute the same function (in float64 on the default model they
         agree within 1e-6), but in float32 the fused scores round further from it: on 16
         SciQ answers of the default model (``benchmarks/float32_floor.py``) the two-pass
-        score stays within 1.7e-5 relative of its float64 value (any score or feature;
-        within 1.3e-5 of itself alone, in a padded batch or from generation's cache),
-        the fused one within 4.3e-4 (SemGrad itself: 5.8e-6 against 7.2e-5). On CPU
+        score stays within 1.4e-5 relative of its float64 value (any score or feature;
+        within 1.4e-5 of itself alone, in a padded batch or from generation's cache),
+        the fused one within 4.3e-4 (SemGrad itself: 6.4e-6 against 7.3e-5). On CPU
         (``benchmarks/speed.md``: ``speed.py --questions 16 --single 4
-        --max-new-tokens 32``, one torch thread) scoring adds 0.94x of generation fused
-        against 0.45x two-pass one answer at a time, and 0.79x against 0.39x at batch
+        --max-new-tokens 32``, one torch thread) scoring adds 0.90x of generation fused
+        against 0.26x two-pass one answer at a time, and 0.72x against 0.38x at batch
         16: carrying the graph through the decode steps costs more than the forward
         pass it saves. Settings
         the fused path does not take (``num_return_sequences``, a scorer keeping hidden
