@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ConfigError
 from .backend import ItemScorer
 from .ray_support import require
-from .wire import ScoreItem, error_to_dict, score_to_dict
+from .wire import ScoreItem, result_to_dict
 
 _ITEM_KEYS = ("messages", "prompt", "question", "answer", "prompt_ids", "response_ids")
 
@@ -129,8 +129,7 @@ def _score_batch(backend: ItemScorer, batch: Mapping[str, Any]) -> dict[str, Any
     items = [ScoreItem.model_validate_json(text) for text in batch["item"]]
     outcomes = backend.score_items(items)
     return {"row": list(batch["row"]),
-            "result": [json.dumps({"error": error_to_dict(o)} if isinstance(o, Exception)
-                                  else {"score": score_to_dict(o)}) for o in outcomes]}
+            "result": [json.dumps(result_to_dict(o)) for o in outcomes]}
 
 
 def _output_rows(records: Sequence[Mapping[str, Any]], results: Sequence[str | None],

@@ -22,10 +22,10 @@ import asyncio
 import json
 from typing import Any
 
-from .backend import ItemScorer, Outcome
+from .backend import ItemScorer
 from .ray_support import require
 from .service import bearer_matches, check_token
-from .wire import ScoreItem, ScoreRequest, error_to_dict, score_to_dict
+from .wire import ScoreItem, ScoreRequest, result_to_dict
 
 #: An autoscaling configuration for GPU nodes (one replica per GPU).
 GPU_AUTOSCALING: dict[str, Any] = {
@@ -38,12 +38,6 @@ GPU_AUTOSCALING: dict[str, Any] = {
     # Loading the model takes tens of seconds: keep replicas through short lulls.
     "downscale_delay_s": 300,
 }
-
-
-def _result(outcome: Outcome) -> dict[str, Any]:
-    if isinstance(outcome, Exception):
-        return {"error": error_to_dict(outcome)}
-    return {"score": score_to_dict(outcome)}
 
 
 def scorer_app(model: str | None = None, *, token: str, method: str = "semgrad",
@@ -87,7 +81,7 @@ def scorer_app(model: str | None = None, *, token: str, method: str = "semgrad",
             items = [(ScoreItem.model_validate(item), headline) for item, headline in requests]
             self.batches.append(len(items))
             outcomes = await asyncio.to_thread(self.backend.score_requests, items)
-            return [_result(o) for o in outcomes]
+            return [result_to_dict(o) for o in outcomes]
 
         async def score(self, item: dict[str, Any], method: str | None = None
                         ) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from ..errors import ConfigError
 from ..model.batching import MicroBatcher
 from .backend import ItemScorer, Outcome
-from .wire import ScoreItem, ScoreRequest, error_to_dict, score_to_dict
+from .wire import ScoreItem, ScoreRequest, error_to_dict, result_to_dict
 
 #: The largest request body the service reads.
 MAX_BODY_BYTES = 16 << 20
@@ -154,15 +154,12 @@ def create_scorer_app(scorer: Any, token: str, *, max_batch: int = 32,
                                               for item in items))
         finally:
             metrics.in_flight.dec(len(items))
-        results: list[dict[str, Any]] = []
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 metrics.errors.labels(type(outcome).__name__).inc()
-                results.append({"error": error_to_dict(outcome)})
             else:
                 metrics.answers.labels(item.kind).inc()
-                results.append({"score": score_to_dict(outcome)})
-        return JSONResponse({"results": results})
+        return JSONResponse({"results": [result_to_dict(o) for o in outcomes]})
 
     async def model_info(request: Request) -> Response:
         return JSONResponse(backend.info())

@@ -92,8 +92,11 @@ class ScoreRequest(BaseModel):
                                                  "scorer's method).")
 
 
-def score_to_dict(score: UncertaintyScore) -> dict[str, Any]:
-    return score.to_dict()
+def result_to_dict(outcome: UncertaintyScore | BaseException) -> dict[str, Any]:
+    """One item's result: ``{"score": ...}`` (the whole score) or ``{"error": ...}``."""
+    if isinstance(outcome, BaseException):
+        return {"error": error_to_dict(outcome)}
+    return {"score": outcome.to_dict()}
 
 
 def score_from_dict(data: dict[str, Any]) -> UncertaintyScore:
