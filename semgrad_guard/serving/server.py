@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..errors import ConfigError
 from ..server_thread import ServerThread
-from .service import ScorerMetrics, check_token, create_scorer_app
+from .service import ScorerMetrics, create_scorer_app
 
 
 class ScorerServiceConfig(BaseModel):
@@ -48,7 +48,7 @@ class ScorerServer(ServerThread):
     def __init__(self, scorer: Any, config: ScorerServiceConfig) -> None:
         self.config = config
         self.metrics = ScorerMetrics()
-        self.app = create_scorer_app(scorer, check_token(config.token.get_secret_value()),
+        self.app = create_scorer_app(scorer, config.token.get_secret_value(),
                                      max_batch=config.max_batch,
                                      max_wait_ms=config.max_wait_ms, metrics=self.metrics)
         super().__init__(self.app, config.host, config.port, access_log=config.access_log,
