@@ -129,8 +129,11 @@ class RemoteScorer:
         try:
             return self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise RemoteScoringError(f"scoring service at {self.url} unreachable: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> RemoteScoringError:
+        return RemoteScoringError(f"scoring service at {self.url} unreachable: "
+                                  f"{type(exc).__name__}: {exc}")
 
     def _json(self, response: Any) -> Any:
         try:
@@ -183,8 +186,7 @@ class RemoteScorer:
             async with httpx.AsyncClient(**self._async_options) as client:
                 response = await client.post("/v1/score", json=self._body(items))
         except httpx.HTTPError as exc:
-            raise RemoteScoringError(f"scoring service at {self.url} unreachable: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         return self._scores(self._json(response), len(items))
 
 
