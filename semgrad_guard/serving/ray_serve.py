@@ -76,18 +76,19 @@ def scorer_app(model: str | None = None, *, token: str, method: str = "semgrad",
             self.batches: list[int] = []
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
-        async def _score(self, requests: list[tuple[dict[str, Any], str | None]]
+        async def _score(self, requests: list[tuple[ScoreItem, str | None]]
                          ) -> list[dict[str, Any]]:
-            items = [(ScoreItem.model_validate(item), headline) for item, headline in requests]
-            self.batches.append(len(items))
-            outcomes = await asyncio.to_thread(self.backend.score_requests, items)
+            self.batches.append(len(requests))
+            outcomes = await asyncio.to_thread(self.backend.score_requests, requests)
             return [result_to_dict(o) for o in outcomes]
 
         async def score(self, item: dict[str, Any], method: str | None = None
                         ) -> dict[str, Any]:
             """One item (a :class:`ScoreItem` as a dict) -> ``{"score": ...}`` or
-            ``{"error": ...}``; concurrent calls share a batch."""
-            return await self._score((item, method))  # type: ignore[no-any-return]
+            ``{"error": ...}``; concurrent calls share a batch. A malformed item fails
+            its own call (checked before it joins a batch), never its batch-mates'."""
+            checked = ScoreItem.model_validate(item)
+            return await self._score((checked, method))  # type: ignore[no-any-return]
 
         def batch_sizes(self) -> list[int]:
             """Items per scoring pass so far, on this replica."""
@@ -112,7 +113,7 @@ def scorer_app(model: str | None = None, *, token: str, method: str = "semgrad",
             except ValueError as exc:  # bad JSON or a bad item
                 return JSONResponse({"error": {"type": "BadRequest", "message": str(exc)}},
                                     status_code=422)
-            results = await asyncio.gather(*(self.score(item.model_dump(), parsed.method)
+            results = await asyncio.gather(*(self._score((item, parsed.method))
                                              for item in parsed.items))
             return JSONResponse({"results": list(results)})
 
