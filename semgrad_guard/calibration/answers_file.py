@@ -48,6 +48,14 @@ class LabelledAnswersFile:
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{self.path}: not a labelled-answers file ({exc})") from exc
 
+    def resume(self) -> list[LabelledScore]:
+        """The answers saved with these settings; when there are none, the file is begun
+        again (:meth:`start`) for the new answers to be appended to."""
+        saved = self.saved()
+        if not saved:
+            self.start()
+        return saved
+
     def start(self) -> None:
         """Begin the file: the settings line alone."""
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -135,9 +135,7 @@ def run_labelled(args: argparse.Namespace) -> int:
                     "max_new_tokens": args.max_new_tokens, "judge": judge.name,
                     "features": True}
         store = LabelledAnswersFile(folder / f"{name}.jsonl", settings) if folder else None
-        done = store.saved() if store is not None else []
-        if store is not None and not done:
-            store.start()
+        done = store.resume() if store is not None else []
         rows += label_answers(
             data, split="calibration", limit=args.limit, lm=lm, scorer=scorer, judge=judge,
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, done=done,
@@ -149,9 +147,7 @@ def run_labelled(args: argparse.Namespace) -> int:
         if folder is not None:
             store = LabelledAnswersFile(folder / f"{Path(path).stem}.scored.jsonl",
                                         {"from": str(path), "profile": base.profile_id})
-            saved = {(r.domain, r.index): r for r in store.saved()}
-            if not saved:
-                store.start()
+            saved = {(r.domain, r.index): r for r in store.resume()}
             given = [saved.get((r.domain, r.index), r) for r in given]
         judges.add("given")
         rows += score_labelled(given, scorer, batch_size=args.batch_size,

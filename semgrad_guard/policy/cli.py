@@ -205,9 +205,7 @@ def run_fit_thresholds(args: argparse.Namespace) -> int:
     if (args.question_field, args.answer_field) != ("query", "truthful answer"):
         settings["fields"] = [args.question_field, args.answer_field]
     answers = LabelledAnswersFile(args.answers, settings) if args.answers else None
-    done = answers.saved() if answers is not None else []
-    if answers is not None and not done:
-        answers.start()
+    done = answers.resume() if answers is not None else []
     labelled = label_answers(
         args.data, split=args.split, limit=args.limit, question_field=args.question_field,
         answers_field=args.answer_field, model=args.model, profile=profile,
