@@ -172,7 +172,9 @@ class Threshold(_Strict):
         return None if self.calibration is None else self.calibration.error_probability(value)
 
     def passes(self, value: float) -> bool:
-        """Whether a raw score value passes this threshold."""
+        """Whether a raw score value passes this threshold (through its calibration for
+        ``max_error_probability``; a rule whose score is a probability asks
+        :meth:`Rule.passes`)."""
         if self.max_score is not None:
             return value <= self.max_score
         probability = self.error_probability(value)
@@ -445,11 +447,9 @@ class Rule(_Strict):
 
     def passes(self, value: float) -> bool:
         """Whether an answer with this score value passes the rule's threshold."""
-        if self.threshold.max_score is not None:
-            return value <= self.threshold.max_score
-        probability = self.error_probability(value)
-        return probability is not None and \
-            probability <= (self.threshold.max_error_probability or 0.0)
+        if self.reads_probability and self.threshold.max_error_probability is not None:
+            return value <= self.threshold.max_error_probability
+        return self.threshold.passes(value)
 
     def matches(self, run_name: str | None, tags: Sequence[str],
                 metadata: Mapping[str, Any] | None) -> bool:
