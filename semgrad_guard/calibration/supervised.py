@@ -114,10 +114,11 @@ def score_labelled(rows: Sequence[LabelledScore], scorer: Any, *, batch_size: in
 
 def _layer_sets(layers: Sequence[int]) -> dict[str, tuple[int, ...]]:
     layers = tuple(sorted(layers))
-    sets = {f"{layers[0]}-{layers[-1]}": layers}
+    sets = {_layer_set_label(layers): layers}
     for part in np.array_split(np.array(layers), 3):
         if len(part):
-            sets[f"{part[0]}-{part[-1]}"] = tuple(int(v) for v in part)
+            subset = tuple(int(v) for v in part)
+            sets[_layer_set_label(subset)] = subset
     return sets
 
 
