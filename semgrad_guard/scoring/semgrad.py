@@ -413,9 +413,9 @@ class SemGradScorer:
         for p, r in rows:
             self._validate(p, r)
         results: list[UncertaintyScore | None] = [None] * len(rows)
-        # The pass with a graph spans every row of a chunk from the anchor to the end of
-        # the chunk's longest answer: rows go in order of answer length, and a chunk
-        # closes before padding would inflate that part by over a quarter.
+        # The pass with a graph spans every row of a chunk from the earliest offset taken
+        # to the end of the chunk's longest answer: rows go in order of answer length, and
+        # a chunk closes before padding would inflate that part by over a quarter.
         order = sorted(range(len(rows)), key=lambda i: (len(rows[i][1]), len(rows[i][0])))
         vocab = self.model.layout.vocab_rows
         tail = 1 - self.feature_offsets[-1]  # graph positions besides the answer's own
