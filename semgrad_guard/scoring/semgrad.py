@@ -360,9 +360,17 @@ class SemGradScorer:
     def _generate_and_score_rows(self, items: list[tuple[Prompt, dict[str, Any]]]
                                  ) -> list[tuple[Generation, UncertaintyScore] | RowFailure]:
         """Generate answers to the callers' prompts (they share their settings) in one
-        batch, then score them in one pass."""
+        batch, then score them in one pass. With several return sequences each caller gets
+        its prompt's first, as :meth:`LocalModel.generate` gives it. The generations come
+        back without their prompt's cache, as from :meth:`score_generation`."""
         generations = self.model.generate_batch([prompt for prompt, _ in items], **items[0][1])
-        scores = self._score_generations(generations)
+        generations = generations[::len(generations) // len(items)]
+        try:
+            scores = self._score_generations(generations)
+        finally:
+            for generation in generations:
+                if generation.prefix_cache is not None:
+                    generation.prefix_cache.release()
         return [s if isinstance(s, RowFailure) else (g, s)
                 for g, s in zip(generations, scores, strict=True)]
 
