@@ -85,10 +85,7 @@ def generate_and_score_fused(scorer: Any, prompts: Sequence[Prompt], *,
     comes back with the :class:`ScoringError` saying why, in place of its score: no
     answer is lost. The generations come back without a prefix cache: they are scored.
     """
-    if torch.is_inference_mode_enabled():
-        raise GradientAccessError(
-            "model without gradient access: scoring was called inside "
-            "torch.inference_mode(), where no backward pass can run")
+    scorer._check_gradient_access()
     if not fusable(scorer, generate_kwargs):
         raise ConfigError("the fused path generates one answer per prompt, without "
                           "hidden-state probes; use generate_batch and score_batch")

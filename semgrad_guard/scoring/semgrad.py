@@ -360,9 +360,17 @@ class SemGradScorer:
     def _generate_and_score_rows(self, items: list[tuple[Prompt, dict[str, Any]]]
                                  ) -> list[tuple[Generation, UncertaintyScore] | RowFailure]:
         """Generate answers to the callers' prompts (they share their settings) in one
-        batch, then score them in one pass."""
+        batch, then score them in one pass. With several return sequences each caller gets
+        its prompt's first, as :meth:`LocalModel.generate` gives it. The generations come
+        back without their prompt's cache, as from :meth:`score_generation`."""
         generations = self.model.generate_batch([prompt for prompt, _ in items], **items[0][1])
-        scores = self._score_generations(generations)
+        generations = generations[::len(generations) // len(items)]
+        try:
+            scores = self._score_generations(generations)
+        finally:
+            for generation in generations:
+                if generation.prefix_cache is not None:
+                    generation.prefix_cache.release()
         return [s if isinstance(s, RowFailure) else (g, s)
                 for g, s in zip(generations, scores, strict=True)]
 
@@ -413,9 +421,9 @@ class SemGradScorer:
         for p, r in rows:
             self._validate(p, r)
         results: list[UncertaintyScore | None] = [None] * len(rows)
-        # The pass with a graph spans every row of a chunk from the anchor to the end of
-        # the chunk's longest answer: rows go in order of answer length, and a chunk
-        # closes before padding would inflate that part by over a quarter.
+        # The pass with a graph spans every row of a chunk from the earliest offset taken
+        # to the end of the chunk's longest answer: rows go in order of answer length, and
+        # a chunk closes before padding would inflate that part by over a quarter.
         order = sorted(range(len(rows)), key=lambda i: (len(rows[i][1]), len(rows[i][0])))
         vocab = self.model.layout.vocab_rows
         tail = 1 - self.feature_offsets[-1]  # graph positions besides the answer's own

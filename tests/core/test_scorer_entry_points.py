@@ -51,3 +51,16 @@ def test_the_old_entry_points_warn_and_agree() -> None:
     with pytest.warns(DeprecationWarning, match=r"score_generations\(\) is deprecated"):
         old = scorer.score_generations(generations)
     assert [s.scores for s in old] == expected
+
+
+def test_generate_and_score_gives_one_answer_without_its_cache() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm)
+    # Several return sequences: the caller gets its prompt's first, scored.
+    generation, score = scorer.generate_and_score(PROMPTS[0], max_new_tokens=4, do_sample=True,
+                                                  num_return_sequences=2)
+    assert score.response_ids == generation.response_ids
+    # A generation kept for later no longer holds its prompt's keys and values.
+    generation, _ = scorer.generate_and_score(PROMPTS[0], max_new_tokens=4)
+    assert generation.prefix_cache is None or generation.prefix_cache.prompt_columns(
+        len(generation.prompt_ids), -1) is None
