@@ -374,10 +374,8 @@ class SemGradMiddleware(AgentMiddleware[SemGradAgentState, Any]):
 def _thread() -> dict[str, Any]:
     """The LangGraph thread of the running agent, recorded with its review cases so that
     a decision can resume the right run (see :class:`ReviewResumer`)."""
-    try:
-        configurable = get_config().get("configurable") or {}
-    except RuntimeError:  # called outside a graph run
-        return {}
+    config = _graph_config()
+    configurable = (config.get("configurable") if config is not None else None) or {}
     thread = configurable.get("thread_id")
     return {} if thread is None else {"thread_id": str(thread)}
 
@@ -484,8 +482,6 @@ def resume_from_review(interrupts: Sequence[Interrupt], queue: Any) -> Command[A
 def _graph_config() -> Any:
     """The config of the graph node running now (``None`` outside a graph run): decisions
     recorded under it join the agent's trace."""
-    from langgraph.config import get_config
-
     try:
         return get_config()
     except RuntimeError:
@@ -542,11 +538,16 @@ class ReviewResumer:
         self.guard = guard
         self.on_result = on_result
         self._lock = threading.Lock()
+        self._attached = False
 
     def attach(self) -> ReviewResumer:
-        """Resume runs as soon as their cases are decided through the guard's queues."""
-        for queue in self.guard.review_queues:
-            queue.on_decision(self.resume)
+        """Resume runs as soon as their cases are decided through the guard's queues
+        (registered once, however often this is called)."""
+        with self._lock:
+            if not self._attached:
+                for queue in self.guard.review_queues:
+                    queue.on_decision(self.resume)
+                self._attached = True
         return self
 
     def resume(self, case: Any) -> Any:

@@ -167,3 +167,27 @@ def test_a_run_paused_for_review_is_resumed_after_a_restart(
         decisions = [(r.chain, r.action) for r in guard.audit.records()]  # type: ignore[union-attr]
     assert decisions == [("send_email", "escalate"), ("default", "pass"),
                          ("send_email", "escalate"), ("default", "pass")]
+
+
+def test_attaching_twice_resumes_each_decision_once(tmp_path: Path) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from semgrad_guard.policy import PolicyConfig
+    from semgrad_guard.review import open_review_queue
+
+    queue = open_review_queue(f"sqlite:///{tmp_path / 'review.db'}")
+    guard = Guard(PolicyConfig.from_dict({"version": 1, "default": {
+        "threshold": {"max_score": 0.5}, "actions": ["escalate"]}}), review_queue=queue)
+    agent = create_agent(ToolCallingFake(messages=iter([])),
+                         middleware=[SemGradMiddleware(guard)], checkpointer=InMemorySaver())
+    resumed: list[str] = []
+
+    class Counting(ReviewResumer):
+        def resume(self, case: Any) -> Any:
+            resumed.append(case.id)
+            return super().resume(case)
+
+    Counting(agent, guard).attach().attach()
+    case = queue.submit(chain="default", question="Ship it?", answer="Yes.")
+    queue.approve(case.id, reviewer="ann")
+    assert resumed == [case.id]
+    queue.close()

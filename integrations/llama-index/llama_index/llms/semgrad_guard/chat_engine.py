@@ -123,11 +123,15 @@ class GuardedChatEngine(BaseChatEngine):
         """The policy rule this engine's turns fall under."""
         return self.guard.rule_for(self.chain_name, self.tags, self.metadata)
 
+    def _retriever_holder(self) -> Any:
+        """What holds the engine's retriever: the engine, or (condense_question) its
+        query engine."""
+        if getattr(self.chat_engine, "_retriever", None) is not None:
+            return self.chat_engine
+        return getattr(self.chat_engine, "_query_engine", None)
+
     def _retriever(self) -> BaseRetriever | None:
-        retriever = getattr(self.chat_engine, "_retriever", None)
-        if retriever is None:  # condense_question: the retriever of its query engine
-            retriever = getattr(getattr(self.chat_engine, "_query_engine", None),
-                                "_retriever", None)
+        retriever = getattr(self._retriever_holder(), "_retriever", None)
         return retriever if isinstance(retriever, BaseRetriever) else None
 
     def _check_retries(self) -> None:
@@ -157,9 +161,7 @@ class GuardedChatEngine(BaseChatEngine):
         if attempt.k is None and attempt.retriever is None:
             yield
             return
-        holder: Any = self.chat_engine
-        if getattr(holder, "_retriever", None) is None:
-            holder = self.chat_engine._query_engine  # type: ignore[attr-defined]
+        holder = self._retriever_holder()
         original = holder._retriever
         retriever: Any = self._retrievers[attempt.retriever] if attempt.retriever else original
         if attempt.k is not None:
