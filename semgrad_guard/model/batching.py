@@ -188,32 +188,50 @@ class MicroBatcher:
         live = [r for r in requests if r.future.set_running_or_notify_cancel()]
         if not live:
             return
-        self.batches += 1
-        self.rows += len(live)
-        try:
-            results = list(work([r.item for r in live]))
-            if len(results) != len(live):
-                raise RuntimeError(f"the batch function returned {len(results)} results "
-                                   f"for {len(live)} items")
-        except BaseException as exc:  # every waiting caller must hear of it
-            if len(live) == 1:
-                live[0].future.set_exception(exc)
-            else:  # find the row that fails: each runs again alone
-                for request in live:
-                    self._run_alone(request)
-            return
+
+        def counted(items: list[Any]) -> Sequence[Any]:
+            self.batches += 1
+            self.rows += len(items)
+            return work(items)
+
+        # Every waiting caller must hear of a failure: any error fails its rows.
+        results = each_alone_after_failure(counted, [r.item for r in live], BaseException)
         for request, result in zip(live, results, strict=True):
             _resolve(request.future, result)
 
-    def _run_alone(self, request: _Request) -> None:
-        self.batches += 1
-        self.rows += 1
-        try:
-            result = list(request.work([request.item]))[0]
-        except BaseException as exc:
-            request.future.set_exception(exc)
-            return
-        _resolve(request.future, result)
+
+def each_alone_after_failure(work: BatchFn, items: list[Any],
+                             failure: type[BaseException] | tuple[type[BaseException], ...]
+                             ) -> list[Any]:
+    """``work(items)``, one result per item; when the batch raises ``failure``, each item
+    runs again alone, so that only the items that fail alone fail: their results are then
+    :class:`RowFailure` (as is a lone item's error). Other errors propagate.
+
+    >>> def invert(items):
+    ...     if 0 in items:
+    ...         raise ZeroDivisionError("0 has no inverse")
+    ...     return [1 / x for x in items]
+    >>> each_alone_after_failure(invert, [2, 0, 4], ZeroDivisionError)
+    [0.5, RowFailure(error=ZeroDivisionError('0 has no inverse')), 0.25]
+    """
+    try:
+        results = list(work(items))
+        if len(results) != len(items):
+            raise RuntimeError(f"the batch function returned {len(results)} results "
+                               f"for {len(items)} items")
+        return results
+    except failure as exc:
+        if len(items) == 1:
+            return [RowFailure(exc)]
+    return [_alone(work, item, failure) for item in items]
+
+
+def _alone(work: BatchFn, item: Any,
+           failure: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+    try:
+        return list(work([item]))[0]
+    except failure as exc:
+        return RowFailure(exc)
 
 
 def _resolve(future: Future[Any], result: Any) -> None:

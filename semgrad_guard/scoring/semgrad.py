@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from ..errors import (
     ScoringError,
     TokenizerMismatchError,
 )
-from ..model.batching import RowFailure, settings_key
+from ..model.batching import RowFailure, each_alone_after_failure, settings_key
 from ..model.clock import synchronize
 from ..model.frozen import frozen_for_scoring
 from ..model.generation import Generation, PrefixCache
@@ -284,18 +284,17 @@ class SemGradScorer:
                                  **generate_kwargs: Any
                                  ) -> list[tuple[Generation, UncertaintyScore | ScoringError]]:
         """:meth:`generate_and_score` of many prompts in one left-padded batch (two
-        passes unless ``fused=True``). An answer that cannot be scored comes with the
-        :class:`ScoringError` saying why in place of its score (the others are scored)."""
+        passes unless ``fused=True``: the batch is generated, then scored in one pass that
+        reuses generation's prompt caches, which are released after). An answer that
+        cannot be scored comes with the :class:`ScoringError` saying why in place of its
+        score (the others are scored: after a failed pass, each answer is scored alone).
+        With ``num_return_sequences`` every sequence comes back, scored, in order."""
         if fused and fusable(self, generate_kwargs):
             return generate_and_score_fused(self, prompts, **generate_kwargs)
         generations = self.model.generate_batch(prompts, **generate_kwargs)
-        out: list[tuple[Generation, UncertaintyScore | ScoringError]] = []
-        for generation in generations:
-            try:
-                out.append((generation, self.score_generation(generation)))
-            except ScoringError as exc:
-                out.append((generation, exc))
-        return out
+        scores = self._score_and_release(generations)
+        return [(g, cast(ScoringError, s.error) if isinstance(s, RowFailure) else s)
+                for g, s in zip(generations, scores, strict=True)]
 
     def score_generation(self, generation: Generation, *, release: bool = True
                          ) -> UncertaintyScore:
@@ -360,19 +359,29 @@ class SemGradScorer:
     def _generate_and_score_rows(self, items: list[tuple[Prompt, dict[str, Any]]]
                                  ) -> list[tuple[Generation, UncertaintyScore] | RowFailure]:
         """Generate answers to the callers' prompts (they share their settings) in one
-        batch, then score them in one pass. With several return sequences each caller gets
-        its prompt's first, as :meth:`LocalModel.generate` gives it. The generations come
-        back without their prompt's cache, as from :meth:`score_generation`."""
+        batch, then score them in one pass (an answer that cannot be scored fails its own
+        caller, and the others are not generated again). With several return sequences each
+        caller gets its prompt's first, as :meth:`LocalModel.generate` gives it. The
+        generations come back without their prompt's cache, as from
+        :meth:`score_generation`."""
         generations = self.model.generate_batch([prompt for prompt, _ in items], **items[0][1])
         generations = generations[::len(generations) // len(items)]
+        scores = self._score_and_release(generations)
+        return [s if isinstance(s, RowFailure) else (g, s)
+                for g, s in zip(generations, scores, strict=True)]
+
+    def _score_and_release(self, generations: list[Generation]
+                           ) -> list[UncertaintyScore | RowFailure]:
+        """Score generations in one pass, reusing their prompts' caches, then release the
+        caches. When the pass fails, each is scored again alone: only the answers that
+        cannot be scored fail (a :class:`RowFailure` holding the :class:`ScoringError`)."""
         try:
-            scores = self._score_generations(generations)
+            return each_alone_after_failure(self._score_generations, generations,
+                                            ScoringError)
         finally:
             for generation in generations:
                 if generation.prefix_cache is not None:
                     generation.prefix_cache.release()
-        return [s if isinstance(s, RowFailure) else (g, s)
-                for g, s in zip(generations, scores, strict=True)]
 
     def _score_generations(self, generations: list[Generation]
                            ) -> list[UncertaintyScore | RowFailure]:

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from semgrad_guard.errors import ModelClosedError
-from semgrad_guard.model.batching import MicroBatcher, RowFailure, settings_key
+from semgrad_guard.model.batching import (
+    MicroBatcher,
+    RowFailure,
+    each_alone_after_failure,
+    settings_key,
+)
 
 
 class Recorder:
@@ -131,6 +136,31 @@ def test_a_row_failure_reaches_its_caller_alone(batcher) -> None:
     with pytest.raises(ValueError, match="3 is odd"):
         futures[1].result(30)
     assert batcher.batches == 2  # the first request, then one call for the three
+
+
+def test_after_a_failed_batch_each_item_runs_alone() -> None:
+    calls: list[list[int]] = []
+
+    def invert(items: list[int]) -> list[float]:
+        calls.append(list(items))
+        if 0 in items:
+            raise ZeroDivisionError("0 has no inverse")
+        if 3 in items:
+            raise KeyError("not a failure of the rows")
+        return [1 / x for x in items]
+
+    results = each_alone_after_failure(invert, [2, 0, 4], ZeroDivisionError)
+    assert calls == [[2, 0, 4], [2], [0], [4]]
+    assert results[0] == 0.5 and results[2] == 0.25
+    assert isinstance(results[1], RowFailure) and isinstance(results[1].error,
+                                                             ZeroDivisionError)
+    calls.clear()
+    assert each_alone_after_failure(invert, [2, 4], ZeroDivisionError) == [0.5, 0.25]
+    assert calls == [[2, 4]]  # a batch that does not fail runs once
+    [lone] = each_alone_after_failure(invert, [0], ZeroDivisionError)
+    assert isinstance(lone, RowFailure)
+    with pytest.raises(KeyError):  # other errors are not the rows' to keep
+        each_alone_after_failure(invert, [2, 3], ZeroDivisionError)
 
 
 def test_asyncio_callers_await_without_blocking_the_loop(batcher) -> None:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from semgrad_guard import GradientAccessError, LocalModel, SemGradScorer, UncertaintyScore
-from semgrad_guard.errors import EmptyResponseError, ModelClosedError
+from semgrad_guard.errors import EmptyResponseError, ModelClosedError, NonFiniteScoreError
 
-from .tiny import tiny_local_model
+from .tiny import rule_out_while_scoring, tiny_local_model
 
 PROMPTS = ["what is the color of the sky ?", "who wrote the moon ?",
            "how many cat and dog in the city of paris ?", "where is the river ?",
@@ -173,6 +173,30 @@ def test_a_row_that_cannot_be_scored_fails_alone() -> None:
     close(got[0], want)
     close(got[2], want)
     assert isinstance(got[1], EmptyResponseError)
+
+
+def test_an_answer_that_cannot_be_scored_fails_its_caller_without_generating_again() -> None:
+    lm = tiny_local_model()
+    scorer = SemGradScorer(lm)
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3]]
+    answers = [g.response_ids for g in lm.generate_batch(prompts, max_new_tokens=4)]
+    token = next(t for t in answers[0] if all(t not in a for a in answers[1:]))
+    handle = rule_out_while_scoring(lm, token)  # the first answer's score is non-finite
+    try:
+        want = scorer.score_batch([(lm.prompt_ids(p), a)
+                                   for p, a in zip(prompts[1:], answers[1:], strict=True)])
+        before = lm.batcher.batches
+        got = hold_until_queued(lm, [(lambda p=p: scorer.generate_and_score(p, max_new_tokens=4))
+                                     for p in prompts])
+    finally:
+        handle.remove()
+    assert isinstance(got[0], NonFiniteScoreError)
+    for (generation, score), answer, w in zip(got[1:], answers[1:], want, strict=True):
+        assert generation.response_ids == answer
+        close(score, w)
+    # The worker's busy call, then one batch: the answers were generated once, and only
+    # their scoring ran again, one answer at a time.
+    assert lm.batcher.batches - before == 2
 
 
 def test_a_call_fires_only_its_own_hooks() -> None:

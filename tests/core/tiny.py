@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -90,3 +92,15 @@ def tiny_bpe_model(chat: bool = True, **kwargs: object) -> LocalModel:
     prompt's demonstrations."""
     model = tiny_llama(vocab_size=BPE_VOCAB, max_positions=512, **kwargs)  # type: ignore[arg-type]
     return LocalModel(model, tiny_bpe_tokenizer(chat), name="tiny-llama-bpe")
+
+
+def rule_out_while_scoring(lm: LocalModel, token: int) -> Any:
+    """Give ``token`` the logit minus infinity in the scoring pass (the one run with a
+    graph) and nowhere else: generation still says it, and an answer that holds it gets
+    an infinite negative log-likelihood, a non-finite score."""
+    def hook(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> Any:
+        if torch.is_grad_enabled():
+            return output.index_fill(-1, torch.tensor([token]), float("-inf"))
+        return None
+
+    return lm.model.lm_head.register_forward_hook(hook)
