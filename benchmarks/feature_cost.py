@@ -9,7 +9,10 @@ the same answers (reusing generation's prompt caches, as a guarded chain does) b
   anchor as before;
 - ``features``: the default scorer (every offset of the template's tail), whose graph
   starts at the earliest of them;
-- ``features + hidden``: the same with ``hidden_states=True``.
+- ``features, every block``: the same pass run through every block instead of from the
+  hidden state generation kept at the lowest anchor layer (``scoring/upper.py``);
+- ``features + hidden``: the default scorer with ``hidden_states=True`` (which runs every
+  block: the probes read every layer).
 
 One answer at a time (``score_generation``) and batched (``score_batch`` of 16),
 for the default configuration (HybridGrad on) and for SemGrad alone (``hybrid=False``).
@@ -91,6 +94,10 @@ def main() -> None:
             scorers["before"] = old(lm, hybrid=hybrid)
         scorers["anchor only"] = SemGradScorer(lm, hybrid=hybrid, feature_offsets=())
         scorers["features"] = SemGradScorer(lm, hybrid=hybrid)
+        # The same pass run through every block, as before it started from the hidden
+        # state generation kept at the lowest anchor layer.
+        scorers["features, every block"] = SemGradScorer(lm, hybrid=hybrid)
+        scorers["features, every block"]._upper = False
         scorers["features + hidden"] = SemGradScorer(lm, hybrid=hybrid, hidden_states=True)
         configs[group] = scorers
     reference = "before" if old is not None else "anchor only"

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
+
+@dataclass(frozen=True)
+class KeptStates:
+    """Hidden states a generation kept for scoring (:meth:`LocalModel.keep_hidden_state`):
+    per layer ``[batch, prompt_columns + fed, dim]``, the prompt's last ``prompt_columns``
+    columns then one column per token fed back while decoding; ``tokens`` are each row's
+    generated ids, the first ``fed`` of which were fed."""
+
+    layers: dict[int, torch.Tensor]
+    prompt_columns: int
+    tokens: list[tuple[int, ...]]
+
+    def steps(self, row: int) -> int:
+        """How many of ``row``'s generated tokens have a kept state."""
+        fed = next(iter(self.layers.values())).shape[1] - self.prompt_columns
+        return min(fed, len(self.tokens[row]))
 
 
 class PrefixCache:
@@ -18,14 +36,34 @@ class PrefixCache:
     generation kept for later (a history, an audit) should not keep its cache alive.
     """
 
-    def __init__(self, cache: Any, row: int, width: int) -> None:
+    def __init__(self, cache: Any, row: int, width: int,
+                 states: KeptStates | None = None) -> None:
         self._cache = cache
         self.row = row
         self.width = width
+        self._states = states
 
     def release(self) -> None:
         """Drop this row's hold on the cache; later scores recompute the prompt."""
         self._cache = None
+        self._states = None
+
+    def hidden_state(self, layer: int, offset: int, response: Sequence[int]
+                     ) -> torch.Tensor | None:
+        """This row's hidden state ``layer`` as generation computed it, over the columns
+        a teacher-forced pass over ``response`` runs from ``offset`` (< 0) columns before
+        the prompt's end: the prompt's last ``-offset`` columns, then ``response[:-1]``
+        (its last token is predicted, never fed). ``[1, columns, dim]``; None when it was
+        not kept, or when ``response`` is not what generation fed."""
+        states = self._states
+        if self._cache is None or states is None or layer not in states.layers:
+            return None
+        fed = len(response) - 1
+        if -offset > states.prompt_columns or fed > states.steps(self.row) \
+                or tuple(response[:fed]) != states.tokens[self.row][:fed]:
+            return None
+        return states.layers[layer][self.row:self.row + 1,
+                                    states.prompt_columns + offset:states.prompt_columns + fed]
 
     def prompt_columns(self, width: int, stop: int
                        ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

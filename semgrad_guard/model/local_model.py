@@ -20,7 +20,7 @@ from .architecture import ModelLayout, model_layout
 from .batching import MicroBatcher, settings_key
 from .clock import synchronize
 from .default_model import DEFAULT_MODEL_NAME, default_model_path, is_default_gguf
-from .generation import Generation, PrefixCache
+from .generation import Generation, KeptStates, PrefixCache
 from .gguf import converted_path, find_gguf, is_gguf
 from .prompts import Prompt, PromptFormat
 from .streaming import GenerationStream
@@ -65,6 +65,9 @@ class LocalModel:
         self.lock = threading.RLock()
         #: Serves concurrent requests to this model in batches, on one worker thread.
         self.batcher = MicroBatcher(name="semgrad-model")
+        #: Hidden states generation keeps for scoring (:meth:`keep_hidden_state`).
+        self._kept_layers: set[int] = set()
+        self._kept_prompt_columns = 0
         if getattr(tokenizer, "pad_token_id", None) is None:
             # Padding is always masked; any id the model knows will do.
             self._pad_id = int(tokenizer.eos_token_id or 0)
@@ -201,6 +204,17 @@ class LocalModel:
                     handle.remove()
                 _CALL.reset(token)
 
+    def keep_hidden_state(self, layer: int, prompt_columns: int) -> None:
+        """Have every generation keep hidden state ``layer`` over its prompt's last
+        ``prompt_columns`` columns and every token it feeds back, beside its prompt's keys
+        and values (released with them). A scorer whose graph starts at ``layer`` then
+        runs only the blocks above it (a scorer built on this model asks for it). Each
+        kept column costs one hidden vector per row."""
+        self.layout.module_producing(layer)  # raises on a layer out of range
+        with self.lock:
+            self._kept_layers.add(layer)
+            self._kept_prompt_columns = max(self._kept_prompt_columns, prompt_columns)
+
     def close(self) -> None:
         """Finish the queued requests and stop the batching worker; later batched calls
         raise :class:`~semgrad_guard.errors.ModelClosedError`."""
@@ -281,17 +295,23 @@ class LocalModel:
         if keep_cache:
             kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
+        kept: dict[int, list[torch.Tensor]] = {}
         if decode is None:
-            with torch.no_grad():
+            if keep_cache:
+                kept = {layer: [] for layer in self._kept_layers}
+            hooks = [(self.layout.module_producing(layer), _keep_output(parts))
+                     for layer, parts in kept.items()]
+            with torch.no_grad(), self.forward_hooks(hooks):
                 out = self.model.generate(input_ids=input_ids.to(self.device),
                                           attention_mask=mask.to(self.device), **kwargs)
         else:
             out = decode(input_ids.to(self.device), mask.to(self.device), kwargs)
         synchronize(self.device)
-        cache = None
+        cache = states = None
         if not isinstance(out, torch.Tensor):
             cache = getattr(out, "past_key_values", None) if keep_cache else None
             out = out.sequences
+            states = self._kept_states(kept, width, out[:, width:].tolist())
         seconds = (time.perf_counter() - start) / len(out)
         new = out[:, width:].tolist()
         eos = self.eos_ids
@@ -305,10 +325,27 @@ class LocalModel:
                 text = cut_at_stop(text, self.tokenizer.decode(response[:-1],
                                                                skip_special_tokens=True),
                                    stop.stop_strings)
-            prefix = PrefixCache(cache, row, width) if cache is not None else None
+            prefix = PrefixCache(cache, row, width, states) if cache is not None else None
             results.append(Generation(tuple(encoded[src]), tuple(response), text.strip(),
                                       reason, texts[src], seconds, prefix))  # type: ignore[arg-type]
         return results
+
+    def _kept_states(self, kept: dict[int, list[torch.Tensor]], width: int,
+                     generated: list[list[int]]) -> KeptStates | None:
+        """The kept hidden states of a generation, when its passes were one over the whole
+        prompt and then one per token fed back (anything else, e.g. a chunked prefill,
+        keeps none)."""
+        if not kept:
+            return None
+        columns = min(self._kept_prompt_columns, width)
+        layers = {}
+        for layer, parts in kept.items():
+            widths = [p.shape[1] for p in parts]
+            if not widths or widths[0] != width or any(w != 1 for w in widths[1:]) \
+                    or len(widths) != len(generated[0]):
+                return None
+            layers[layer] = torch.cat([parts[0][:, width - columns:], *parts[1:]], dim=1)
+        return KeptStates(layers, columns, [tuple(t) for t in generated])
 
     def _stop_strings(self, kwargs: dict[str, Any]) -> list[str]:
         """The stop strings of a call, taken out of ``kwargs``: the caller's, else a
@@ -332,3 +369,10 @@ def _owned_by(call: object, hook: ForwardHook) -> ForwardHook:
             return None
         return hook(module, inputs, output)
     return fire
+
+
+def _keep_output(into: list[torch.Tensor]) -> ForwardHook:
+    """A forward hook that keeps each pass's output hidden state, detached."""
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        into.append((output[0] if isinstance(output, tuple) else output).detach())
+    return hook

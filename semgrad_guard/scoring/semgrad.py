@@ -34,6 +34,7 @@ from .fused import fusable, generate_and_score_fused
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import AUTO_SCORE, SCORE_NAMES, HiddenStates, UncertaintyScore
 from .statistics import AnswerStatistics, anchor_gradients, answer_statistics, features
+from .upper import runs_upper_pass, upper_forward
 
 # Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
 _VOCAB_CHUNK = 8192
@@ -155,6 +156,12 @@ class SemGradScorer:
                               f"model profile {self.profile.profile_id}")
         self.anchor = self._resolve_anchor(anchor_offset, layers)
         self.feature_offsets = self._resolve_offsets(feature_offsets)
+        # Generation keeps the lowest anchor layer's hidden state: scoring a generation
+        # then runs only the blocks above it (scoring/upper.py).
+        self._upper = (not hidden_states and self.anchor.layers[0] >= 1
+                       and runs_upper_pass(model.model))
+        if self._upper:
+            model.keep_hidden_state(self.anchor.layers[0], -self.feature_offsets[-1])
         # The learned score reads features taken at the profile's anchor: another anchor
         # would feed it numbers it was not fitted on.
         self.learned = self.profile.learned if self.profile is not None \
@@ -545,14 +552,22 @@ class SemGradScorer:
         t0 = time.perf_counter()
         with lm.lock, frozen_for_scoring(lm.model):
             past = self._reused_prefix(caches, prompt_width, offsets[-1])
+            start = None if past is None else self._kept_state(caches, rows, offsets[-1],
+                                                               width - split)
             if past is None:
                 past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
                                     positions[:, :split].to(device))
             hooks = [(layout.module_producing(layer), capture_hook(layer, lowest, captured))
                      for layer in anchor.layers]
             with lm.forward_hooks([*hooks, (layout.lm_head, capture_head)]):
-                logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
-                                               positions[:, split:].to(device), keep, past)
+                if start is None:
+                    logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
+                                                   positions[:, split:].to(device), keep, past)
+                else:  # from generation's hidden state at the lowest anchor layer
+                    captured[lowest] = start
+                    logits, hidden = upper_forward(lm.model, lowest, start, mask.to(device),
+                                                   positions[:, split:].to(device), past,
+                                                   keep), None
                 answer_d = answer.to(device)
                 stats = answer_statistics(logits[:, -keep:], targets.to(device), answer_d)
                 synchronize(device)
@@ -666,6 +681,26 @@ class SemGradScorer:
         layers = [(torch.cat([k for k, _ in per_row]), torch.cat([v for _, v in per_row]))
                   for per_row in zip(*rows, strict=True)]
         return DynamicCache(ddp_cache_data=layers)
+
+    def _kept_state(self, caches: Sequence[PrefixCache | None],
+                    rows: Sequence[tuple[list[int], list[int]]], offset: int, columns: int
+                    ) -> torch.Tensor | None:
+        """The pass's input at the lowest anchor layer as generation kept it, a leaf
+        ``[batch, columns, dim]`` (rows right-padded with zeros), when every row has it
+        from ``offset`` on; else None (the pass then runs every block)."""
+        if not self._upper:
+            return None
+        kept = []
+        for cache, (prompt, response) in zip(caches, rows, strict=True):
+            state = None if cache is None or len(prompt) + offset < 0 else \
+                cache.hidden_state(self.anchor.layers[0], offset, response)
+            if state is None:
+                return None
+            kept.append(state[0])
+        start = kept[0].new_zeros((len(kept), columns, kept[0].shape[-1]))
+        for i, state in enumerate(kept):
+            start[i, :state.shape[0]] = state
+        return start.requires_grad_(True)
 
     def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
         """Keys and values of the columns before the pass with a graph, no graph."""

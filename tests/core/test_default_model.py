@@ -151,3 +151,29 @@ def test_features_leave_the_anchors_scores_where_they_were(default_lm: LocalMode
         assert largest_relative_change(b.components, a.components) < ROUNDING
         assert largest_relative_change(b.scores, w.scores) > 100 * ROUNDING
         assert len([name for name in a.features if name.startswith("grad_l1/")]) == 6 * 15
+
+
+def test_a_generation_is_scored_from_the_hidden_state_generation_kept(default_lm: LocalModel
+                                                                       ) -> None:
+    """Scoring a generation runs only the blocks above the lowest anchor layer, from the
+    state generation kept there; every score and feature equals the pass over every block
+    to float32 rounding (measured up to 1.1e-5 relative)."""
+    scorer = SemGradScorer(default_lm)  # has the model keep its lowest anchor layer
+    questions = ["What is the capital of France?", "Who wrote Hamlet?",
+                 "What gas do plants absorb?"]
+    generations = default_lm.generate_batch([qa_prompt(q) for q in questions],
+                                            max_new_tokens=40)
+    below: list[int] = []
+    block = default_lm.layout.blocks[scorer.anchor.layers[0] - 1]
+    handle = block.register_forward_hook(lambda *_: below.append(1))
+    try:
+        kept = scorer.score_batch(generations, release=False)
+        assert below == []
+        full = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+        assert below != []
+    finally:
+        handle.remove()
+    for a, b in zip(kept, full, strict=True):
+        assert "learned" in a.scores
+        for name in ("scores", "components", "features"):
+            assert largest_relative_change(getattr(b, name), getattr(a, name)) < ROUNDING

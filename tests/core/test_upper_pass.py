@@ -1,0 +1,148 @@
+"""Scoring a generation from the hidden state generation kept at the lowest anchor layer:
+only the blocks above it run, and every score and feature equals the pass over every
+block."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+from semgrad_guard import LocalModel
+from semgrad_guard.scoring.semgrad import SemGradScorer
+from semgrad_guard.scoring.upper import runs_upper_pass
+
+from .reference import ROUNDING, largest_relative_change
+from .tiny import tiny_bpe_model, tiny_llama, tiny_tokenizer
+
+PROMPTS = ["what is the color of the sky ?", "who wrote the sun", "what"]
+SIZES = {"vocab_size": 128, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 96,
+         "pad_token_id": 0, "eos_token_id": 2, "bos_token_id": 1}
+
+
+def tiny(family: str) -> LocalModel:
+    torch.manual_seed(0)
+    if family == "llama":
+        model = tiny_llama()
+    elif family == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**SIZES))
+    else:
+        model = Qwen3ForCausalLM(Qwen3Config(**SIZES, head_dim=8))
+    model.eval()
+    return LocalModel(model, tiny_tokenizer(), name=f"tiny-{family}")
+
+
+@contextmanager
+def passes_of_block(lm: LocalModel, block: int) -> Iterator[list[int]]:
+    """Counts the forward calls of one decoder block."""
+    calls: list[int] = []
+    handle = lm.layout.blocks[block].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def assert_same_scores(a: object, b: object) -> None:
+    for name in ("scores", "components", "features"):
+        assert largest_relative_change(getattr(b, name), getattr(a, name)) < ROUNDING, name
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("hybrid", [True, False])
+def test_a_batch_scored_from_the_kept_state_equals_the_pass_over_every_block(
+        family: str, hybrid: bool) -> None:
+    lm = tiny(family)
+    scorer = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3), hybrid=hybrid)
+    torch.manual_seed(1)
+    generations = lm.generate_batch(PROMPTS, max_new_tokens=8, do_sample=True,
+                                    temperature=1.5)
+    assert len({len(g.prompt_ids) for g in generations}) == 3  # left-padded in generation
+    with passes_of_block(lm, 1) as below:
+        kept = scorer.score_batch(generations, release=False)
+    assert below == []  # the blocks below the lowest anchor layer never ran
+    with passes_of_block(lm, 1) as below:
+        full = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+    assert below != []
+    for a, b in zip(kept, full, strict=True):
+        assert_same_scores(a, b)
+        assert set(a.features) == set(b.features)
+
+
+def test_answers_cut_at_a_stop_string_are_scored_from_their_kept_states() -> None:
+    lm = tiny_bpe_model()
+    scorer = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))
+    greedy = lm.generate(PROMPTS[0], max_new_tokens=8)
+    stop = lm.tokenizer.decode(greedy.response_ids[1:3])
+    generations = lm.generate_batch(PROMPTS, max_new_tokens=8, stop_strings=[stop],
+                                    tokenizer=lm.tokenizer)
+    assert generations[0].stop_reason == "stop_string"
+    assert len(generations[0].response_ids) < len(greedy.response_ids)
+    with passes_of_block(lm, 1) as below:
+        kept = scorer.score_batch(generations, release=False)
+    assert below == []
+    full = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
+    for a, b in zip(kept, full, strict=True):
+        assert_same_scores(a, b)
+
+
+def test_concurrent_callers_are_scored_from_their_kept_states() -> None:
+    lm = tiny("llama")
+    scorer = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))
+    with passes_of_block(lm, 1) as below:
+        pairs = scorer.generate_and_score_batch(PROMPTS, max_new_tokens=6)
+    generated = len(below)
+    assert generated > 0  # generation runs every block; the scoring passes add none
+    for g, s in pairs:
+        assert_same_scores(s, scorer.score_batch([(g.prompt_ids, g.response_ids)])[0])
+    with passes_of_block(lm, 1) as below:
+        lm.generate_batch(PROMPTS, max_new_tokens=6)
+    assert len(below) == generated
+
+
+def test_an_answer_that_generation_did_not_feed_runs_every_block() -> None:
+    lm = tiny("llama")
+    scorer = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))
+    g = lm.generate("what is the color of the sky ?", max_new_tokens=6)
+    other = dataclasses.replace(g, response_ids=(g.response_ids[0] + 1, *g.response_ids[1:]))
+    with passes_of_block(lm, 1) as below:
+        s = scorer.score_batch([other], release=False)[0]
+    assert below != []
+    assert_same_scores(s, scorer.score_batch([(other.prompt_ids, other.response_ids)])[0])
+
+
+def test_hidden_state_probes_run_every_block() -> None:
+    lm = tiny("llama")
+    SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))  # keeps layer 2
+    probing = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3),
+                            hidden_states=True)
+    g = lm.generate("what is the color of the sky ?", max_new_tokens=6)
+    with passes_of_block(lm, 1) as below:
+        s = probing.score_generation(g)
+    assert below != [] and s.hidden_states is not None
+
+
+def test_families_the_loop_does_not_reproduce_run_every_block() -> None:
+    assert runs_upper_pass(tiny_llama())
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, bos_token_id=1,
+                                       eos_token_id=2, pad_token_id=0))
+    assert not runs_upper_pass(gpt2)
+    sliding = Qwen2ForCausalLM(Qwen2Config(**SIZES, use_sliding_window=True, sliding_window=8,
+                                           max_window_layers=2))
+    assert not runs_upper_pass(sliding)
+    lm = LocalModel(gpt2, tiny_tokenizer(), name="tiny-gpt2")
+    SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(1,))
+    g = lm.generate("what is the color of the sky ?", max_new_tokens=4)
+    assert g.prefix_cache is None or g.prefix_cache.hidden_state(1, -1, g.response_ids) is None
