@@ -254,10 +254,11 @@ class SemGradScorer:
         within 1.4e-5 of itself alone, in a padded batch or from generation's cache),
         the fused one within 4.3e-4 (SemGrad itself: 6.4e-6 against 7.3e-5). On CPU
         (``benchmarks/speed.md``: ``speed.py --questions 16 --single 4
-        --max-new-tokens 32``, one torch thread) scoring adds 0.90x of generation fused
-        against 0.26x two-pass one answer at a time, and 0.72x against 0.38x at batch
-        16: carrying the graph through the decode steps costs more than the forward
-        pass it saves. Settings
+        --max-new-tokens 32``, one torch thread) scoring adds 0.67x of generation fused
+        against 0.19x two-pass one answer at a time, and 0.37x against 0.23x at batch
+        16 (the second pass running only the blocks above the lowest anchor layer, from
+        the hidden state generation kept there): carrying the graph through the decode
+        steps costs more than the forward pass it saves. Settings
         the fused path does not take (``num_return_sequences``, a scorer keeping hidden
         states) use the two passes.
         """
