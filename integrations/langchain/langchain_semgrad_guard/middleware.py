@@ -40,7 +40,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Interrupt, interrupt
 from semgrad_guard import UncertaintyScore
-from semgrad_guard.errors import ConfigError
+from semgrad_guard.errors import CaseNotFoundError, ConfigError
 from semgrad_guard.policy import AttemptResult, Guard, GuardDecision
 
 from .messages import answer_text, json_args, message_text, to_chat_messages
@@ -392,6 +392,19 @@ def _queue_of(guard: Guard, rule: Any) -> Any:
     return guard.review_queue
 
 
+def _find_case(guard: Guard, case_id: str) -> Any:
+    """The case with that id (or unique prefix) in whichever of the guard's review queues
+    holds it; ``CaseNotFoundError`` naming them all if none does."""
+    queues = guard.review_queues
+    for queue in queues:
+        try:
+            return queue.get(case_id)
+        except CaseNotFoundError:
+            continue
+    raise CaseNotFoundError(f"no escalated case has id {case_id!r} in "
+                            + (", ".join(q.location for q in queues) or "no review queue"))
+
+
 def _call_text(call: Mapping[str, Any]) -> str:
     """A tool call as the review case shows it (and as an edit may rewrite it)."""
     return json.dumps({"name": call["name"], "arguments": call["args"]}, ensure_ascii=False)
@@ -554,7 +567,7 @@ class ReviewResumer:
         """Resume the run that waits for this case (an ``EscalatedCase`` or its id), if
         every case it waits for is decided; returns what the run returned, else ``None``."""
         if isinstance(case, str):
-            case = _queue_of(self.guard, None).get(case)
+            case = _find_case(self.guard, case)
         thread = case.metadata.get("thread_id") if isinstance(case.metadata, Mapping) else None
         if thread is None:
             return None

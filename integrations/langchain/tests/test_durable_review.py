@@ -191,3 +191,36 @@ def test_attaching_twice_resumes_each_decision_once(tmp_path: Path) -> None:
     queue.approve(case.id, reviewer="ann")
     assert resumed == [case.id]
     queue.close()
+
+
+def test_a_case_id_is_resumed_from_whichever_queue_holds_it(tmp_path: Path) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from semgrad_guard.errors import CaseNotFoundError
+
+    emails, other = f"sqlite:///{tmp_path / 'emails.db'}", f"sqlite:///{tmp_path / 'other.db'}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "default:\n  threshold: {max_score: 0.5}\n"
+        f"  actions: [{{type: escalate, queue: \"{other}\"}}]\n"
+        "chains:\n  - name: send_email\n"
+        f"    actions: [{{type: escalate, queue: \"{emails}\"}}]\n")
+
+    @tool
+    def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        return f"sent to {to}"
+
+    turns = [_email("bob@example.org", "c1"), AIMessage("Bob has been told.")]
+    with Guard(load_policy(policy), scorer=ScriptedScorer([0.9, 0.1])) as guard:
+        assert len(guard.review_queues) == 2
+        agent = create_agent(ToolCallingFake(messages=iter(turns)), tools=[send_email],
+                             middleware=[SemGradMiddleware(guard)], checkpointer=InMemorySaver())
+        config: Any = {"configurable": {"thread_id": "ticket-9"}}
+        case_id = agent.invoke(ASK, config)["__interrupt__"][0].value["case_id"]
+        guard.queue_for("send_email").approve(case_id, reviewer="ann")
+        resumer = ReviewResumer(agent, guard)
+        result = resumer.resume(case_id[:8])  # an id prefix, as the review CLI takes it
+        assert result["messages"][-1].content == "Bob has been told."
+        with pytest.raises(CaseNotFoundError, match="other.db, .*emails.db"):
+            resumer.resume("no-such-case")
