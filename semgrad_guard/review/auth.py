@@ -42,11 +42,12 @@ def clean_reviewer_name(name: str) -> str | None:
     return name
 
 
-def check_token_strength(token: str) -> str:
-    """``token`` if it is long and varied enough to resist guessing, else ``ConfigError``."""
+def check_token_strength(token: str, what: str = "review") -> str:
+    """``token`` if it is long and varied enough to resist guessing, else ``ConfigError``
+    (naming it as the ``what`` token)."""
     if len(token) < MIN_TOKEN_LENGTH or len(set(token)) < MIN_TOKEN_DISTINCT:
         raise ConfigError(
-            f"the review token must be at least {MIN_TOKEN_LENGTH} characters with at least "
+            f"the {what} token must be at least {MIN_TOKEN_LENGTH} characters with at least "
             f"{MIN_TOKEN_DISTINCT} different ones; make one with "
             "python -c 'import secrets; print(secrets.token_urlsafe())'")
     return token

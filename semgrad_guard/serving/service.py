@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError
 from ..model.batching import MicroBatcher
+from ..review.auth import check_token_strength
 from .backend import ItemScorer, Outcome
 from .wire import ScoreItem, ScoreRequest, error_to_dict, result_to_dict
 
@@ -68,11 +68,9 @@ class ScorerMetrics:
 
 
 def check_token(token: str) -> str:
-    """The service token, refused when too short to resist guessing."""
-    if len(token) < 16:
-        raise ConfigError("the scorer token must be at least 16 characters; python -c "
-                          "'import secrets; print(secrets.token_urlsafe())'")
-    return token
+    """The service token, refused when too short or too uniform to resist guessing (the
+    review server's rule)."""
+    return check_token_strength(token, "scorer")
 
 
 def bearer_matches(authorization: str | None, token: str) -> bool:

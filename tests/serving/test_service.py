@@ -162,8 +162,10 @@ def test_the_token_guards_everything_but_health(server: ScorerServer,
         with pytest.raises(RemoteScoringError, match="401") as caught:
             one(wrong, *_ids(local, "blue"))
     assert caught.value.status == 401
-    with pytest.raises(ConfigError, match="at least 16"):
+    with pytest.raises(ConfigError, match="scorer token must be at least 16"):
         ScorerServer(local, ScorerServiceConfig(token="short", port=0))
+    with pytest.raises(ConfigError, match="at least 8 different"):  # long, but guessable
+        ScorerServer(local, ScorerServiceConfig(token="ab" * 12, port=0))
 
 
 def test_a_bad_item_fails_alone_with_its_typed_error(server: ScorerServer,
