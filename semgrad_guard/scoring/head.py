@@ -28,9 +28,12 @@ def head_input_gradient(at_output: torch.Tensor, weight: torch.Tensor) -> torch.
     """``at_output @ weight`` (``[..., vocabulary] @ [vocabulary, dim]``), the gradient at a
     linear head's input, summed over the vocabulary a block of rows at a time."""
     rows = at_output.reshape(-1, at_output.shape[-1])
-    parts = torch.stack([rows[:, lo:lo + VOCAB_BLOCK] @ weight[lo:lo + VOCAB_BLOCK]
-                         for lo in range(0, rows.shape[1], VOCAB_BLOCK)])
-    total = parts.sum(0, dtype=torch.promote_types(parts.dtype, torch.float32))
+    # Accumulated in place, a block at a time: memory stays one product's, whatever the
+    # vocabulary.
+    total = rows.new_zeros((rows.shape[0], weight.shape[1]),
+                           dtype=torch.promote_types(rows.dtype, torch.float32))
+    for lo in range(0, rows.shape[1], VOCAB_BLOCK):
+        total += rows[:, lo:lo + VOCAB_BLOCK] @ weight[lo:lo + VOCAB_BLOCK]
     return total.to(at_output.dtype).reshape(*at_output.shape[:-1], weight.shape[1])
 
 
