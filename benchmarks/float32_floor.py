@@ -105,9 +105,16 @@ def main() -> None:
         finally:
             torch.set_num_threads(threads)
 
+    # Every answer cut to its first two tokens (those with text), scored alone: the output
+    # head's backward then has two rows, the shape a matrix-vector kernel serves.
+    short = [(p, r[:2]) for p, r in pairs
+             if lm.tokenizer.decode(r[:2], skip_special_tokens=True).strip()]
+    short_alone = [scorer.score_batch([row])[0] for row in short]
+
     lm.model.to(torch.float64)
     try:
         exact = each(lambda i: scorer.score_batch([pairs[i]])[0])
+        short_exact = [scorer.score_batch([row])[0] for row in short]
     finally:
         lm.model.to(torch.float32)
 
@@ -121,6 +128,7 @@ def main() -> None:
                                                    [alone[i] for i in same]),
         "two-pass alone vs float64": compare(alone, exact),
         "fused vs float64": compare(fused_scores, [exact[i] for i in same]),
+        f"first 2 tokens alone vs float64 ({len(short)})": compare(short_alone, short_exact),
     }
     if other_threads:
         rows[f"{args.threads} torch threads, not {threads} (first {first})"] = compare(

@@ -27,14 +27,16 @@ The logits the decode produced for each answer token are the ones a teacher-forc
 over ``prompt + answer`` computes (the same model, the same tokens, the same causal
 mask), so ``J`` is the same function of the same leaves and one backward pass gives the
 same gradients. What differs is only the order of floating-point work (one column at a
-time instead of all at once): the scores agree to rounding. The tests check 1e-4
-relative on tiny float32 models (3e-7 seen) and 1e-6 on the default model in float64.
-In float32 the default model's fused scores round further than the two-pass path's:
-on 16 SciQ answers (``benchmarks/float32_floor.py``) they are up to 4.2e-4 relative
-from the two-pass scores on some features (gradient norms before the anchor; SemGrad
-7.0e-5) and as far from the float64 pass, while the two-pass scores stay within 1.4e-5
-of it; checked at 1e-3. That, and its cost on CPU, is why the library scores in two
-passes unless asked for this path.
+time instead of all at once): the scores agree to rounding. One step of that backward
+is not left to each decode step: the output head's input gradient of every step is one
+product summed over the vocabulary in blocks, as in the teacher-forced pass (a
+matrix-vector product per step rounds that sum some thirty times further on the default
+model; :mod:`semgrad_guard.scoring.head`). The tests check 1e-4 relative on tiny float32
+models (3e-7 seen) and 1e-6 on the default model in float64. In float32, on 16 SciQ
+answers of the default model (``benchmarks/float32_floor.py``), the fused scores are
+within 1.4e-5 relative of the two-pass ones on every score and feature (SemGrad 4.2e-6)
+and within 1.4e-5 of the float64 pass, as the two-pass scores are; checked at 1e-4. Its cost on CPU is why the library scores in two passes unless asked for this
+path.
 
 Memory: the graph holds, per decode step, the attention inputs of the layers ``>=
 min(S)`` (the keys and values of every earlier position from ``e`` on, as each step
@@ -58,6 +60,7 @@ from ..model.frozen import frozen_for_scoring
 from ..model.generation import Generation
 from ..model.prompts import Prompt
 from .capture import capture_hook
+from .head import backward_through_head
 from .result import UncertaintyScore
 from .statistics import answer_statistics
 
@@ -156,8 +159,7 @@ class _GraphDecode:
             (scorer.model.layout.module_producing(layer),
              capture_hook(layer, anchor.layers[0], self.captured, first_only=True))
             for layer in anchor.layers]
-        if scorer.hybrid:
-            hooks.append((scorer.model.layout.lm_head, capture_head))
+        hooks.append((scorer.model.layout.lm_head, capture_head))
         with scorer.model.forward_hooks(hooks):
             out = generate_with_graph(
                 scorer.model.model, input_ids=input_ids, attention_mask=mask,
@@ -211,23 +213,23 @@ class _GraphDecode:
         answer_d = answer.to(device)
         stats = answer_statistics(torch.stack(self.logits[:keep], dim=1), targets.to(device),
                                   answer_d)
-        n_layers = len(anchor.layers)
         wanted = [self.captured[layer] for layer in anchor.layers]
         head = self.head[:keep]
-        if scorer.hybrid:
-            wanted += [output for _, output in head]
         chosen = torch.tensor(valid, device=device)
-        grads = torch.autograd.grad(stats.objective.index_select(0, chosen).sum(), wanted)
+        objective = stats.objective.index_select(0, chosen).sum()
+        at_head, grads = backward_through_head(
+            objective, scorer.model.layout.lm_head, [output for _, output in head],
+            [h for h, _ in head], wanted)
         synchronize(device)
         t1 = time.perf_counter()
 
         with torch.no_grad():
             head_grad = None
             if scorer.hybrid:
-                head_grad = (torch.cat([g[:, -1:] for g in grads[n_layers:n_layers + keep]], 1),
+                head_grad = (torch.cat([g[:, -1:] for g in at_head], 1),
                              torch.cat([h[:, -1:] for h, _ in head], 1))
             measured = scorer._measure(
-                stats, grads[:n_layers], anchor.offset - self.offsets[-1],
+                stats, grads, anchor.offset - self.offsets[-1],
                 [self.width + k - self.split for k in self.offsets], self.offsets,
                 head_grad, answer_d, [len(p) for p, _ in rows])
         synchronize(device)

@@ -31,6 +31,7 @@ from ..model.prompts import Prompt
 from ..model.vocabulary import check_fingerprint, check_special_tokens
 from .capture import capture_hook
 from .fused import fusable, generate_and_score_fused
+from .head import backward_through_head
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import AUTO_SCORE, SCORE_NAMES, HiddenStates, UncertaintyScore
 from .statistics import AnswerStatistics, anchor_gradients, answer_statistics, features
@@ -246,13 +247,13 @@ class SemGradScorer:
         graph SemGrad needs and runs the backward pass right after the last token, with
         no second forward pass over the answer (:mod:`semgrad_guard.scoring.fused`).
 
-        Why two passes are the default: the fused path is neither more exact nor faster
+        Why two passes are the default: the fused path is no more exact and not faster
         on CPU. Both compute the same function (in float64 on the default model they
-        agree within 1e-6), but in float32 the fused scores round further from it: on 16
-        SciQ answers of the default model (``benchmarks/float32_floor.py``) the two-pass
-        score stays within 1.4e-5 relative of its float64 value (any score or feature;
-        within 1.4e-5 of itself alone, in a padded batch or from generation's cache),
-        the fused one within 4.3e-4 (SemGrad itself: 6.4e-6 against 7.3e-5). On CPU
+        agree within 1e-6), and in float32 both round as little: on 16 SciQ answers of
+        the default model (``benchmarks/float32_floor.py``) the two-pass score stays
+        within 1.4e-5 relative of its float64 value (any score or feature; within 1.3e-5
+        of itself alone, in a padded batch or from generation's cache), and so does the
+        fused one (SemGrad itself: 6.2e-6 and 6.9e-6). On CPU
         (``benchmarks/speed.md``: ``speed.py --questions 16 --single 4
         --max-new-tokens 32``, one torch thread) scoring adds 0.67x of generation fused
         against 0.19x two-pass one answer at a time, and 0.37x against 0.23x at batch
@@ -578,17 +579,16 @@ class SemGradScorer:
                         f"model without gradient access: hidden state {lowest} of "
                         f"{lm.name} was not produced by a differentiable forward pass")
                 wanted = [captured[layer] for layer in anchor.layers]
-                if self.hybrid:
-                    wanted.append(head["output"])
-                grads = torch.autograd.grad(stats.objective.sum(), wanted)
+                (at_head,), grads = backward_through_head(
+                    stats.objective.sum(), layout.lm_head, [head["output"]], [head["input"]],
+                    wanted)
         synchronize(device)
         t2 = time.perf_counter()
 
         with torch.no_grad():
-            n_layers = len(anchor.layers)
-            head_grad = ((grads[n_layers][:, -keep:], head["input"][:, -keep:])
+            head_grad = ((at_head[:, -keep:], head["input"][:, -keep:])
                          if self.hybrid else None)
-            measured = self._measure(stats, grads[:n_layers], anchor_column,
+            measured = self._measure(stats, grads, anchor_column,
                                      [prompt_width + k - split for k in offsets], offsets,
                                      head_grad, answer_d, [len(p) for p, _ in rows])
             probes = self._probe_states(hidden, rows, prompt_width, split, anchor_column)

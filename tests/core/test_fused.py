@@ -17,7 +17,13 @@ from semgrad_guard import (
 from semgrad_guard.model.generation import Generation
 from semgrad_guard.scoring.fused import generate_and_score_fused
 
-from .tiny import tiny_bpe_model, tiny_local_model
+from .tiny import (
+    shared_component_model,
+    tiny_bpe_model,
+    tiny_llama,
+    tiny_local_model,
+    tiny_tokenizer,
+)
 
 PROMPTS = ["what is the color of the sky ?", "who wrote the moon ?",
            "how many cat and dog in the city of paris ?"]
@@ -178,6 +184,36 @@ def test_batched_left_padded_answers_of_different_lengths_score_as_alone() -> No
         assert_same(together, alone[1])
 
 
+def test_a_head_whose_rows_share_a_large_vector_scores_as_two_passes() -> None:
+    lm = shared_component_model()
+    scorer = SemGradScorer(lm, method="hybridgrad")
+    results = generate_and_score_fused(scorer, PROMPTS, max_new_tokens=12)
+    two_pass = scorer.score_batch([(g.prompt_ids, g.response_ids) for g, _ in results])
+    assert min(s.scores["mean_entropy"] for s in two_pass) < 0.1
+    for (_, fused), want in zip(results, two_pass, strict=True):
+        assert isinstance(fused, UncertaintyScore)
+        assert_same(fused, want, rel=5e-5)
+
+
+class _SoftCappedHead(torch.nn.Module):
+    """An output head that is not a linear layer: a linear map, then a soft cap."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return 30 * torch.tanh(self.linear(hidden) / 30)
+
+
+def test_an_output_head_that_is_not_a_linear_layer_scores_as_two_passes() -> None:
+    model = tiny_llama()
+    model.lm_head = _SoftCappedHead(model.lm_head)  # type: ignore[assignment]
+    lm = LocalModel(model, tiny_tokenizer(), name="tiny-llama-capped")
+    assert not isinstance(lm.layout.lm_head, torch.nn.Linear)
+    fused_and_two_pass(SemGradScorer(lm, method="hybridgrad"), PROMPTS, max_new_tokens=6)
+
+
 def test_without_hybrid_no_head_gradient_is_formed() -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm, hybrid=False)
@@ -221,13 +257,11 @@ def test_settings_the_fused_path_does_not_take_use_two_passes() -> None:
 def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
     """With the model in float64 the fused and teacher-forced passes agree to 1e-6 (the
     norms are accumulated in float32): the method is exact. In float32 they differ by
-    rounding alone (one column at a time against all at once), but by more than the
-    two-pass score differs from itself: on 16 SciQ answers (benchmarks/float32_floor.md)
-    the two-pass score alone, in a padded batch and from generation's cache agree within
-    1.4e-5 relative on every field, the fused one is up to 4.2e-4 away (a gradient norm
-    before the anchor; SemGrad 7.0e-5). So float32 is checked at 1e-3 (the measured gap
-    with a margin of 2.4), and the two-pass floor at 1e-4 (its measured 1.4e-5, a margin
-    of 7.1)."""
+    rounding alone (one column at a time against all at once), as little as the two-pass
+    score differs from itself: on 16 SciQ answers (benchmarks/float32_floor.md) the
+    two-pass score alone, in a padded batch and from generation's cache agree within
+    1.3e-5 relative on every field, and the fused one is within 1.4e-5 of it (SemGrad
+    4.2e-6). So both are checked at 1e-4 (a margin of 7.1)."""
     from semgrad_guard import qa_prompt
 
     prompts = [qa_prompt("What is the capital of France?"),
@@ -235,7 +269,7 @@ def test_default_model_fused_equals_two_pass(default_lm: LocalModel) -> None:
                 {"role": "user", "content": "What is the chemical symbol of gold?"}]]
     model = default_lm.model
     try:
-        for dtype, rel in ((torch.float64, 1e-6), (torch.float32, 1e-3)):
+        for dtype, rel in ((torch.float64, 1e-6), (torch.float32, 1e-4)):
             model.to(dtype)
             scorer = SemGradScorer(default_lm, method="hybridgrad")
             results = scorer.generate_and_score_batch(prompts, fused=True,

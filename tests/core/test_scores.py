@@ -8,7 +8,7 @@ import torch
 from semgrad_guard import LocalModel, SemGradScorer
 
 from .reference import naive_scores
-from .tiny import tiny_llama, tiny_local_model, tiny_tokenizer
+from .tiny import shared_component_model, tiny_llama, tiny_local_model, tiny_tokenizer
 
 PROMPTS = ["what is the color of the sky ?", "who wrote the moon ?",
            "how many cat and dog in the city of paris ?", "where is the river ?"]
@@ -200,3 +200,21 @@ def test_answers_of_very_different_lengths_go_to_separate_chunks() -> None:
     assert [r.response_ids for r in results] == [tuple(r) for _, r in rows]  # input order
     alone = scorer.score_batch([rows[1]])[0]
     assert results[1].scores["semgrad"] == pytest.approx(alone.scores["semgrad"], rel=1e-4)
+
+
+def test_a_short_answer_alone_scores_as_in_float64() -> None:
+    """An answer of up to three tokens scored alone puts one to three rows through the
+    output head's backward, which a matrix-vector kernel would sum over the vocabulary;
+    on a head whose rows share a large vector that rounds to 7e-5 relative here."""
+    lm = shared_component_model()
+    scorer = SemGradScorer(lm, method="hybridgrad")
+    generation = lm.generate(PROMPTS[0], max_new_tokens=12)
+    rows = [(generation.prompt_ids, generation.response_ids[:n]) for n in (1, 2, 3, 12)]
+    got = [scorer.score_batch([row])[0] for row in rows]
+    lm.model.to(torch.float64)
+    want = [scorer.score_batch([row])[0] for row in rows]
+    for score, exact in zip(got, want, strict=True):
+        for field in ("scores", "components", "features"):
+            for name, value in getattr(exact, field).items():
+                assert getattr(score, field)[name] == pytest.approx(
+                    value, rel=2.5e-5, abs=1e-12), (len(score.response_ids), field, name)

@@ -76,6 +76,26 @@ def tiny_local_model(chat: bool = True, **kwargs: object) -> LocalModel:
     return LocalModel(tiny_llama(**kwargs), tiny_tokenizer(chat), name="tiny-llama")  # type: ignore[arg-type]
 
 
+def shared_component_model() -> LocalModel:
+    """A tiny model with a large vocabulary whose output head's rows share one large
+    vector (as trained output embeddings do: the default model's mean row has norm 2.2
+    against 3.2 per row), confident over the tokenizer's words. Adding one vector to
+    every row shifts each position's logits by one constant, so the probabilities, the
+    answers and the scores are those of the head without it; but the head's input
+    gradient ``sum_v (p_v - [v = y]) W_v`` then sums terms that nearly cancel, which a
+    matrix-vector product (a decode step, or an answer of up to three tokens scored
+    alone) rounds to 7e-5 relative (an answer of two tokens) and 4e-4 (the fused path)
+    here, against 1e-5 summed in blocks."""
+    lm = tiny_local_model(vocab_size=32768)
+    words = len(lm.tokenizer)
+    with torch.no_grad():
+        head = lm.layout.lm_head.weight  # [vocabulary, dim], not tied to the embedding
+        head[:words] *= 100  # confident, and over the tokenizer's words: they are said
+        scale = head.norm(dim=1).mean() / head.shape[1] ** 0.5
+        head += 300 * scale * torch.randn(head.shape[1])
+    return lm
+
+
 def tiny_bert_tokenizer() -> PreTrainedTokenizerFast:
     """A BERT-style tokenizer ([PAD], [unusedN], [UNK], [CLS], [SEP], [MASK], words) whose
     ids all fit the tiny model's embedding: the wrong tokenizer, by its special tokens."""
