@@ -253,10 +253,10 @@ class SemGradScorer:
         the default model (``benchmarks/float32_floor.py``) the two-pass score stays
         within 1.4e-5 relative of its float64 value (any score or feature; within 1.3e-5
         of itself alone, in a padded batch or from generation's cache), and so does the
-        fused one (SemGrad itself: 6.2e-6 and 6.9e-6). On CPU
+        fused one (SemGrad itself: 6.3e-6 and 6.7e-6). On CPU
         (``benchmarks/speed.md``: ``speed.py --questions 16 --single 4
-        --max-new-tokens 32``, one torch thread) scoring adds 0.67x of generation fused
-        against 0.19x two-pass one answer at a time, and 0.37x against 0.23x at batch
+        --max-new-tokens 32``, one torch thread) scoring adds 0.61x of generation fused
+        against 0.21x two-pass one answer at a time, and 0.47x against 0.22x at batch
         16 (the second pass running only the blocks above the lowest anchor layer, from
         the hidden state generation kept there): carrying the graph through the decode
         steps costs more than the forward pass it saves. Settings
