@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from semgrad_guard.review import open_review_queue
+from semgrad_guard.errors import DecisionTimeoutError
+from semgrad_guard.review import ReviewQueue, open_review_queue
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,20 +24,43 @@ def _blocks(start: str) -> list[tuple[str, str]]:
 
 
 class Reviewer:
-    """Approves every pending case of a queue, from its own thread and connection."""
+    """Approves every pending case of a queue, from its own thread and connection. An
+    error (a database locked too long on a loaded machine) is kept and the next round
+    tries again, so the thread outlives it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.approved: list[str] = []
+        self.errors: list[BaseException] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.work, daemon=True)
 
     def work(self) -> None:
         with open_review_queue(self.url) as queue:
             while not self.stop.wait(0.2):
-                for case in queue.list(status="pending"):
-                    queue.approve(case.id, reviewer="readme")
-                    self.approved.append(case.id)
+                try:
+                    for case in queue.list(status="pending"):
+                        queue.approve(case.id, reviewer="readme")
+                        self.approved.append(case.id)
+                except Exception as exc:  # noqa: BLE001 - kept, shown if the test fails
+                    self.errors.append(exc)
+
+
+def bounded_waits(monkeypatch: pytest.MonkeyPatch, reviewer: Reviewer) -> None:
+    """The README waits for its reviewer without a timeout, as an application would; here
+    a wait gives up after two minutes, naming what the reviewer thread ran into, so that a
+    reviewer that cannot decide fails the test instead of hanging it."""
+    wait = ReviewQueue.wait
+
+    def bounded(self: ReviewQueue, case_id: str, timeout: float | None = None,
+                poll_interval: float = 0.5) -> Any:
+        try:
+            return wait(self, case_id, 120 if timeout is None else timeout, poll_interval)
+        except DecisionTimeoutError as exc:
+            raise AssertionError(f"no decision; the reviewer thread saw {reviewer.errors!r}"
+                                 ) from exc
+
+    monkeypatch.setattr(ReviewQueue, "wait", bounded)
 
 
 @pytest.mark.real_model
@@ -48,6 +72,7 @@ def test_the_agent_round_trip_runs_as_written(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "policy.yaml").write_text(blocks[0][1])
     reviewer = Reviewer("sqlite:///review.db")
+    bounded_waits(monkeypatch, reviewer)
     namespace: dict[str, Any] = {}
     reviewer.thread.start()
     try:
