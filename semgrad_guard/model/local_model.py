@@ -27,7 +27,9 @@ from .streaming import GenerationStream
 from .text import tokenizable
 
 #: The call (a scoring pass) whose forward hooks may fire in this thread or task.
-_CALL: ContextVar[object | None] = ContextVar("semgrad_guard_model_call", default=None)
+#: The calls (:meth:`LocalModel.forward_hooks`) the current thread or task is inside, the
+#: innermost last: a call made inside another keeps the outer one's hooks firing.
+_CALL: ContextVar[tuple[object, ...]] = ContextVar("semgrad_guard_model_call", default=())
 #: A forward hook: ``hook(module, inputs, output)``, as torch calls it.
 ForwardHook = Callable[[nn.Module, Any, Any], Any]
 #: Runs decoding for :meth:`LocalModel._generate_batch`: ``decode(input_ids,
@@ -193,7 +195,7 @@ class LocalModel:
         """
         call = object()
         with self.lock:
-            token = _CALL.set(call)
+            token = _CALL.set((*_CALL.get(), call))
             handles = []
             try:
                 for module, hook in hooks:
@@ -365,7 +367,7 @@ def _batchable(settings: dict[str, Any]) -> bool:
 def _owned_by(call: object, hook: ForwardHook) -> ForwardHook:
     """``hook``, firing only inside ``call``."""
     def fire(module: nn.Module, inputs: Any, output: Any) -> Any:
-        if _CALL.get() is not call:
+        if call not in _CALL.get():
             return None
         return hook(module, inputs, output)
     return fire

@@ -226,6 +226,18 @@ def test_a_call_fires_only_its_own_hooks() -> None:
     assert hooked_modules(lm) == []
 
 
+def test_a_call_made_inside_another_keeps_the_outer_calls_hooks() -> None:
+    """A generation run inside a scoring call (it keeps hidden states with hooks of its
+    own) must not silence the scoring call's hooks."""
+    lm = tiny_local_model()
+    SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))  # generation hooks too
+    fired: list[str] = []
+    with lm.forward_hooks([(lm.layout.blocks[1], lambda *_: fired.append("outer"))]):
+        lm.generate_batch([PROMPTS[0]], max_new_tokens=3)
+    assert len(fired) == 3  # the prompt, then each token fed back
+    assert hooked_modules(lm) == []
+
+
 def test_no_module_stays_hooked_when_a_scoring_pass_fails(monkeypatch) -> None:
     lm = tiny_local_model()
     scorer = SemGradScorer(lm)
