@@ -309,13 +309,13 @@ class LocalModel:
         else:
             out = decode(input_ids.to(self.device), mask.to(self.device), kwargs)
         synchronize(self.device)
-        cache = states = None
+        cache = None
         if not isinstance(out, torch.Tensor):
             cache = getattr(out, "past_key_values", None) if keep_cache else None
             out = out.sequences
-            states = self._kept_states(kept, width, out[:, width:].tolist())
         seconds = (time.perf_counter() - start) / len(out)
         new = out[:, width:].tolist()
+        states = self._kept_states(kept, width, new) if cache is not None else None
         eos = self.eos_ids
         results = []
         for row, tokens in enumerate(new):
