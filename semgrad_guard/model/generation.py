@@ -84,6 +84,15 @@ class PrefixCache:
                        kept[row, states.prompt_columns + offset:states.prompt_columns + fed])
                 for name, kept in states.outputs.items()}
 
+    def kept_bytes(self) -> int:
+        """Bytes of the hidden states and layer outputs kept by this row's generation call
+        (shared by its rows), 0 once released."""
+        states = self._states
+        if states is None:
+            return 0
+        return sum(t.numel() * t.element_size()
+                   for t in (*states.layers.values(), *states.outputs.values()))
+
     def _kept(self, offset: int, response: Sequence[int]) -> KeptStates | None:
         """What this row kept, when it covers a pass over ``response`` from ``offset``."""
         states = self._states

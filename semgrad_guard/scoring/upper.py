@@ -97,9 +97,11 @@ def given_outputs(layers: dict[str, nn.Linear], outputs: dict[str, torch.Tensor]
     :meth:`~semgrad_guard.LocalModel.forward_hooks`). ``live`` (``[batch, columns]``)
     marks the columns whose gradient can be non-zero (not right-padding); the head's
     backward is not taken through its forward (:mod:`semgrad_guard.scoring.head`)."""
+    padded = None if live is None or bool(live.all()) else live
+
     def given(name: str, module: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
         output = outputs[name]
-        mask = None if name == "head" or live is None or bool(live.all()) else live
+        mask = None if name == "head" else padded
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             if x.shape[:-1] != output.shape[:-1]:

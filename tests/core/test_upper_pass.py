@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -26,6 +24,7 @@ from semgrad_guard.model.kept_outputs import OutputKeeper
 from semgrad_guard.scoring.semgrad import SemGradScorer
 from semgrad_guard.scoring.upper import runs_upper_pass
 
+from .passes import linear_forwards, passes_of_block
 from .reference import ROUNDING, largest_relative_change
 from .tiny import tiny_bpe_model, tiny_llama, tiny_tokenizer
 
@@ -45,33 +44,6 @@ def tiny(family: str) -> LocalModel:
         model = Qwen3ForCausalLM(Qwen3Config(**SIZES, head_dim=8))
     model.eval()
     return LocalModel(model, tiny_tokenizer(), name=f"tiny-{family}")
-
-
-@contextmanager
-def passes_of_block(lm: LocalModel, block: int) -> Iterator[list[int]]:
-    """Counts the forward calls of one decoder block."""
-    calls: list[int] = []
-    handle = lm.layout.blocks[block].register_forward_hook(lambda *_: calls.append(1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def linear_forwards() -> Iterator[list[int]]:
-    """Counts the calls of every linear layer's own forward (not one given in its place)."""
-    calls: list[int] = []
-    own = nn.Linear.forward
-
-    def counted(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return own(self, x)
-    nn.Linear.forward = counted  # type: ignore[method-assign]
-    try:
-        yield calls
-    finally:
-        nn.Linear.forward = own  # type: ignore[method-assign]
 
 
 def assert_same_scores(a: object, b: object) -> None:
@@ -175,14 +147,18 @@ def test_the_linear_layers_outputs_generation_kept_give_the_scores_computing_the
     scorer = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))
     torch.manual_seed(2)
     generations = lm.generate_batch(PROMPTS, max_new_tokens=8, do_sample=True,
-                                    temperature=1.5)
+                                    temperature=1.5, min_new_tokens=8)
+    # Answers of 3, 5 and 8 tokens (what generation fed, cut): the pass right-pads them.
+    generations = [dataclasses.replace(g, response_ids=g.response_ids[:n])
+                   for g, n in zip(generations, (3, 5, 8), strict=True)]
     with linear_forwards() as computed:
         given = scorer.score_batch(generations, release=False)
     assert computed == []
     scorer._given_outputs = False
     with linear_forwards() as computed:
         recomputed = scorer.score_batch(generations, release=False)
-    assert len(computed) == 2 * 7 + 1  # two blocks' projections and the head
+    # Two blocks' projections and the head, in each chunk of the batch.
+    assert computed and len(computed) % (2 * 7 + 1) == 0
     for a, b in zip(given, recomputed, strict=True):
         assert_same_scores(a, b)
 
