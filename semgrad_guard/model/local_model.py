@@ -327,7 +327,11 @@ class LocalModel:
             kwargs.setdefault("top_k", None)
         n_return = int(kwargs.get("num_return_sequences", 1))
         # Answers keep their prompts' keys and values: scoring them then skips the prompt.
-        keep_cache = n_return == 1 and kwargs.get("streamer") is None
+        # Beam search runs several rows per prompt and reorders them as it goes: the rows
+        # it ends with are not those of its cache.
+        config = getattr(self.model, "generation_config", None)
+        beams = int(kwargs.get("num_beams") or getattr(config, "num_beams", 1) or 1)
+        keep_cache = n_return == 1 and beams == 1 and kwargs.get("streamer") is None
         if keep_cache:
             kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
@@ -385,7 +389,7 @@ class LocalModel:
         for layer, parts in kept.items():
             widths = [p.shape[1] for p in parts]
             if not widths or widths[0] != width or any(w != 1 for w in widths[1:]) \
-                    or len(widths) != len(generated[0]):
+                    or len(widths) != len(generated[0]) or parts[0].shape[0] != len(generated):
                 return None
             layers[layer] = torch.cat([parts[0][:, width - columns:], *parts[1:]], dim=1)
         return KeptStates(layers, columns, [tuple(t) for t in generated],

@@ -233,3 +233,12 @@ def test_a_given_forward_runs_only_in_its_own_call() -> None:
     worker.join()
     assert torch.equal(seen["thread"], expected) and torch.equal(seen["nested"], expected)
     assert "forward" not in layer.__dict__ and torch.equal(layer(x), expected)
+
+
+def test_beam_search_keeps_nothing_and_is_scored_from_ids() -> None:
+    lm = tiny("llama")
+    scorer = SemGradScorer(lm, profile=None, anchor_offset=-2, layers=(2, 3))
+    generations = lm.generate_batch(PROMPTS[:2], max_new_tokens=6, num_beams=2)
+    for g, s in zip(generations, scorer.score_batch(generations), strict=True):
+        assert_same_scores(s, scorer.score_batch([(g.prompt_ids, g.response_ids)])[0])
+    assert all(g.prefix_cache is None for g in generations)
