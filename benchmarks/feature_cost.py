@@ -9,6 +9,8 @@ the same answers (reusing generation's prompt caches, as a guarded chain does) b
   anchor as before;
 - ``features``: the default scorer (every offset of the template's tail), whose graph
   starts at the earliest of them;
+- ``features, recomputed``: the same pass computing the outputs of the linear layers
+  above the lowest anchor layer instead of taking those generation kept;
 - ``features, every block``: the same pass run through every block instead of from the
   hidden state generation kept at the lowest anchor layer (``scoring/upper.py``);
 - ``features + hidden``: the default scorer with ``hidden_states=True`` (which runs every
@@ -94,8 +96,11 @@ def main() -> None:
             scorers["before"] = old(lm, hybrid=hybrid)
         scorers["anchor only"] = SemGradScorer(lm, hybrid=hybrid, feature_offsets=())
         scorers["features"] = SemGradScorer(lm, hybrid=hybrid)
-        # The same pass run through every block, as before it started from the hidden
-        # state generation kept at the lowest anchor layer.
+        # The same pass computing the linear layers' outputs generation kept, and run
+        # through every block, as before it started from generation's hidden state at
+        # the lowest anchor layer.
+        scorers["features, recomputed"] = SemGradScorer(lm, hybrid=hybrid)
+        scorers["features, recomputed"]._given_outputs = False
         scorers["features, every block"] = SemGradScorer(lm, hybrid=hybrid)
         scorers["features, every block"]._upper = False
         scorers["features + hidden"] = SemGradScorer(lm, hybrid=hybrid, hidden_states=True)

@@ -86,7 +86,12 @@ def main() -> None:
         return [score_one(i) for i in tqdm(range(len(pairs)), leave=False)]
 
     alone = each(lambda i: scorer.score_batch([pairs[i]])[0])
-    cached = [scorer.score_generation(g) for g in generations]  # generation's prompt cache
+    # From what generation kept (its prompt cache, the hidden state at the lowest anchor
+    # layer and the linear layers' outputs above it), and the same computing those again.
+    scorer._given_outputs = False
+    recomputed = [scorer.score_generation(g, release=False) for g in generations]
+    scorer._given_outputs = True
+    cached = [scorer.score_generation(g) for g in generations]
     # One left-padded batch of every answer (the library's score_batch would cut it into
     # chunks of similar answer length; this is the widest padding a batch can bring).
     padded = scorer._score_chunk(pairs, False, [None] * len(pairs))
@@ -123,7 +128,8 @@ def main() -> None:
             each(lambda i: scorer.score_batch([pairs[i]])[0]), alone),
         "in a left-padded batch of all": compare(padded, alone),
         "score_batch of all (chunked)": compare(library_batch, alone),
-        "generation's prompt cache": compare(cached, alone),
+        "from what generation kept": compare(cached, alone),
+        "the same, linear layers recomputed": compare(recomputed, alone),
         "fused (scored while generating)": compare(fused_scores,
                                                    [alone[i] for i in same]),
         "two-pass alone vs float64": compare(alone, exact),

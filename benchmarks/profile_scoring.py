@@ -2,8 +2,9 @@
 
 Generates greedy answers 16 at a time (as the benchmark does), then times SemGrad with and
 without PG, reusing generation's keys and values for the prompts and from the ids alone,
-and profiles the calibrated pass with and without PG, reusing the caches (the pass then runs
-only the blocks above the lowest anchor layer, from the hidden state generation kept).
+and profiles the calibrated pass with and without PG, reusing what generation kept (the
+pass then runs only the blocks above the lowest anchor layer, from the hidden state
+generation kept there, and takes the outputs generation kept of their linear layers).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/profile_scoring.py > benchmarks/profile_scoring.txt
 """

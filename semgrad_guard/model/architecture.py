@@ -54,6 +54,19 @@ class ModelLayout:
             )
         return self.embedding if layer == 0 else self.blocks[layer - 1]
 
+    def linear_layers(self, layer: int) -> dict[str, nn.Linear]:
+        """Every linear layer of the blocks from hidden state ``layer`` up (the blocks a
+        pass starting from that state runs), named ``"<block>.<path>"``, and the output
+        head as ``"head"`` when it is one."""
+        self.module_producing(layer)  # raises on a layer out of range
+        found = {f"{i}.{name}": module
+                 for i in range(layer, self.num_layers)
+                 for name, module in self.blocks[i].named_modules()
+                 if isinstance(module, nn.Linear)}
+        if isinstance(self.lm_head, nn.Linear):
+            found["head"] = self.lm_head
+        return found
+
 
 def _lookup(obj: object, path: str) -> object | None:
     for part in path.split("."):

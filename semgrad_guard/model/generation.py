@@ -14,11 +14,17 @@ class KeptStates:
     """Hidden states a generation kept for scoring (:meth:`LocalModel.keep_hidden_state`):
     per layer ``[batch, prompt_columns + fed, dim]``, the prompt's last ``prompt_columns``
     columns then one column per token fed back while decoding; ``tokens`` are each row's
-    generated ids, the first ``fed`` of which were fed."""
+    generated ids, the first ``fed`` of which were fed.
+
+    ``outputs`` (:meth:`LocalModel.keep_layer_outputs`) are the outputs of linear layers
+    over the same columns, by :meth:`ModelLayout.linear_layers` name, except the output
+    head's (``"head"``): its logits over the prompt's last column then each column fed,
+    ``[batch, 1 + fed, vocabulary]``."""
 
     layers: dict[int, torch.Tensor]
     prompt_columns: int
     tokens: list[tuple[int, ...]]
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def steps(self, row: int) -> int:
         """How many of ``row``'s generated tokens have a kept state."""
@@ -55,15 +61,48 @@ class PrefixCache:
         the prompt's end: the prompt's last ``-offset`` columns, then ``response[:-1]``
         (its last token is predicted, never fed). ``[1, columns, dim]``; None when it was
         not kept, or when ``response`` is not what generation fed."""
+        states = self._kept(offset, response)
+        if states is None or layer not in states.layers:
+            return None
+        fed = len(response) - 1
+        return states.layers[layer][self.row:self.row + 1,
+                                    states.prompt_columns + offset:states.prompt_columns + fed]
+
+    def layer_outputs(self, offset: int, response: Sequence[int]
+                      ) -> dict[str, torch.Tensor] | None:
+        """This row's kept outputs of linear layers (:class:`KeptStates`) over the columns
+        of :meth:`hidden_state`, ``[1, columns, width]`` each, and the head's logits over
+        the prompt's last column then ``response[:-1]`` (``[1, len(response),
+        vocabulary]``); None when they were not kept, or when ``response`` is not what
+        generation fed."""
+        states = self._kept(offset, response)
+        if states is None or not states.outputs:
+            return None
+        fed = len(response) - 1
+        row = slice(self.row, self.row + 1)
+        return {name: (kept[row, :1 + fed] if name == "head" else
+                       kept[row, states.prompt_columns + offset:states.prompt_columns + fed])
+                for name, kept in states.outputs.items()}
+
+    def kept_bytes(self) -> int:
+        """Bytes of the hidden states and layer outputs kept by this row's generation call
+        (shared by its rows), 0 once released."""
         states = self._states
-        if self._cache is None or states is None or layer not in states.layers:
+        if states is None:
+            return 0
+        return sum(t.numel() * t.element_size()
+                   for t in (*states.layers.values(), *states.outputs.values()))
+
+    def _kept(self, offset: int, response: Sequence[int]) -> KeptStates | None:
+        """What this row kept, when it covers a pass over ``response`` from ``offset``."""
+        states = self._states
+        if self._cache is None or states is None:
             return None
         fed = len(response) - 1
         if -offset > states.prompt_columns or fed > states.steps(self.row) \
                 or tuple(response[:fed]) != states.tokens[self.row][:fed]:
             return None
-        return states.layers[layer][self.row:self.row + 1,
-                                    states.prompt_columns + offset:states.prompt_columns + fed]
+        return states
 
     def prompt_columns(self, width: int, stop: int
                        ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

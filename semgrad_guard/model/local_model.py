@@ -22,6 +22,7 @@ from .clock import synchronize
 from .default_model import DEFAULT_MODEL_NAME, default_model_path, is_default_gguf
 from .generation import Generation, KeptStates, PrefixCache
 from .gguf import converted_path, find_gguf, is_gguf
+from .kept_outputs import OutputKeeper
 from .prompts import Prompt, PromptFormat
 from .streaming import GenerationStream
 from .text import tokenizable
@@ -70,6 +71,12 @@ class LocalModel:
         #: Hidden states generation keeps for scoring (:meth:`keep_hidden_state`).
         self._kept_layers: set[int] = set()
         self._kept_prompt_columns = 0
+        #: The lowest block whose linear layers' outputs generation keeps
+        #: (:meth:`keep_layer_outputs`), if any.
+        self._kept_outputs_from: int | None = None
+        #: Bytes of linear layers' outputs one generation call may keep (1 GiB); a call
+        #: that would keep more keeps none, and scoring it computes them again.
+        self.kept_outputs_limit = 1 << 30
         if getattr(tokenizer, "pad_token_id", None) is None:
             # Padding is always masked; any id the model knows will do.
             self._pad_id = int(tokenizer.eos_token_id or 0)
@@ -187,23 +194,37 @@ class LocalModel:
         return self.generate_batch([prompt for prompt, _ in items], **items[0][1])
 
     @contextmanager
-    def forward_hooks(self, hooks: Sequence[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
-        """Hold the model, with forward hooks that fire only for this call's own passes.
+    def forward_hooks(self, hooks: Sequence[tuple[nn.Module, ForwardHook]],
+                      forwards: Sequence[tuple[nn.Module, Callable[..., Any]]] = ()
+                      ) -> Iterator[None]:
+        """Hold the model, with forward hooks that fire only for this call's own passes
+        (and those of calls opened inside it), and ``forwards`` run in place of their
+        modules' ``forward`` in this call's own passes only.
 
-        The hooks are removed on exit, whatever happens; a forward pass run meanwhile by
-        another thread or task (one that bypassed :attr:`lock`) does not fire them.
+        Both are removed on exit, whatever happens; a forward pass run meanwhile by
+        another thread or task (one that bypassed :attr:`lock`) sees neither.
         """
         call = object()
         with self.lock:
             token = _CALL.set((*_CALL.get(), call))
             handles = []
+            replaced: list[tuple[nn.Module, Any]] = []
             try:
                 for module, hook in hooks:
                     handles.append(module.register_forward_hook(_owned_by(call, hook)))
+                for module, forward in forwards:
+                    # An instance's own forward (an accelerate hook's) is put back as found.
+                    replaced.append((module, module.__dict__.get("forward")))
+                    module.forward = _forward_owned_by(call, forward, module.forward)
                 yield
             finally:
                 for handle in handles:
                     handle.remove()
+                for module, own in reversed(replaced):
+                    if own is None:
+                        del module.forward
+                    else:
+                        module.forward = own
                 _CALL.reset(token)
 
     def keep_hidden_state(self, layer: int, prompt_columns: int) -> None:
@@ -215,6 +236,19 @@ class LocalModel:
         self.layout.module_producing(layer)  # raises on a layer out of range
         with self.lock:
             self._kept_layers.add(layer)
+            self._kept_prompt_columns = max(self._kept_prompt_columns, prompt_columns)
+
+    def keep_layer_outputs(self, layer: int, prompt_columns: int) -> None:
+        """Have every generation also keep the output of every linear layer of the blocks
+        from hidden state ``layer`` up, and the output head's logits, over the columns of
+        :meth:`keep_hidden_state` (within :attr:`kept_outputs_limit`). A scorer whose
+        graph starts at ``layer`` then takes them instead of computing them again (a
+        scorer built on this model asks for it); see
+        :mod:`semgrad_guard.model.kept_outputs` for the cost."""
+        self.layout.module_producing(layer)  # raises on a layer out of range
+        with self.lock:
+            self._kept_outputs_from = layer if self._kept_outputs_from is None \
+                else min(self._kept_outputs_from, layer)
             self._kept_prompt_columns = max(self._kept_prompt_columns, prompt_columns)
 
     def close(self) -> None:
@@ -293,16 +327,26 @@ class LocalModel:
             kwargs.setdefault("top_k", None)
         n_return = int(kwargs.get("num_return_sequences", 1))
         # Answers keep their prompts' keys and values: scoring them then skips the prompt.
-        keep_cache = n_return == 1 and kwargs.get("streamer") is None
+        # Beam search runs several rows per prompt and reorders them as it goes: the rows
+        # it ends with are not those of its cache.
+        config = getattr(self.model, "generation_config", None)
+        beams = int(kwargs.get("num_beams") or getattr(config, "num_beams", 1) or 1)
+        keep_cache = n_return == 1 and beams == 1 and kwargs.get("streamer") is None
         if keep_cache:
             kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
         kept: dict[int, list[torch.Tensor]] = {}
+        outputs = None
         if decode is None:
             if keep_cache:
                 kept = {layer: [] for layer in self._kept_layers}
+                if kept and self._kept_outputs_from is not None:
+                    outputs = OutputKeeper(self.layout.linear_layers(self._kept_outputs_from),
+                                           min(self._kept_prompt_columns, width),
+                                           self.kept_outputs_limit)
             hooks = [(self.layout.module_producing(layer), _keep_output(parts))
                      for layer, parts in kept.items()]
+            hooks += outputs.hooks() if outputs is not None else []
             with torch.no_grad(), self.forward_hooks(hooks):
                 out = self.model.generate(input_ids=input_ids.to(self.device),
                                           attention_mask=mask.to(self.device), **kwargs)
@@ -315,7 +359,7 @@ class LocalModel:
             out = out.sequences
         seconds = (time.perf_counter() - start) / len(out)
         new = out[:, width:].tolist()
-        states = self._kept_states(kept, width, new) if cache is not None else None
+        states = self._kept_states(kept, width, new, outputs) if cache is not None else None
         eos = self.eos_ids
         results = []
         for row, tokens in enumerate(new):
@@ -333,7 +377,8 @@ class LocalModel:
         return results
 
     def _kept_states(self, kept: dict[int, list[torch.Tensor]], width: int,
-                     generated: list[list[int]]) -> KeptStates | None:
+                     generated: list[list[int]], outputs: OutputKeeper | None
+                     ) -> KeptStates | None:
         """The kept hidden states of a generation, when its passes were one over the whole
         prompt and then one per token fed back (anything else, e.g. a chunked prefill,
         keeps none)."""
@@ -344,10 +389,11 @@ class LocalModel:
         for layer, parts in kept.items():
             widths = [p.shape[1] for p in parts]
             if not widths or widths[0] != width or any(w != 1 for w in widths[1:]) \
-                    or len(widths) != len(generated[0]):
+                    or len(widths) != len(generated[0]) or parts[0].shape[0] != len(generated):
                 return None
             layers[layer] = torch.cat([parts[0][:, width - columns:], *parts[1:]], dim=1)
-        return KeptStates(layers, columns, [tuple(t) for t in generated])
+        return KeptStates(layers, columns, [tuple(t) for t in generated],
+                          outputs.kept(width, len(generated[0])) if outputs is not None else {})
 
     def _stop_strings(self, kwargs: dict[str, Any]) -> list[str]:
         """The stop strings of a call, taken out of ``kwargs``: the caller's, else a
@@ -371,6 +417,16 @@ def _owned_by(call: object, hook: ForwardHook) -> ForwardHook:
             return None
         return hook(module, inputs, output)
     return fire
+
+
+def _forward_owned_by(call: object, forward: Callable[..., Any],
+                      original: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` in ``call``'s own passes (not in a call opened inside it), ``original``
+    anywhere else."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        calls = _CALL.get()
+        return (forward if calls and calls[-1] is call else original)(*args, **kwargs)
+    return run
 
 
 def _keep_output(into: list[torch.Tensor]) -> ForwardHook:

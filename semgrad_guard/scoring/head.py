@@ -39,7 +39,7 @@ def head_input_gradient(at_output: torch.Tensor, weight: torch.Tensor) -> torch.
 
 def backward_through_head(objective: torch.Tensor, head: nn.Module,
                           outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
-                          wanted: Sequence[torch.Tensor]
+                          wanted: Sequence[torch.Tensor], live: torch.Tensor | None = None
                           ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
     """The gradient of ``objective`` at the ``outputs`` of the output ``head`` (the logits
     of each call) and at the ``wanted`` hidden states below it, ``inputs`` being the
@@ -48,12 +48,19 @@ def backward_through_head(objective: torch.Tensor, head: nn.Module,
     The backward runs in two stages, and between them the input gradient of every call
     (``[batch, columns, ...]`` each: the pass's one call, or each decode step's) is one
     :func:`head_input_gradient`, which reads the head's weight once. A head that is not a
-    linear layer is left to autograd.
+    linear layer is left to autograd. ``live`` (``[batch, columns]`` over the calls'
+    columns) marks the columns ``objective`` depends on: the product skips the others,
+    whose gradient is zero.
     """
     at_outputs = torch.autograd.grad(objective, outputs)
     if not isinstance(head, nn.Linear):
         return at_outputs, torch.autograd.grad(outputs, wanted, at_outputs)
     with torch.no_grad():
-        at_inputs = head_input_gradient(torch.cat(at_outputs, 1), head.weight).split(
-            [g.shape[1] for g in at_outputs], 1)
+        at = torch.cat(at_outputs, 1)
+        if live is None or bool(live.all()):
+            at_input = head_input_gradient(at, head.weight)
+        else:
+            at_input = at.new_zeros((*at.shape[:-1], head.weight.shape[1]))
+            at_input[live] = head_input_gradient(at[live], head.weight)
+        at_inputs = at_input.split([g.shape[1] for g in at_outputs], 1)
     return at_outputs, torch.autograd.grad(inputs, wanted, at_inputs)

@@ -35,7 +35,7 @@ from .head import backward_through_head
 from .profile import ModelProfile, ProfileStore, model_fingerprint
 from .result import AUTO_SCORE, SCORE_NAMES, HiddenStates, UncertaintyScore
 from .statistics import AnswerStatistics, anchor_gradients, answer_statistics, features
-from .upper import runs_upper_pass, upper_forward
+from .upper import given_outputs, runs_upper_pass, upper_forward
 
 # Vocabulary rows per matmul when forming the lm_head gradient (memory bound).
 _VOCAB_CHUNK = 8192
@@ -163,6 +163,10 @@ class SemGradScorer:
                        and runs_upper_pass(model.model))
         if self._upper:
             model.keep_hidden_state(self.anchor.layers[0], -self.feature_offsets[-1])
+            model.keep_layer_outputs(self.anchor.layers[0], -self.feature_offsets[-1])
+        # ... and the outputs of the linear layers above it, which the pass then takes
+        # instead of computing them again.
+        self._given_outputs = self._upper
         # The learned score reads features taken at the profile's anchor: another anchor
         # would feed it numbers it was not fitted on.
         self.learned = self.profile.learned if self.profile is not None \
@@ -556,12 +560,20 @@ class SemGradScorer:
             past = self._reused_prefix(caches, prompt_width, offsets[-1])
             start = None if past is None else self._kept_state(caches, rows, offsets[-1],
                                                                width - split)
+            given = self._kept_outputs(caches, rows, offsets[-1], width - split, keep) \
+                if start is not None else None
             if past is None:
                 past = self._prefix(ids[:, :split].to(device), mask[:, :split].to(device),
                                     positions[:, :split].to(device))
             hooks = [(layout.module_producing(layer), capture_hook(layer, lowest, captured))
                      for layer in anchor.layers]
-            with lm.forward_hooks([*hooks, (layout.lm_head, capture_head)]):
+            # Right-padding (after a row's last fed token) feeds nothing the objective
+            # reads: the backward's products skip it.
+            live = torch.arange(width - split) < torch.tensor(
+                [prompt_width - split + n - 1 for n in lengths]).unsqueeze(1)
+            forwards = [] if given is None else given_outputs(layout.linear_layers(lowest),
+                                                              given, live.to(device))
+            with lm.forward_hooks([*hooks, (layout.lm_head, capture_head)], forwards):
                 if start is None:
                     logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
                                                    positions[:, split:].to(device), keep, past)
@@ -581,7 +593,7 @@ class SemGradScorer:
                 wanted = [captured[layer] for layer in anchor.layers]
                 (at_head,), grads = backward_through_head(
                     stats.objective.sum(), layout.lm_head, [head["output"]], [head["input"]],
-                    wanted)
+                    wanted, answer_d if head["output"].shape[1] == keep else None)
         synchronize(device)
         t2 = time.perf_counter()
 
@@ -702,6 +714,31 @@ class SemGradScorer:
         for i, state in enumerate(kept):
             start[i, :state.shape[0]] = state
         return start.requires_grad_(True)
+
+    def _kept_outputs(self, caches: Sequence[PrefixCache | None],
+                      rows: Sequence[tuple[list[int], list[int]]], offset: int, columns: int,
+                      keep: int) -> dict[str, torch.Tensor] | None:
+        """The outputs of the linear layers above the lowest anchor layer over the pass's
+        ``columns`` from ``offset``, and the head's over its last ``keep``, as generation
+        kept them (``[batch, columns, width]``, rows right-padded with zeros), when every
+        row has them; else None (the pass then computes them)."""
+        if not self._given_outputs:
+            return None
+        kept = []
+        for cache, (_, response) in zip(caches, rows, strict=True):
+            outputs = None if cache is None else cache.layer_outputs(offset, response)
+            if outputs is None:
+                return None
+            kept.append(outputs)
+        names = set(kept[0]).intersection(*kept[1:])
+        given = {}
+        for name in names:
+            parts = [outputs[name][0] for outputs in kept]
+            given[name] = part = parts[0].new_zeros(
+                (len(parts), keep if name == "head" else columns, parts[0].shape[-1]))
+            for i, row in enumerate(parts):
+                part[i, :row.shape[0]] = row
+        return given
 
     def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
         """Keys and values of the columns before the pass with a graph, no graph."""

@@ -58,9 +58,11 @@ def answer_statistics(logits: torch.Tensor, targets: torch.Tensor, answer: torch
 
     ``logits[b, t]`` is the model's prediction of ``targets[b, t]``, the answer's token
     ``t``; ``answer[b, t]`` is true where row ``b`` has a token ``t`` (answers of a batch
-    are right-padded). The loss is formed in float32 whatever the model's dtype.
+    are right-padded: only the answers' positions are computed). The loss is formed in
+    float32 whatever the model's dtype.
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    rows, columns = answer.nonzero(as_tuple=True)
+    logp = torch.log_softmax(logits[rows, columns].float(), dim=-1)  # [answer tokens, V]
     with torch.no_grad():
         probs = logp.exp()
         terms = probs * logp
@@ -70,21 +72,26 @@ def answer_statistics(logits: torch.Tensor, targets: torch.Tensor, answer: torch
         del terms
         top_prob = probs.max(-1).values
         del probs
-    tok_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    tok_logp = logp.gather(-1, targets[rows, columns].unsqueeze(-1)).squeeze(-1)
+    batch = answer.shape[0]
+
+    def per_row(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(batch).index_add(0, rows, values)
+
+    def row_max(values: torch.Tensor) -> torch.Tensor:
+        return values.new_full((batch,), float("-inf")).scatter_reduce(
+            0, rows, values, "amax")
+
     tokens = answer.sum(-1).float()
-    objective_sum = -(entropy * tok_logp * answer).sum(-1)
+    objective_sum = -per_row(entropy * tok_logp)
     objective = objective_sum / tokens
     with torch.no_grad():
         token_nll = -tok_logp.detach()
-        absent = torch.tensor(float("-inf"), device=logits.device)
         return AnswerStatistics(
             objective=objective, objective_sum=objective_sum.detach(),
-            nll=(token_nll * answer).sum(-1),
-            mean_entropy=(entropy * answer).sum(-1) / tokens,
-            max_entropy=torch.where(answer, entropy, absent).max(-1).values,
-            max_token_nll=torch.where(answer, token_nll, absent).max(-1).values,
-            max_prob=1.0 - (top_prob * answer).sum(-1) / tokens,
-            tokens=tokens)
+            nll=per_row(token_nll), mean_entropy=per_row(entropy) / tokens,
+            max_entropy=row_max(entropy), max_token_nll=row_max(token_nll),
+            max_prob=1.0 - per_row(top_prob) / tokens, tokens=tokens)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ same computation on the same inputs; what differs is float32 rounding, since gen
 computed the answer's columns one at a time (about 1e-9 relative on the hidden state,
 within the pass's own rounding on every score: ``benchmarks/feature_cost.py``).
 
+Generation also keeps the outputs of the linear layers of those blocks and the output
+head's logits (:mod:`semgrad_guard.model.kept_outputs`): :func:`given_outputs` has the
+pass take them instead of computing them again. The backward pass needs of a linear
+layer only its weight, so what the pass still computes forward is what lies between the
+linear layers: norms, rotary embeddings, attention and activations.
+
 The loop below is the decoder loop of the model families listed in :data:`FAMILIES`
 (their ``forward`` in transformers 5), checked against each family's own forward by
 ``tests/core/test_upper_pass.py``; other families run the whole pass.
@@ -16,9 +22,11 @@ The loop below is the decoder loop of the model families listed in :data:`FAMILI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 #: Model types whose decoder loop :func:`upper_forward` reproduces.
 FAMILIES = frozenset({"llama", "qwen2", "qwen3"})
@@ -55,3 +63,51 @@ def upper_forward(model: Any, layer: int, hidden: torch.Tensor, attention_mask: 
                     past_key_values=past, use_cache=True)
         h = out[0] if isinstance(out, tuple) else out
     return model.lm_head(inner.norm(h[:, -keep:]))  # type: ignore[no-any-return]
+
+
+class _Given(torch.autograd.Function):
+    """A linear layer's output, given instead of computed; the gradient at its input is
+    the gradient at its output times its weight (no parameter takes a gradient), formed
+    only over the ``live`` columns (elsewhere it is zero: padding)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, output: torch.Tensor,  # type: ignore[override]
+                weight: torch.Tensor, live: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        ctx.live = live
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx: Any, at_output: torch.Tensor  # type: ignore[override]
+                 ) -> tuple[torch.Tensor, None, None, None]:
+        (weight,) = ctx.saved_tensors
+        live = ctx.live
+        if live is None:
+            return at_output @ weight, None, None, None
+        at_input = at_output.new_zeros((*at_output.shape[:-1], weight.shape[1]))
+        at_input[live] = at_output[live] @ weight
+        return at_input, None, None, None
+
+
+def given_outputs(layers: dict[str, nn.Linear], outputs: dict[str, torch.Tensor],
+                  live: torch.Tensor | None = None
+                  ) -> list[tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+    """For each named linear layer of ``layers`` whose output over the pass's columns is
+    in ``outputs``, a ``forward`` that returns it (for
+    :meth:`~semgrad_guard.LocalModel.forward_hooks`). ``live`` (``[batch, columns]``)
+    marks the columns whose gradient can be non-zero (not right-padding); the head's
+    backward is not taken through its forward (:mod:`semgrad_guard.scoring.head`)."""
+    padded = None if live is None or bool(live.all()) else live
+
+    def given(name: str, module: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+        output = outputs[name]
+        mask = None if name == "head" else padded
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if x.shape[:-1] != output.shape[:-1]:
+                raise RuntimeError(f"linear layer {name} was given {tuple(output.shape)} "
+                                   f"for an input of {tuple(x.shape)}")
+            return _Given.apply(x, output, module.weight, mask)  # type: ignore[no-any-return]
+        return forward
+
+    return [(module, given(name, module)) for name, module in layers.items() if name in outputs]

@@ -19,6 +19,7 @@ from semgrad_guard.calibration import search_anchor
 from semgrad_guard.cli import main
 from semgrad_guard.model.vocabulary import tokenizer_fingerprint
 
+from .passes import linear_forwards
 from .reference import ROUNDING, largest_relative_change
 
 pytestmark = pytest.mark.real_model
@@ -153,22 +154,24 @@ def test_features_leave_the_anchors_scores_where_they_were(default_lm: LocalMode
         assert len([name for name in a.features if name.startswith("grad_l1/")]) == 6 * 15
 
 
-def test_a_generation_is_scored_from_the_hidden_state_generation_kept(default_lm: LocalModel
-                                                                       ) -> None:
+def test_a_generation_is_scored_from_what_generation_kept(default_lm: LocalModel) -> None:
     """Scoring a generation runs only the blocks above the lowest anchor layer, from the
-    state generation kept there; every score and feature equals the pass over every block
-    to float32 rounding (measured up to 1.1e-5 relative)."""
-    scorer = SemGradScorer(default_lm)  # has the model keep its lowest anchor layer
+    state generation kept there, and takes the outputs generation kept of their linear
+    layers instead of computing them; every score and feature equals the pass over every
+    block to float32 rounding (measured up to 1.1e-5 relative)."""
+    scorer = SemGradScorer(default_lm)  # has the model keep what its pass reuses
     questions = ["What is the capital of France?", "Who wrote Hamlet?",
                  "What gas do plants absorb?"]
     generations = default_lm.generate_batch([qa_prompt(q) for q in questions],
                                             max_new_tokens=40)
+    assert len({len(g.response_ids) for g in generations}) > 1  # right-padded in the pass
     below: list[int] = []
     block = default_lm.layout.blocks[scorer.anchor.layers[0] - 1]
     handle = block.register_forward_hook(lambda *_: below.append(1))
     try:
-        kept = scorer.score_batch(generations, release=False)
-        assert below == []
+        with linear_forwards() as computed:
+            kept = scorer.score_batch(generations, release=False)
+        assert below == [] and computed == []
         full = scorer.score_batch([(g.prompt_ids, g.response_ids) for g in generations])
         assert below != []
     finally:
