@@ -158,7 +158,8 @@ def test_a_generation_is_scored_from_what_generation_kept(default_lm: LocalModel
     """Scoring a generation runs only the blocks above the lowest anchor layer, from the
     state generation kept there, and takes the outputs generation kept of their linear
     layers instead of computing them; every score and feature equals the pass over every
-    block to float32 rounding (measured up to 1.1e-5 relative)."""
+    block to float32 rounding (within 1.3e-5 relative on 16 SciQ answers:
+    benchmarks/float32_floor.md)."""
     scorer = SemGradScorer(default_lm)  # has the model keep what its pass reuses
     questions = ["What is the capital of France?", "Who wrote Hamlet?",
                  "What gas do plants absorb?"]
