@@ -335,18 +335,18 @@ class LocalModel:
         if keep_cache:
             kwargs.setdefault("return_dict_in_generate", True)
         start = time.perf_counter()
-        kept: dict[int, list[torch.Tensor]] = {}
-        outputs = None
+        states: OutputKeeper[int] | None = None
+        outputs: OutputKeeper[str] | None = None
         if decode is None:
-            if keep_cache:
-                kept = {layer: [] for layer in self._kept_layers}
-                if kept and self._kept_outputs_from is not None:
+            if keep_cache and self._kept_layers:
+                columns = min(self._kept_prompt_columns, width)
+                states = OutputKeeper({layer: self.layout.module_producing(layer)
+                                       for layer in self._kept_layers}, columns)
+                if self._kept_outputs_from is not None:
                     outputs = OutputKeeper(self.layout.linear_layers(self._kept_outputs_from),
-                                           min(self._kept_prompt_columns, width),
-                                           self.kept_outputs_limit)
-            hooks = [(self.layout.module_producing(layer), _keep_output(parts))
-                     for layer, parts in kept.items()]
-            hooks += outputs.hooks() if outputs is not None else []
+                                           columns, self.kept_outputs_limit)
+            hooks = [*(states.hooks() if states is not None else []),
+                     *(outputs.hooks() if outputs is not None else [])]
             with torch.no_grad(), self.forward_hooks(hooks):
                 out = self.model.generate(input_ids=input_ids.to(self.device),
                                           attention_mask=mask.to(self.device), **kwargs)
@@ -359,7 +359,7 @@ class LocalModel:
             out = out.sequences
         seconds = (time.perf_counter() - start) / len(out)
         new = out[:, width:].tolist()
-        states = self._kept_states(kept, width, new, outputs) if cache is not None else None
+        kept = _kept_states(states, outputs, width, new) if cache is not None else None
         eos = self.eos_ids
         results = []
         for row, tokens in enumerate(new):
@@ -371,29 +371,10 @@ class LocalModel:
                 text = cut_at_stop(text, self.tokenizer.decode(response[:-1],
                                                                skip_special_tokens=True),
                                    stop.stop_strings)
-            prefix = PrefixCache(cache, row, width, states) if cache is not None else None
+            prefix = PrefixCache(cache, row, width, kept) if cache is not None else None
             results.append(Generation(tuple(encoded[src]), tuple(response), text.strip(),
                                       reason, texts[src], seconds, prefix))  # type: ignore[arg-type]
         return results
-
-    def _kept_states(self, kept: dict[int, list[torch.Tensor]], width: int,
-                     generated: list[list[int]], outputs: OutputKeeper | None
-                     ) -> KeptStates | None:
-        """The kept hidden states of a generation, when its passes were one over the whole
-        prompt and then one per token fed back (anything else, e.g. a chunked prefill,
-        keeps none)."""
-        if not kept:
-            return None
-        columns = min(self._kept_prompt_columns, width)
-        layers = {}
-        for layer, parts in kept.items():
-            widths = [p.shape[1] for p in parts]
-            if not widths or widths[0] != width or any(w != 1 for w in widths[1:]) \
-                    or len(widths) != len(generated[0]) or parts[0].shape[0] != len(generated):
-                return None
-            layers[layer] = torch.cat([parts[0][:, width - columns:], *parts[1:]], dim=1)
-        return KeptStates(layers, columns, [tuple(t) for t in generated],
-                          outputs.kept(width, len(generated[0])) if outputs is not None else {})
 
     def _stop_strings(self, kwargs: dict[str, Any]) -> list[str]:
         """The stop strings of a call, taken out of ``kwargs``: the caller's, else a
@@ -429,8 +410,16 @@ def _forward_owned_by(call: object, forward: Callable[..., Any],
     return run
 
 
-def _keep_output(into: list[torch.Tensor]) -> ForwardHook:
-    """A forward hook that keeps each pass's output hidden state, detached."""
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        into.append((output[0] if isinstance(output, tuple) else output).detach())
-    return hook
+def _kept_states(states: OutputKeeper[int] | None, outputs: OutputKeeper[str] | None,
+                 width: int, generated: list[list[int]]) -> KeptStates | None:
+    """What a generation kept, when its passes were one over the whole prompt and then one
+    per token fed back, one row per answer (anything else, e.g. a chunked prefill or beam
+    search, keeps nothing)."""
+    if states is None:
+        return None
+    passes, rows = len(generated[0]), len(generated)
+    layers = states.kept(width, passes, rows)
+    if not layers:
+        return None
+    return KeptStates(layers, states.prompt_columns, [tuple(t) for t in generated],
+                      outputs.kept(width, passes, rows) if outputs is not None else {})

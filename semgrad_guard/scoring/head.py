@@ -15,7 +15,7 @@ a time, it stays near 1e-6 for any number of rows, at the cost of one product
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +37,18 @@ def head_input_gradient(at_output: torch.Tensor, weight: torch.Tensor) -> torch.
     return total.to(at_output.dtype).reshape(*at_output.shape[:-1], weight.shape[1])
 
 
+def over_live(at: torch.Tensor, live: torch.Tensor | None, width: int,
+              product: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``product`` of the rows of ``at`` (``[batch, columns, ...]``) that ``live``
+    (``[batch, columns]``) marks, zero (of ``width``) elsewhere; of every row when
+    ``live`` is None or marks them all."""
+    if live is None or bool(live.all()):
+        return product(at)
+    out = at.new_zeros((*at.shape[:2], width))
+    out[live] = product(at[live])
+    return out
+
+
 def backward_through_head(objective: torch.Tensor, head: nn.Module,
                           outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
                           wanted: Sequence[torch.Tensor], live: torch.Tensor | None = None
@@ -56,11 +68,8 @@ def backward_through_head(objective: torch.Tensor, head: nn.Module,
     if not isinstance(head, nn.Linear):
         return at_outputs, torch.autograd.grad(outputs, wanted, at_outputs)
     with torch.no_grad():
-        at = torch.cat(at_outputs, 1)
-        if live is None or bool(live.all()):
-            at_input = head_input_gradient(at, head.weight)
-        else:
-            at_input = at.new_zeros((*at.shape[:-1], head.weight.shape[1]))
-            at_input[live] = head_input_gradient(at[live], head.weight)
+        weight = head.weight
+        at_input = over_live(torch.cat(at_outputs, 1), live, weight.shape[1],
+                             lambda rows: head_input_gradient(rows, weight))
         at_inputs = at_input.split([g.shape[1] for g in at_outputs], 1)
     return at_outputs, torch.autograd.grad(inputs, wanted, at_inputs)

@@ -567,12 +567,13 @@ class SemGradScorer:
                                     positions[:, :split].to(device))
             hooks = [(layout.module_producing(layer), capture_hook(layer, lowest, captured))
                      for layer in anchor.layers]
-            # Right-padding (after a row's last fed token) feeds nothing the objective
-            # reads: the backward's products skip it.
-            live = torch.arange(width - split) < torch.tensor(
-                [prompt_width - split + n - 1 for n in lengths]).unsqueeze(1)
-            forwards = [] if given is None else given_outputs(layout.linear_layers(lowest),
-                                                              given, live.to(device))
+            forwards = []
+            if given is not None:
+                # Right-padding (after a row's last fed token) feeds nothing the objective
+                # reads: the backward's products skip it.
+                live = torch.arange(width - split) < torch.tensor(
+                    [prompt_width - split + n - 1 for n in lengths]).unsqueeze(1)
+                forwards = given_outputs(layout.linear_layers(lowest), given, live.to(device))
             with lm.forward_hooks([*hooks, (layout.lm_head, capture_head)], forwards):
                 if start is None:
                     logits, hidden = self._forward(ids[:, split:].to(device), mask.to(device),
@@ -710,10 +711,7 @@ class SemGradScorer:
             if state is None:
                 return None
             kept.append(state[0])
-        start = kept[0].new_zeros((len(kept), columns, kept[0].shape[-1]))
-        for i, state in enumerate(kept):
-            start[i, :state.shape[0]] = state
-        return start.requires_grad_(True)
+        return _right_padded(kept, columns).requires_grad_(True)
 
     def _kept_outputs(self, caches: Sequence[PrefixCache | None],
                       rows: Sequence[tuple[list[int], list[int]]], offset: int, columns: int,
@@ -730,15 +728,9 @@ class SemGradScorer:
             if outputs is None:
                 return None
             kept.append(outputs)
-        names = set(kept[0]).intersection(*kept[1:])
-        given = {}
-        for name in names:
-            parts = [outputs[name][0] for outputs in kept]
-            given[name] = part = parts[0].new_zeros(
-                (len(parts), keep if name == "head" else columns, parts[0].shape[-1]))
-            for i, row in enumerate(parts):
-                part[i, :row.shape[0]] = row
-        return given
+        return {name: _right_padded([outputs[name][0] for outputs in kept],
+                                    keep if name == "head" else columns)
+                for name in set(kept[0]).intersection(*kept[1:])}
 
     def _prefix(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
         """Keys and values of the columns before the pass with a graph, no graph."""
@@ -780,6 +772,15 @@ class SemGradScorer:
             block = torch.bmm(g[:, :, lo:lo + _VOCAB_CHUNK].transpose(1, 2), h)
             totals += block.abs_().sum(dim=(1, 2))  # in place: no second block in memory
         return totals / (vocab * dim)
+
+
+def _right_padded(rows: Sequence[torch.Tensor], columns: int) -> torch.Tensor:
+    """``rows`` (``[columns_i, dim]`` each) as one ``[len(rows), columns, dim]`` tensor,
+    each row right-padded with zeros."""
+    out = rows[0].new_zeros((len(rows), columns, rows[0].shape[-1]))
+    for i, row in enumerate(rows):
+        out[i, :row.shape[0]] = row
+    return out
 
 
 def _check_finite(row: int, values: dict[str, float]) -> None:

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .head import over_live
+
 #: Model types whose decoder loop :func:`upper_forward` reproduces.
 FAMILIES = frozenset({"llama", "qwen2", "qwen3"})
 
@@ -81,12 +83,8 @@ class _Given(torch.autograd.Function):
     def backward(ctx: Any, at_output: torch.Tensor  # type: ignore[override]
                  ) -> tuple[torch.Tensor, None, None, None]:
         (weight,) = ctx.saved_tensors
-        live = ctx.live
-        if live is None:
-            return at_output @ weight, None, None, None
-        at_input = at_output.new_zeros((*at_output.shape[:-1], weight.shape[1]))
-        at_input[live] = at_output[live] @ weight
-        return at_input, None, None, None
+        return over_live(at_output, ctx.live, weight.shape[1], lambda rows: rows @ weight), \
+            None, None, None
 
 
 def given_outputs(layers: dict[str, nn.Linear], outputs: dict[str, torch.Tensor],
