@@ -259,11 +259,12 @@ class SemGradScorer:
         of itself alone, in a padded batch or from generation's cache), and so does the
         fused one (SemGrad itself: 6.3e-6 and 6.7e-6). On CPU
         (``benchmarks/speed.md``: ``speed.py --questions 16 --single 4
-        --max-new-tokens 32``, one torch thread) scoring adds 0.61x of generation fused
-        against 0.21x two-pass one answer at a time, and 0.47x against 0.22x at batch
-        16 (the second pass running only the blocks above the lowest anchor layer, from
-        the hidden state generation kept there): carrying the graph through the decode
-        steps costs more than the forward pass it saves. Settings
+        --max-new-tokens 32 --throughput 1,8 --clock cpu``, one torch thread) scoring
+        adds 0.69x of generation fused against 0.24x two-pass one answer at a time, and
+        0.74x against 0.23x at batch 16 (the second pass running only the blocks above
+        the lowest anchor layer and none of their linear layers, from what generation
+        kept; the keeping included): carrying the graph through the decode steps costs
+        more than the forward pass it saves. Settings
         the fused path does not take (``num_return_sequences``, a scorer keeping hidden
         states) use the two passes.
         """

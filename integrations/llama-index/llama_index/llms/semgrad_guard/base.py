@@ -116,8 +116,8 @@ class SemGradLLM(LLM):
         description="Score while generating: the backward pass runs right after the last "
                     "token, with no second forward pass. Off by default: the same scores "
                     "up to float32 rounding (as close as two passes), but on CPU about "
-                    "three times the cost of two passes (0.61x of generation against "
-                    "0.21x; see SemGradScorer.generate_and_score).")
+                    "three times the cost of two passes (0.69x of generation against "
+                    "0.24x; see SemGradScorer.generate_and_score).")
     history: int = Field(
         default=64, ge=1,
         description="How many recent scored answers the LLM keeps for find_call().")
